@@ -1,0 +1,111 @@
+/* http.h: asynchronous HTTP requests on the loop, with the retry policy.
+ *
+ * One request = one logical call; the module retries it by the policy
+ * (network errors, 408, 429, 5xx; capped full-jitter exponential backoff,
+ * never sooner than Retry-After; other 4xx are final) and calls done once. */
+#ifndef CIVIS_HTTP_H
+#define CIVIS_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <curl/curl.h>
+#include "civis/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct civis_http civis_http;          /* one per loop */
+typedef struct civis_http_req civis_http_req;  /* one call in flight */
+
+typedef struct civis_retry_policy {
+	unsigned max_attempts;   /* tries in all; 0 means until the deadline */
+	uint64_t base_ms;        /* first backoff cap (full jitter: uniform 0..cap) */
+	uint64_t cap_ms;         /* backoff never above this (Retry-After may be) */
+	uint64_t deadline_ms;    /* give up this long after the first try; 0 = none */
+	uint64_t max_retry_after_ms; /* a larger Retry-After is clamped to this */
+	int retry_ambiguous;     /* retry when the server may have acted (timeout after send) */
+} civis_retry_policy;
+
+/* Defaults: 10 attempts, base 500 ms, cap 30 s, no deadline, Retry-After
+ * clamped at 120 s, ambiguous failures retried. */
+void civis_retry_policy_default(civis_retry_policy *p);
+
+/* Backoff before retry number `attempt` (1 = after the first failure):
+ * uniform in [0, min(cap, base * 2^(attempt-1))], then at least retry_after_ms
+ * (itself clamped to max_retry_after_ms). rnd is a uniform 64-bit value. */
+uint64_t civis_retry_backoff_ms(const civis_retry_policy *p, unsigned attempt,
+                                uint64_t retry_after_ms, uint64_t rnd);
+
+/* Parse a Retry-After header value (delta-seconds or HTTP-date relative to
+ * now_epoch). Returns milliseconds, or 0 when absent/unparsable. */
+uint64_t civis_retry_after_parse_ms(const char *value, int64_t now_epoch);
+
+/* Whether an answer is worth another try: 0 (network error), 408, 429, 5xx. */
+int civis_http_status_retryable(long http_code);
+
+typedef struct civis_http_result {
+	int status;              /* CIVIS_OK for 2xx, else a civis_status */
+	long http_code;          /* 0 when no answer came */
+	const char *body;        /* answer body, NUL-terminated, capped; never NULL */
+	size_t body_len;
+	const char *etag;        /* ETag header or NULL */
+	unsigned attempts;       /* tries made */
+	unsigned ambiguous;      /* failed tries the server may have acted on */
+	const char *error;       /* one line of detail, no secret; "" when OK */
+} civis_http_result;
+
+/* Called exactly once per request, from civis_loop_run_once (or from
+ * civis_http_free with status CIVIS_ECANCELED). res is valid only during
+ * the call. */
+typedef void (*civis_http_done_fn)(void *ud, const civis_http_result *res);
+
+/* Called before each try to attach the body to the easy handle (e.g.
+ * CURLOPT_READFUNCTION + CURLOPT_INFILESIZE_LARGE, or a curl_mime). It is
+ * called again for a retry, so a streamed body must start over. */
+typedef int (*civis_http_body_fn)(void *ud, CURL *easy);
+
+typedef struct civis_http_spec {
+	const char *method;      /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+	const char *url;         /* absolute */
+	const char *what;        /* short name for messages: "log batch" */
+	const char *content_type;/* NULL: none */
+	const char *body;        /* request body or NULL; borrowed until done */
+	size_t body_len;
+	civis_http_body_fn body_fn; /* alternative to body */
+	void *body_ud;
+	const struct curl_slist *headers; /* extra headers, borrowed until done */
+	size_t max_response;     /* answer body cap; 0 = 1 MiB */
+	long connect_timeout_ms; /* 0 = 10 s */
+	long low_speed_time_s;   /* cut when under 1 byte/s this long; 0 = 30 s */
+	long timeout_ms;         /* whole-try limit; 0 = none beyond low-speed */
+	const civis_retry_policy *retry; /* NULL = default */
+	civis_http_done_fn done;
+	void *done_ud;
+} civis_http_spec;
+
+int  civis_http_new(civis_http **out, civis_loop *loop);
+/* Cancels what is in flight (their done callbacks run with CIVIS_ECANCELED). */
+void civis_http_free(civis_http *http);
+
+/* Start a request with no credentials (presigned upload URLs). Redirects are
+ * not followed. On failure to start, done is NOT called. */
+int  civis_http_start(civis_http *http, const civis_http_spec *spec, civis_http_req **out);
+
+/* Start a request that carries `userpwd` ("key:") as Basic auth plus the
+ * extra headers; refused with CIVIS_EUNSAFE unless spec->url starts with
+ * `origin` (scheme://host:port/ of the API). Used by client.c. */
+int  civis_http_start_auth(civis_http *http, const civis_http_spec *spec,
+                           const char *origin, const char *userpwd,
+                           civis_http_req **out);
+
+/* Abort one request; its done runs with CIVIS_ECANCELED before this returns. */
+void civis_http_cancel(civis_http *http, civis_http_req *req);
+
+/* Requests in flight or waiting to retry. */
+unsigned civis_http_pending(const civis_http *http);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
