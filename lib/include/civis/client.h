@@ -63,6 +63,11 @@ civis_http *civis_client_http(civis_client *c);
 
 /* ---- answers, parsed (bounded: every string capped, every array capped) */
 
+/* Largest answer body each parser accepts (use as spec->max_response). */
+#define CIVIS_RUN_STATE_MAX_BODY      (1u << 20)   /* ContainerRun */
+#define CIVIS_FILE_POST_MAX_BODY      (8u << 20)   /* FilePost: 64 fields of up to 64 KiB */
+#define CIVIS_MULTIPART_POST_MAX_BODY (32u << 20)  /* up to 10,000 presigned URLs */
+
 typedef struct civis_run_state {
 	int64_t id;
 	char state[16];          /* queued, running, succeeded, failed, cancelled, or "" */
