@@ -1,0 +1,628 @@
+/* logstream.c: the command's output -> tee + run log. See logstream.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "civis/civis.h"
+#include "civis/linebuf.h"
+#include "civis/logbatch.h"
+#include "civis/logqueue.h"
+#include "logstream.h"
+
+#define READ_BUF      (256u << 10)  /* one read from a pipe at most */
+#define READS_PER_EV  4             /* reads per readiness, so one stream can't starve the rest */
+#define MAX_INFLIGHT  16
+#define NOTE_MAX      2048
+
+struct stream;
+
+/* One log request in flight: a queue chunk streamed as the request body. */
+struct sending {
+	agent_logstream *ls;
+	civis_logq_chunk *chunk;
+	civis_http_req *req;
+	size_t off;                 /* read position of the body, per try */
+	int used;
+};
+
+struct stream {
+	agent_logstream *ls;
+	int id;                     /* AGENT_STDOUT / AGENT_STDERR */
+	int fd;                     /* -1 once at EOF or closed */
+	int tee_fd;                 /* -1: no copy */
+	civis_redact_stream *rs;    /* mask for the run log */
+	civis_redact_stream *tee_rs;/* mask for the copy, with --redact-tee */
+	civis_linebuf *lb;
+	uint64_t partial_since;     /* when a partial line or held bytes started waiting */
+	uint64_t read_ns;           /* realtime of the read being processed */
+};
+
+struct agent_logstream {
+	agent_logstream_opts o;
+	civis_loop *loop;
+	civis_client *client;       /* NULL: tee only, or after the key was rejected */
+	struct stream st[2];
+	civis_batch *batch;
+	civis_tsclock clock;
+	civis_logq *q;
+	struct sending send[MAX_INFLIGHT];
+	unsigned inflight;
+	civis_retry_policy retry;
+	civis_timer_id tick;
+	civis_timer_id resume;      /* sending paused after a failure */
+	uint64_t batch_opened;      /* monotonic time of the batch's first message */
+	char logs_path[128];
+	char *readbuf;
+	int tee_broken[2];
+	int auth_dead;
+	agent_logstream_stats stats;
+	char note[NOTE_MAX];
+};
+
+static void pump(agent_logstream *ls);
+
+/* ---------------------------------------------------------------- tee */
+
+/* Write all of buf to fd, waiting if fd is non-blocking; stop copying to a
+ * closed reader (EPIPE) without disturbing anything else. */
+static void
+tee_write(agent_logstream *ls, int id, int fd, const char *buf, size_t len)
+{
+	while (len > 0 && !ls->tee_broken[id]) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && errno == EAGAIN) {
+			struct pollfd p = { .fd = fd, .events = POLLOUT };
+			(void)poll(&p, 1, 1000);
+		} else {
+			ls->tee_broken[id] = 1;
+		}
+	}
+}
+
+static int
+tee_out(void *ud, const char *data, size_t len)
+{
+	struct stream *s = ud;
+
+	tee_write(s->ls, s->id, s->tee_fd, data, len);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- batches */
+
+static void
+seal(agent_logstream *ls)
+{
+	size_t len, n = civis_batch_count(ls->batch);
+	const char *body;
+	int rc;
+
+	if (n == 0)
+		return;
+	body = civis_batch_body(ls->batch, &len);
+	rc = civis_logq_push(ls->q, body, len, (uint32_t)n, civis_batch_first_ns(ls->batch),
+	                     civis_batch_last_ns(ls->batch));
+	if (rc != CIVIS_OK) {
+		ls->stats.dropped += n;
+		fprintf(stderr, "civis-agent: could not queue %zu log lines (%s); they are lost\n",
+		        n, civis_strerror(rc));
+	}
+	civis_batch_reset(ls->batch);
+	ls->batch_opened = 0;
+	pump(ls);
+}
+
+static void
+add_message(agent_logstream *ls, const char *msg, size_t len, const char *level, uint64_t read_ns)
+{
+	uint64_t ts = civis_tsclock_next(&ls->clock, read_ns);
+	int rc = civis_batch_add(ls->batch, msg, len, level, ts);
+
+	if (rc == CIVIS_ETOOBIG) {
+		seal(ls);
+		rc = civis_batch_add(ls->batch, msg, len, level, ts);
+	}
+	if (rc != CIVIS_OK) {
+		ls->stats.dropped++;
+		return;
+	}
+	if (ls->batch_opened == 0)
+		ls->batch_opened = civis_now_ns();
+	if (civis_batch_count(ls->batch) >= ls->o.batch_lines)
+		seal(ls);
+}
+
+static int
+on_line(void *ud, const char *line, size_t len, unsigned flags)
+{
+	struct stream *s = ud;
+	agent_logstream *ls = s->ls;
+
+	/* The end of a line whose text a flush already handed over. */
+	if (len == 0 && (flags & CIVIS_LINE_CONTINUATION) && !(flags & CIVIS_LINE_CONTINUES))
+		return 0;
+	ls->stats.lines++;
+	add_message(ls, line, len, ls->o.level[s->id], s->read_ns);
+	return 0;
+}
+
+static int
+redacted_out(void *ud, const char *data, size_t len)
+{
+	struct stream *s = ud;
+
+	return civis_linebuf_feed(s->lb, data, len, on_line, s);
+}
+
+static void
+to_log(struct stream *s, const char *data, size_t len)
+{
+	agent_logstream *ls = s->ls;
+
+	if (!ls->client)
+		return;
+	if (s->rs)
+		(void)civis_redact_stream_feed(s->rs, data, len, redacted_out, s);
+	else
+		(void)civis_linebuf_feed(s->lb, data, len, on_line, s);
+	if (s->partial_since == 0 &&
+	    (civis_linebuf_pending(s->lb) > 0 || (s->rs && civis_redact_stream_held(s->rs) > 0)))
+		s->partial_since = civis_now_ns();
+	else if (civis_linebuf_pending(s->lb) == 0 && !(s->rs && civis_redact_stream_held(s->rs) > 0))
+		s->partial_since = 0;
+}
+
+/* Push out held bytes and the partial line of s. */
+static void
+flush_stream(struct stream *s)
+{
+	if (s->rs)
+		(void)civis_redact_stream_flush(s->rs, redacted_out, s);
+	(void)civis_linebuf_flush(s->lb, on_line, s);
+	s->partial_since = 0;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+static void
+close_stream(struct stream *s)
+{
+	if (s->fd < 0)
+		return;
+	(void)civis_loop_del_io(s->ls->loop, s->fd);
+	close(s->fd);
+	s->fd = -1;
+	if (s->ls->client) {
+		if (s->rs)
+			(void)civis_redact_stream_flush(s->rs, redacted_out, s);
+		(void)civis_linebuf_finish(s->lb, on_line, s);
+		s->partial_since = 0;
+	}
+	if (s->tee_rs)
+		(void)civis_redact_stream_flush(s->tee_rs, tee_out, s);
+}
+
+static void
+on_readable(civis_loop *loop, int fd, int revents, void *ud)
+{
+	struct stream *s = ud;
+	agent_logstream *ls = s->ls;
+
+	(void)loop;
+	(void)revents;
+	for (int i = 0; i < READS_PER_EV && s->fd == fd; i++) {
+		ssize_t n = read(fd, ls->readbuf, READ_BUF);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			close_stream(s);
+			return;
+		}
+		ls->stats.bytes += (uint64_t)n;
+		s->read_ns = civis_clock_realtime_ns();
+		if (ls->o.tee && s->tee_fd >= 0) {
+			if (s->tee_rs)
+				(void)civis_redact_stream_feed(s->tee_rs, ls->readbuf, (size_t)n, tee_out, s);
+			else
+				tee_write(ls, s->id, s->tee_fd, ls->readbuf, (size_t)n);
+		}
+		to_log(s, ls->readbuf, (size_t)n);
+		if ((size_t)n < READ_BUF)
+			return;
+	}
+}
+
+/* ---------------------------------------------------------------- sending */
+
+static size_t
+body_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+	struct sending *sd = ud;
+	size_t got = 0;
+
+	if (civis_logq_chunk_read(sd->ls->q, sd->chunk, sd->off, buf, size * nitems, &got) != CIVIS_OK)
+		return CURL_READFUNC_ABORT;
+	sd->off += got;
+	return got;
+}
+
+static int
+body_setup(void *ud, CURL *easy)
+{
+	struct sending *sd = ud;
+
+	sd->off = 0;
+	if (curl_easy_setopt(easy, CURLOPT_POST, 1L) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_READFUNCTION, body_read) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_READDATA, sd) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+	                     (curl_off_t)civis_logq_chunk_len(sd->chunk)) != CURLE_OK)
+		return CIVIS_EINVAL;
+	return CIVIS_OK;
+}
+
+static void
+on_resume(civis_loop *loop, void *ud)
+{
+	agent_logstream *ls = ud;
+
+	(void)loop;
+	ls->resume = 0;
+	pump(ls);
+}
+
+static void
+on_sent(void *ud, const civis_http_result *res)
+{
+	struct sending *sd = ud;
+	agent_logstream *ls = sd->ls;
+	uint32_t n = civis_logq_chunk_lines(sd->chunk);
+
+	ls->stats.ambiguous += res->ambiguous;
+	sd->used = 0;
+	sd->req = NULL;
+	ls->inflight--;
+	if (res->status == CIVIS_OK) {
+		civis_logq_ack(ls->q, sd->chunk);
+		ls->stats.delivered += n;
+		ls->stats.requests++;
+	} else if (res->status == CIVIS_ECANCELED) {
+		civis_logq_nack(ls->q, sd->chunk);
+		return;
+	} else if (res->status == CIVIS_EAUTH) {
+		civis_logq_nack(ls->q, sd->chunk);
+		if (!ls->auth_dead) {
+			ls->auth_dead = 1;
+			fprintf(stderr, "civis-agent: API key rejected (HTTP 401): no more API calls; "
+			        "the command keeps running. Check CIVIS_API_KEY.\n");
+		}
+		return;
+	} else if (res->http_code >= 400 && res->http_code < 500 && res->http_code != 408 &&
+	           res->http_code != 429) {
+		/* The API refuses this batch for good: say so, don't retry forever. */
+		civis_logq_ack(ls->q, sd->chunk);
+		ls->stats.dropped += n;
+		fprintf(stderr, "civis-agent: the run log refused %u lines: %s\n", n, res->error);
+	} else {
+		/* Retries ran out: keep the lines and try again a little later. */
+		civis_logq_nack(ls->q, sd->chunk);
+		if (ls->o.verbose)
+			fprintf(stderr, "civis-agent: log batch not delivered yet: %s\n", res->error);
+		if (!ls->resume)
+			(void)civis_loop_add_timer(ls->loop, civis_now_ns() + 2000000000ULL, on_resume,
+			                           ls, &ls->resume);
+		return;
+	}
+	pump(ls);
+}
+
+/* Start as many log requests as the in-flight limit allows. */
+static void
+pump(agent_logstream *ls)
+{
+	unsigned max = ls->o.max_inflight;
+
+	if (!ls->client || ls->auth_dead || ls->resume)
+		return;
+	while (ls->inflight < max) {
+		struct sending *sd = NULL;
+		civis_logq_chunk *c = NULL;
+		civis_http_spec spec;
+		int rc;
+
+		for (unsigned i = 0; i < max; i++)
+			if (!ls->send[i].used) {
+				sd = &ls->send[i];
+				break;
+			}
+		if (!sd || civis_logq_take(ls->q, &c) != CIVIS_OK || !c)
+			return;
+		memset(sd, 0, sizeof(*sd));
+		sd->ls = ls;
+		sd->chunk = c;
+		sd->used = 1;
+		memset(&spec, 0, sizeof(spec));
+		spec.method = "POST";
+		spec.url = ls->logs_path;
+		spec.what = "log batch";
+		spec.content_type = "application/json";
+		spec.body = civis_logq_chunk_mem(c);
+		spec.body_len = civis_logq_chunk_len(c);
+		if (!spec.body) {
+			spec.body_fn = body_setup;
+			spec.body_ud = sd;
+		}
+		spec.retry = &ls->retry;
+		spec.done = on_sent;
+		spec.done_ud = sd;
+		ls->inflight++;
+		rc = civis_client_call(ls->client, &spec, &sd->req);
+		if (rc != CIVIS_OK) {
+			ls->inflight--;
+			sd->used = 0;
+			civis_logq_nack(ls->q, c);
+			if (rc == CIVIS_EAUTH)
+				ls->auth_dead = 1;
+			return;
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- timer */
+
+static void
+on_tick(civis_loop *loop, void *ud)
+{
+	agent_logstream *ls = ud;
+	uint64_t now = civis_now_ns(), half = ls->o.flush_ns / 2;
+	uint64_t dropped;
+
+	for (int i = 0; i < 2; i++) {
+		struct stream *s = &ls->st[i];
+
+		if (s->partial_since && now - s->partial_since >= half)
+			flush_stream(s);
+	}
+	if (ls->batch_opened && now - ls->batch_opened >= half)
+		seal(ls);
+	dropped = civis_logq_take_dropped(ls->q);
+	if (dropped) {
+		ls->stats.dropped += dropped;
+		snprintf(ls->note, sizeof(ls->note), "civis-agent: the log spool reached its cap; "
+		         "%llu oldest lines were dropped", (unsigned long long)dropped);
+		fprintf(stderr, "%s\n", ls->note);
+		add_message(ls, ls->note, strlen(ls->note), "warn", civis_clock_realtime_ns());
+	}
+	pump(ls);
+	(void)civis_loop_add_timer(loop, now + (half ? half : 1), on_tick, ls, &ls->tick);
+}
+
+/* ---------------------------------------------------------------- notes */
+
+static void
+note_to_log(agent_logstream *ls, const char *level, const char *text)
+{
+	if (!ls->client || ls->auth_dead)
+		return;
+	add_message(ls, text, strlen(text), level, civis_clock_realtime_ns());
+}
+
+void
+agent_logstream_note_log_only(agent_logstream *ls, const char *level, const char *text)
+{
+	char masked[NOTE_MAX];
+
+	if (ls->o.redact && civis_redact_string(ls->o.redact, text, masked, sizeof(masked)) == CIVIS_OK)
+		text = masked;
+	note_to_log(ls, level, text);
+}
+
+void
+agent_logstream_note(agent_logstream *ls, const char *level, const char *fmt, ...)
+{
+	char raw[NOTE_MAX], masked[NOTE_MAX + 16];
+	const char *text = raw;
+	va_list ap;
+	int n;
+
+	n = snprintf(raw, sizeof(raw), "civis-agent: ");
+	va_start(ap, fmt);
+	vsnprintf(raw + n, sizeof(raw) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (ls->o.redact && civis_redact_string(ls->o.redact, raw, masked, sizeof(masked)) == CIVIS_OK)
+		text = masked;
+	fprintf(stderr, "%s\n", text);
+	note_to_log(ls, level, text);
+}
+
+/* ---------------------------------------------------------------- life */
+
+int
+agent_logstream_new(agent_logstream **out, civis_loop *loop, const agent_logstream_opts *o,
+                    char *err, size_t errlen)
+{
+	agent_logstream *ls;
+	civis_logq_opts qo;
+	int rc = CIVIS_ENOMEM;
+
+	*out = NULL;
+	ls = calloc(1, sizeof(*ls));
+	if (!ls) {
+		snprintf(err, errlen, "out of memory");
+		return CIVIS_ENOMEM;
+	}
+	ls->o = *o;
+	if (ls->o.max_inflight == 0)
+		ls->o.max_inflight = 4;
+	if (ls->o.max_inflight > MAX_INFLIGHT)
+		ls->o.max_inflight = MAX_INFLIGHT;
+	if (ls->o.flush_ns < 10000000ULL)
+		ls->o.flush_ns = 10000000ULL;
+	ls->loop = loop;
+	ls->client = o->client;
+	for (int i = 0; i < 2; i++) {
+		ls->st[i].ls = ls;
+		ls->st[i].id = i;
+		ls->st[i].fd = -1;
+		ls->st[i].tee_fd = -1;
+	}
+	ls->readbuf = malloc(READ_BUF);
+	if (!ls->readbuf)
+		goto fail;
+	if (o->redact_tee && o->redact) {
+		for (int i = 0; i < 2; i++)
+			if ((rc = civis_redact_stream_new(&ls->st[i].tee_rs, o->redact)) != CIVIS_OK)
+				goto fail;
+	}
+	if (ls->client) {
+		const civis_client_config *cfg = civis_client_get_config(ls->client);
+
+		(void)cfg;
+		rc = civis_client_run_path(ls->client, "/logs", ls->logs_path, sizeof(ls->logs_path));
+		if (rc != CIVIS_OK)
+			goto fail;
+		for (int i = 0; i < 2; i++) {
+			if ((rc = civis_linebuf_new(&ls->st[i].lb, o->line_max)) != CIVIS_OK)
+				goto fail;
+			if (o->redact && (rc = civis_redact_stream_new(&ls->st[i].rs, o->redact)) != CIVIS_OK)
+				goto fail;
+		}
+		if ((rc = civis_batch_new(&ls->batch, o->batch_lines, o->batch_bytes)) != CIVIS_OK)
+			goto fail;
+		memset(&qo, 0, sizeof(qo));
+		qo.mem_cap = o->mem_max;
+		qo.spool_cap = o->spool_max;
+		qo.spool_dir = o->spool_dir;
+		if ((rc = civis_logq_new(&ls->q, &qo, err, errlen)) != CIVIS_OK) {
+			agent_logstream_free(ls);
+			return rc;
+		}
+		civis_retry_policy_default(&ls->retry);
+		ls->retry.max_attempts = 0;       /* until delivered; the caller bounds the wait */
+		ls->retry.base_ms = 250;
+		ls->retry.cap_ms = 5000;
+		ls->retry.retry_ambiguous = 1;
+		rc = civis_loop_add_timer(loop, civis_now_ns() + ls->o.flush_ns / 2, on_tick, ls, &ls->tick);
+		if (rc != CIVIS_OK)
+			goto fail;
+	}
+	*out = ls;
+	return CIVIS_OK;
+fail:
+	snprintf(err, errlen, "cannot set up the log stream: %s", civis_strerror(rc));
+	agent_logstream_free(ls);
+	return rc;
+}
+
+int
+agent_logstream_add_pipe(agent_logstream *ls, int stream, int fd, int tee_fd)
+{
+	struct stream *s = &ls->st[stream];
+
+	s->fd = fd;
+	s->tee_fd = tee_fd;
+	return civis_loop_add_io(ls->loop, fd, POLLIN, on_readable, s);
+}
+
+int
+agent_logstream_eof(const agent_logstream *ls)
+{
+	return ls->st[0].fd < 0 && ls->st[1].fd < 0;
+}
+
+void
+agent_logstream_close_pipes(agent_logstream *ls)
+{
+	for (int i = 0; i < 2; i++) {
+		struct stream *s = &ls->st[i];
+
+		/* Take what is already in the pipe, without waiting for more. */
+		for (int k = 0; k < 64 && s->fd >= 0; k++) {
+			struct pollfd p = { .fd = s->fd, .events = POLLIN };
+
+			if (poll(&p, 1, 0) <= 0)
+				break;
+			on_readable(ls->loop, s->fd, p.revents, s);
+		}
+		close_stream(s);
+	}
+}
+
+void
+agent_logstream_finish(agent_logstream *ls)
+{
+	if (!ls->client)
+		return;
+	for (int i = 0; i < 2; i++)
+		flush_stream(&ls->st[i]);
+	seal(ls);
+}
+
+int
+agent_logstream_idle(const agent_logstream *ls)
+{
+	struct civis_logq_stats qs;
+
+	if (!ls->client || ls->auth_dead)
+		return 1;
+	if (ls->inflight || civis_batch_count(ls->batch))
+		return 0;
+	civis_logq_stats(ls->q, &qs);
+	return qs.mem_chunks + qs.disk_chunks + qs.inflight_chunks == 0;
+}
+
+void
+agent_logstream_stats_get(const agent_logstream *ls, agent_logstream_stats *st)
+{
+	*st = ls->stats;
+	if (ls->client) {
+		struct civis_logq_stats qs;
+
+		civis_logq_stats(ls->q, &qs);
+		st->undelivered = qs.mem_lines + qs.disk_lines + qs.inflight_lines +
+		                  civis_batch_count(ls->batch);
+		st->spool_bytes = qs.spool_size;
+		st->mem_peak = qs.mem_peak;
+	}
+}
+
+void
+agent_logstream_free(agent_logstream *ls)
+{
+	if (!ls)
+		return;
+	/* Requests still in flight end here, with CIVIS_ECANCELED: the caller
+	 * frees the client (and its http) after this. */
+	for (unsigned i = 0; i < MAX_INFLIGHT; i++)
+		if (ls->send[i].used && ls->send[i].req)
+			civis_http_cancel(civis_client_http(ls->client), ls->send[i].req);
+	if (ls->tick)
+		civis_loop_cancel_timer(ls->loop, ls->tick);
+	if (ls->resume)
+		civis_loop_cancel_timer(ls->loop, ls->resume);
+	ls->client = NULL;          /* closing now must not start requests */
+	for (int i = 0; i < 2; i++) {
+		close_stream(&ls->st[i]);
+		civis_linebuf_free(ls->st[i].lb);
+		civis_redact_stream_free(ls->st[i].rs);
+		civis_redact_stream_free(ls->st[i].tee_rs);
+	}
+	civis_batch_free(ls->batch);
+	civis_logq_free(ls->q);
+	free(ls->readbuf);
+	free(ls);
+}
