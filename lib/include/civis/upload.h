@@ -45,13 +45,23 @@ typedef struct civis_upload_opts {
 	void (*done)(void *ud, int status, int64_t file_id, const char *sha256_hex,
 	             uint64_t bytes, const char *error);
 	void *ud;
+	/* Added by the upload engine: */
+	civis_loop *loop;         /* the loop the client runs on (required) */
+	/* warn: one line per directory entry left out of a .tar.gz (symlink
+	 * leading outside, FIFO, socket, device, unreadable); may be NULL */
+	void (*warn)(void *ud, const char *text);
 } civis_upload_opts;
 
+/* Fails (and done is never called) only for bad options or no memory;
+ * every later failure, a missing file included, comes through done, from
+ * the loop. The handle is gone once done has run. */
 int  civis_upload_start(civis_client *c, const civis_upload_opts *o, civis_upload **out);
 /* Stop it; done runs with CIVIS_ECANCELED before this returns. */
 void civis_upload_cancel(civis_upload *u);
 
 /* POST .../runs/{run_id}/outputs {"objectType":"File","objectId":id}. */
+/* Accepts any 2xx (the API answers 202). done is not called when this
+ * returns an error. */
 int  civis_client_register_output(civis_client *c, int64_t file_id,
                                   void (*done)(void *ud, int status, const char *error),
                                   void *ud);
