@@ -91,6 +91,9 @@ struct civis_logq {
 	uint64_t structs_live, structs_peak;
 
 	char err[CIVIS_LOGQ_ERRLEN];
+#ifdef CIVIS_UNITTEST
+	int ut_fail_alloc;              /* allocations left before one fails; -1 never */
+#endif
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -184,8 +187,13 @@ list_free_all(civis_logq *q, struct chunk_list *l)
 static civis_logq_chunk *
 chunk_alloc(civis_logq *q, size_t body_len)
 {
-	civis_logq_chunk *c = malloc(sizeof *c + body_len);
+	civis_logq_chunk *c;
 
+#ifdef CIVIS_UNITTEST
+	if (q->ut_fail_alloc >= 0 && q->ut_fail_alloc-- == 0)
+		return NULL;
+#endif
+	c = malloc(sizeof *c + body_len);
 	if (c == NULL)
 		return NULL;
 	memset(c, 0, sizeof *c);
@@ -679,6 +687,9 @@ civis_logq_new(civis_logq **out, const civis_logq_opts *o, char *err, size_t err
 	q->fd = -1;
 	q->blk = DEF_BLOCK;
 	q->next_seq = 1;
+#ifdef CIVIS_UNITTEST
+	q->ut_fail_alloc = -1;
+#endif
 	*out = q;
 	return CIVIS_OK;
 }
@@ -1017,5 +1028,11 @@ civis__logq_alloc_counts(const civis_logq *q, uint64_t *live, uint64_t *peak)
 {
 	*live = q->structs_live;
 	*peak = q->structs_peak;
+}
+
+void
+civis__logq_fail_alloc(civis_logq *q, int n)
+{
+	q->ut_fail_alloc = n;
 }
 #endif

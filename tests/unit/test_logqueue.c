@@ -860,6 +860,43 @@ test_inflight_cap(void **state)
 	check_books(q);   /* the rest are freed with the queue */
 }
 
+/* A failed allocation loses nothing: memory falls back to the spool, a take
+ * leaves the queue as it was. */
+static void
+test_alloc_failures(void **state)
+{
+	struct fixture *f = *state;
+	civis_logq *q = open_q(f, 4096, 0);
+	struct civis_logq_stats s;
+	civis_logq_chunk *c;
+
+	civis__logq_fail_alloc(q, 1);
+	assert_int_equal(push_id(q, 1, 300), CIVIS_OK);       /* memory */
+	assert_int_equal(push_id(q, 2, 300), CIVIS_OK);       /* allocation fails: spool */
+	assert_int_equal(push_id(q, 3, 300), CIVIS_OK);       /* spool, behind 2 */
+	civis_logq_stats(q, &s);
+	assert_int_equal(s.mem_chunks, 1);
+	assert_int_equal(s.disk_chunks, 2);
+	take_check_ack_len(q, 1, 300);
+	civis__logq_fail_alloc(q, 0);
+	assert_int_equal(civis_logq_take(q, &c), CIVIS_ENOMEM);
+	assert_null(c);
+	civis_logq_stats(q, &s);
+	assert_int_equal(s.disk_chunks, 2);
+	assert_int_equal(s.inflight_chunks, 0);
+	take_check_ack_len(q, 2, 300);
+	take_check_ack_len(q, 3, 300);
+	/* Memory fails and the spool is full: the chunk is dropped, counted. */
+	civis_logq_free(q);
+	f->q = NULL;
+	q = open_q(f, 4096, 100);
+	civis__logq_fail_alloc(q, 0);
+	assert_int_equal(push_id(q, 4, 300), CIVIS_ETOOBIG);
+	assert_non_null(strstr(civis_logq_last_error(q), "4 lines dropped"));
+	assert_int_equal(civis_logq_take_dropped(q), 4);
+	check_books(q);
+}
+
 static long
 maxrss_kib(void)
 {
@@ -979,6 +1016,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_body, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inflight_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_alloc_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_soak_small_chunks, setup, teardown),
 	};
 

@@ -35,7 +35,7 @@ typedef struct civis_logq_chunk civis_logq_chunk;  /* owned by the queue */
 
 typedef struct civis_logq_opts {
 	/* Bytes of chunks held in memory, queued or in flight, each counted as
-	 * its body plus its bookkeeping (sizeof a chunk header, ~80 bytes).
+	 * its body plus its bookkeeping (64 bytes on 64-bit).
 	 * 0: CIVIS_LOGQ_DEFAULT_MEM_CAP. */
 	size_t mem_cap;
 	/* Bytes of live records in the spool file (headers + bodies of queued,
@@ -120,6 +120,9 @@ const char *civis_logq_last_error(const civis_logq *q);
 int civis__logq_spool_fd(const civis_logq *q);
 /* Chunk structs alive now and at most at once (memory and disk ones). */
 void civis__logq_alloc_counts(const civis_logq *q, uint64_t *live, uint64_t *peak);
+/* Make the chunk allocation after the next n succeed... fail once (n = 0:
+ * the next one fails); -1 turns it off. */
+void civis__logq_fail_alloc(civis_logq *q, int n);
 #endif
 
 #ifdef __cplusplus
