@@ -1,0 +1,408 @@
+#!/bin/bash
+# tests/pid1/run.sh: the PID-1 suite of civis-agent.
+#
+#   tests/pid1/run.sh [AGENT]            AGENT defaults to build/civis-agent
+#
+# Every scenario runs twice: with the agent as PID 1 of a new PID namespace
+# (unshare --pid --fork --mount-proc, needs root or user namespaces) and as a
+# plain process (where it must be a child subreaper). Exit codes and messages
+# are asserted exactly. Waits are bounded polls on files the helpers write,
+# never sleeps standing in for synchronisation.
+#
+# Environment:
+#   RUNNER (or VALGRIND)  a prefix for the agent, e.g.
+#                         "valgrind --error-exitcode=1 --leak-check=full"; with
+#                         valgrind the logs go to files that are checked at the
+#                         end (scenario 12) and the slow loops are sampled
+#   AGENT_ARGS            extra agent options put before the command
+#   MODES                 "pid1 plain" (default), or one of them
+#   CC                    compiler for the helpers (cc)
+#   TEE_MB                size of each stream of the byte-exact tee test (50)
+#
+# Documented behaviour under test (agent/supervise.h): signals go to the
+# command's process group (--signal-child-only: the command alone); when the
+# command exits while its group still runs, the group gets SIGTERM at once
+# and SIGKILL after --grace-period; the agent's exit code stays the command's.
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+AGENT=${1:-build/civis-agent}
+case $AGENT in /*) ;; *) AGENT=$PWD/$AGENT ;; esac
+RUNNER=${RUNNER:-${VALGRIND:-}}
+MODES=${MODES:-pid1 plain}
+TEE_MB=${TEE_MB:-50}
+read -r -a AGENT_ARGS_A <<< "${AGENT_ARGS:-}"
+
+if [ ! -x "$AGENT" ]; then
+	echo "run.sh: agent '$AGENT' not found or not executable" >&2
+	exit 2
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/civis-pid1.XXXXXX") || exit 2
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+cd "$WORK" || exit 2
+ulimit -c 0                  # SIGQUIT and friends must not leave cores around
+exec </dev/null              # never hand our terminal to a test command
+
+H=$WORK/pid1h
+if ! ${CC:-cc} -std=c11 -O2 -D_GNU_SOURCE -Wall -Wextra -Werror \
+	"$here/helpers/pid1h.c" -o "$H"; then
+	echo "run.sh: cannot build the helpers" >&2
+	exit 2
+fi
+
+VG=0
+read -r -a RUNNER_A <<< "$RUNNER"
+if [[ $RUNNER == *valgrind* ]]; then
+	VG=1
+	mkdir -p "$WORK/vg"
+	[[ $RUNNER == *--log-file* ]] || RUNNER_A+=("--log-file=$WORK/vg/%p.log")
+fi
+if [ "$VG" = 1 ]; then TMO=900; SLOW=10; else TMO=120; SLOW=1; fi
+
+PASSED=0
+FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
+check() {    # check NAME CONDITION-STATUS DETAIL
+	if [ "$2" = 0 ]; then pass "$1"; else fail "$1${3:+: $3}"; fi
+}
+
+now() { echo "${EPOCHREALTIME/,/.}"; }
+elapsed_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+# fcmp A OP B on decimals
+fcmp() { awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {
+	if (op == "<") exit !(a < b); if (op == ">=") exit !(a >= b); exit 2 }'; }
+
+# The command line that runs the agent in MODE; LAUNCH holds options of
+# "pid1h launch" (the signal state the agent is started with).
+LAUNCH=()
+agent_cmd() {
+	local pre=()
+	[ "$MODE" = pid1 ] && pre=(unshare --pid --fork --mount-proc)
+	CMD=(timeout -k 10 "$TMO" "${pre[@]}" "$H" launch "${LAUNCH[@]}" --
+	     "${RUNNER_A[@]}" "$AGENT" "${AGENT_ARGS_A[@]}" "$@")
+}
+
+# run_fg DIR AGENT-ARGS...: run to completion; RC, DIR/out, DIR/err.
+run_fg() {
+	local d=$1; shift
+	agent_cmd "$@"
+	"${CMD[@]}" >"$d/out" 2>"$d/err"
+	RC=$?
+}
+
+# run_bg DIR AGENT-ARGS...: start it; BG is the pid to wait for.
+run_bg() {
+	local d=$1; shift
+	agent_cmd "$@"
+	"${CMD[@]}" >"$d/out" 2>"$d/err" &
+	BG=$!
+}
+
+# The agent's pid as seen from here: timeout -> [unshare ->] agent.
+agent_pid() {
+	local p=$BG depth=1 i c
+	[ "$MODE" = pid1 ] && depth=2
+	while [ "$depth" -gt 0 ]; do
+		c=
+		for ((i = 0; i < 1000; i++)); do
+			read -r c _ < "/proc/$p/task/$p/children" 2>/dev/null
+			[ -n "$c" ] && break
+			sleep 0.01
+		done
+		[ -n "$c" ] || { echo 0; return; }
+		p=$c
+		depth=$((depth - 1))
+	done
+	echo "$p"
+}
+
+waitfile() { "$H" waitfile "$1" "$((30 * SLOW))"; }
+
+# Wait for BG; RC is its status.
+finish_bg() { wait "$BG"; RC=$?; }
+
+signum() { kill -l "$1"; }
+
+# ------------------------------------------------------------------ 1
+s1_exit_codes() {
+	local d=$1 c bad= codes sig n
+	if [ "$VG" = 1 ]; then codes="0 1 2 3 42 100 125 126 127 128 129 200 254 255"
+	else codes=$(seq 0 255); fi
+	for c in $codes; do
+		run_fg "$d" -- sh -c "exit $c"
+		[ "$RC" = "$c" ] || bad="$bad $c->$RC"
+	done
+	check "1 [$MODE] exit codes pass through" "$([ -z "$bad" ]; echo $?)" "$bad"
+	for sig in TERM HUP QUIT KILL; do
+		n=$(signum "$sig")
+		run_fg "$d" -- sh -c "kill -$sig \$\$"
+		check "1 [$MODE] command killed by SIG$sig exits $((128 + n))" \
+			"$([ "$RC" = $((128 + n)) ]; echo $?)" "got $RC"
+	done
+}
+
+# ------------------------------------------------------------------ 2
+# expect_msg NAME WANT-RC WANT-LINE
+expect_fail() {
+	local d=$1 name=$2 rc=$3 line=$4
+	local ok=0
+	[ "$RC" = "$rc" ] || ok=1
+	grep -qFx -- "$line" "$d/err" || ok=1
+	[ -s "$d/out" ] && ok=1
+	check "$name" "$ok" "exit $RC, stderr: $(head -c 300 "$d/err" | tr '\n' '|')"
+}
+s2_exec_failure() {
+	local d=$1
+	run_fg "$d" -- civis-no-such-command-xyz arg
+	expect_fail "$d" "2 [$MODE] missing command: 127 + message" 127 \
+		"civis-agent: cannot run 'civis-no-such-command-xyz': No such file or directory"
+	mkdir -p "$d/adir"
+	run_fg "$d" -- "$d/adir"
+	expect_fail "$d" "2 [$MODE] directory: 126 + message" 126 \
+		"civis-agent: cannot run '$d/adir': Is a directory"
+	printf '#!/bin/sh\nexit 0\n' > "$d/noexec"
+	chmod 644 "$d/noexec"
+	run_fg "$d" -- "$d/noexec"
+	expect_fail "$d" "2 [$MODE] not executable: 126 + message" 126 \
+		"civis-agent: cannot run '$d/noexec': Permission denied"
+}
+
+# ------------------------------------------------------------------ 3, 4
+s3_zombies() {
+	local d=$1 want="adopted 100 of 100, not adopted 0, left 0 (zombies 0)"
+	run_fg "$d" -- "$H" reap 100
+	check "3 [$MODE] 100 orphaned grandchildren reaped, no zombie left" \
+		"$([ "$RC" = 0 ] && grep -qFx "$want" "$d/out"; echo $?)" \
+		"exit $RC: $(cat "$d/out")"
+	if [ "$MODE" = plain ]; then
+		check "4 [$MODE] not PID 1: orphans adopted by the agent (subreaper)" \
+			"$(grep -q '^adopted 100 of 100' "$d/out"; echo $?)" "$(cat "$d/out")"
+	fi
+}
+
+# ------------------------------------------------------------------ 5
+s5_signals_kill() {
+	local d=$1 sig n a
+	for sig in TERM INT HUP USR1 USR2; do
+		rm -f "$d/ready"
+		run_bg "$d" -- "$H" waitsig "$d/ready"
+		if ! waitfile "$d/ready"; then
+			kill -KILL "$BG" 2>/dev/null; finish_bg
+			fail "5 [$MODE] SIG$sig: command never got ready"; continue
+		fi
+		a=$(agent_pid)
+		n=$(signum "$sig")
+		kill "-$sig" "$a"
+		finish_bg
+		check "5 [$MODE] SIG$sig to the agent kills the command: exit $((128 + n))" \
+			"$([ "$RC" = $((128 + n)) ]; echo $?)" "got $RC"
+	done
+}
+
+# ------------------------------------------------------------------ 6
+s6_all_signals() {
+	local d=$1 a sig i sent=() missing= want got
+	local sigs
+	sigs=$(seq 1 31 | grep -vxE '9|17|19')
+	# Real-time signals too (valgrind keeps SIGRTMAX for itself).
+	sigs="$sigs 34 35 40 50 63"
+	[ "$VG" = 1 ] || sigs="$sigs 64"
+	mkdir -p "$d/c"; rm -f "$d/c/"*
+	run_bg "$d" -- "$H" counter "$d/c"
+	if ! waitfile "$d/c/ready"; then
+		kill -KILL "$BG" 2>/dev/null; finish_bg
+		fail "6 [$MODE] counter never got ready"; return
+	fi
+	a=$(agent_pid)
+	for sig in $sigs; do
+		kill "-$sig" "$a"
+		sent+=("$sig")
+		# Bounded poll: until the counter has seen it.
+		for ((i = 0; i < 500 * SLOW; i++)); do
+			grep -q "^$sig " "$d/c/counts" 2>/dev/null && break
+			sleep 0.01
+		done
+		grep -q "^$sig " "$d/c/counts" || missing="$missing $sig"
+	done
+	: > "$d/c/stop"
+	finish_bg
+	want=$(for sig in "${sent[@]}"; do echo "$sig 1"; done | sort -n)
+	got=$(sort -n "$d/c/counts")
+	check "6 [$MODE] signals 1-31 but KILL/STOP/CHLD, and real-time ones, reach the command exactly once" \
+		"$([ "$RC" = 0 ] && [ -z "$missing" ] && [ "$want" = "$got" ]; echo $?)" \
+		"exit $RC, missing:${missing:- none}, counts: $(echo "$got" | tr '\n' ' ')"
+}
+
+# ------------------------------------------------------------------ 7
+s7_group() {
+	local d=$1 a
+	# The brief's case: the command (a shell) ignores USR1, its child does not.
+	rm -f "$d/gc.out" "$d/gc.ready" "$d/c.ready"
+	run_bg "$d" -- sh -c '"$1" catch 10,15 "$2/gc.out" "$2/gc.ready" &
+		trap "" USR1; : > "$2/c.ready"; wait; exit 5' sh "$H" "$d"
+	if waitfile "$d/gc.ready" && waitfile "$d/c.ready"; then
+		a=$(agent_pid); kill -USR1 "$a"; finish_bg
+		check "7 [$MODE] group signal: the shell ignoring USR1 survives (exit 5), its child gets USR1" \
+			"$([ "$RC" = 5 ] && [ "$(cat "$d/gc.out" 2>/dev/null)" = 10 ]; echo $?)" \
+			"exit $RC, child got: $(cat "$d/gc.out" 2>/dev/null)"
+	else
+		kill -KILL "$BG" 2>/dev/null; finish_bg; fail "7 [$MODE] never got ready"
+	fi
+	# Both catch it: the command and its child each get it once.
+	rm -f "$d/gc.out" "$d/gc.ready" "$d/c.out" "$d/c.ready"
+	run_bg "$d" -- sh -c '"$1" catch 10,15 "$2/gc.out" "$2/gc.ready" &
+		exec "$1" catch 10 "$2/c.out" "$2/c.ready"' sh "$H" "$d"
+	if waitfile "$d/gc.ready" && waitfile "$d/c.ready"; then
+		a=$(agent_pid); kill -USR1 "$a"; finish_bg
+		check "7 [$MODE] group signal reaches the command and its child" \
+			"$([ "$RC" = 0 ] && [ "$(cat "$d/c.out" 2>/dev/null)" = 10 ] &&
+			   [ "$(cat "$d/gc.out" 2>/dev/null)" = 10 ]; echo $?)" \
+			"exit $RC, command got: $(cat "$d/c.out" 2>/dev/null), child got: $(cat "$d/gc.out" 2>/dev/null)"
+	else
+		kill -KILL "$BG" 2>/dev/null; finish_bg; fail "7 [$MODE] never got ready"
+	fi
+	# --signal-child-only: only the command gets USR1; its child then gets
+	# the SIGTERM sent to the group when the command exits.
+	rm -f "$d/gc.out" "$d/gc.ready" "$d/c.out" "$d/c.ready"
+	run_bg "$d" --signal-child-only -- sh -c '"$1" catch 10,15 "$2/gc.out" "$2/gc.ready" &
+		exec "$1" catch 10 "$2/c.out" "$2/c.ready"' sh "$H" "$d"
+	if waitfile "$d/gc.ready" && waitfile "$d/c.ready"; then
+		a=$(agent_pid); kill -USR1 "$a"; finish_bg
+		check "7 [$MODE] --signal-child-only: USR1 to the command only, TERM to the group after it exits" \
+			"$([ "$RC" = 0 ] && [ "$(cat "$d/c.out" 2>/dev/null)" = 10 ] &&
+			   [ "$(cat "$d/gc.out" 2>/dev/null)" = 15 ]; echo $?)" \
+			"exit $RC, command got: $(cat "$d/c.out" 2>/dev/null), child got: $(cat "$d/gc.out" 2>/dev/null)"
+	else
+		kill -KILL "$BG" 2>/dev/null; finish_bg; fail "7 [$MODE] never got ready"
+	fi
+}
+
+# ------------------------------------------------------------------ 8
+s8_orphaned_group() {
+	local d=$1 t0 el gcpid
+	# A grandchild that dies of SIGTERM: gone at once, long before the grace.
+	rm -f "$d/gc.out" "$d/gc.ready"
+	t0=$(now)
+	run_fg "$d" --grace-period 30s -- sh -c '"$1" catch 15 "$2/gc.out" "$2/gc.ready" &
+		"$1" waitfile "$2/gc.ready" 60 || exit 90; exit 3' sh "$H" "$d"
+	el=$(elapsed_since "$t0")
+	check "8 [$MODE] command exits, grandchild gets SIGTERM at once; exit 3 in ${el}s" \
+		"$([ "$RC" = 3 ] && [ "$(cat "$d/gc.out" 2>/dev/null)" = 15 ] &&
+		   fcmp "$el" "<" $((15 * SLOW)); echo $?)" \
+		"exit $RC, grandchild got: $(cat "$d/gc.out" 2>/dev/null)"
+	# A grandchild that survives SIGTERM: SIGKILL after the grace period.
+	rm -f "$d/gc.out" "$d/gc.ready" "$d/gc.pid"
+	run_bg "$d" --grace-period 2s -- sh -c '"$1" survive "$2/gc.out" "$2/gc.ready" &
+		echo $! > "$2/gc.pid"; "$1" waitfile "$2/gc.ready" 60 || exit 90; exit 3' sh "$H" "$d"
+	if ! waitfile "$d/gc.ready"; then
+		kill -KILL "$BG" 2>/dev/null; finish_bg; fail "8 [$MODE] never got ready"; return
+	fi
+	t0=$(now)
+	finish_bg
+	el=$(elapsed_since "$t0")
+	gcpid=$(cat "$d/gc.pid" 2>/dev/null)
+	local gone=0
+	if [ "$MODE" = plain ] && [ -n "$gcpid" ] && [ -e "/proc/$gcpid" ]; then gone=1; fi
+	check "8 [$MODE] grandchild ignoring SIGTERM is killed after --grace-period 2s (${el}s); exit 3" \
+		"$([ "$RC" = 3 ] && [ "$(cat "$d/gc.out" 2>/dev/null)" = 15 ] && [ $gone = 0 ] &&
+		   fcmp "$el" ">=" 1.9 && fcmp "$el" "<" $((2 + 10 * SLOW)); echo $?)" \
+		"exit $RC, grandchild got: $(cat "$d/gc.out" 2>/dev/null), still alive: $gone"
+}
+
+# ------------------------------------------------------------------ 9
+s9_sigmask() {
+	local d=$1
+	rm -f "$d/start" "$d/child"
+	LAUNCH=(--block 10,28,RT2 --ignore 1,12,13,RT5 --state "$d/start")
+	run_fg "$d" -- "$H" sigstate "$d/child"
+	LAUNCH=()
+	check "9 [$MODE] the command sees the mask and ignored set the agent started with" \
+		"$([ "$RC" = 0 ] && [ -s "$d/start" ] && grep -q 'SigBlk:.*[1-9a-f]' "$d/start" &&
+		   cmp -s "$d/start" "$d/child"; echo $?)" \
+		"exit $RC, start: $(tr '\n\t' '  ' < "$d/start"), command: $(tr '\n\t' '  ' < "$d/child" 2>/dev/null)"
+	rm -f "$d/start" "$d/child"
+	LAUNCH=(--state "$d/start")
+	run_fg "$d" -- "$H" sigstate "$d/child"
+	LAUNCH=()
+	check "9 [$MODE] started with nothing blocked or ignored, the command gets nothing blocked or ignored (SIGPIPE default)" \
+		"$([ "$RC" = 0 ] && cmp -s "$d/start" "$d/child"; echo $?)" \
+		"exit $RC, command: $(tr '\n\t' '  ' < "$d/child" 2>/dev/null)"
+}
+
+# ------------------------------------------------------------------ 10, 11
+s10_stdin() {
+	local d=$1
+	agent_cmd -- sh
+	echo 'exit 3' | "${CMD[@]}" >"$d/out" 2>"$d/err"
+	RC=$?
+	check "10 [$MODE] stdin passes through: echo 'exit 3' | civis-agent -- sh exits 3" \
+		"$([ "$RC" = 3 ]; echo $?)" "got $RC"
+}
+s11_no_dashdash() {
+	local d=$1
+	run_fg "$d" sh -c 'exit 4'
+	check "11 [$MODE] civis-agent sh -c 'exit 4' (no --) exits 4" \
+		"$([ "$RC" = 4 ]; echo $?)" "got $RC: $(head -c 200 "$d/err")"
+}
+
+# ------------------------------------------------------------------ extras
+s13_fds() {
+	local d=$1 want
+	want=$("$H" fds)
+	run_fg "$d" -- "$H" fds
+	check "13 [$MODE] the command inherits no agent descriptor (sees: $(cat "$d/out"))" \
+		"$([ "$RC" = 0 ] && [ "$(cat "$d/out")" = "$want" ]; echo $?)" "want: $want"
+}
+s14_tee() {
+	local d=$1
+	if [ ! -f "$WORK/tee.a" ]; then
+		{ head -c $((TEE_MB * 1048576)) /dev/urandom; printf 'a\0\0\0x'; } > "$WORK/tee.a"
+		{ printf '\0\0b'; head -c $((TEE_MB * 1048576)) /dev/urandom; printf '\r'; } > "$WORK/tee.b"
+	fi
+	run_fg "$d" -- sh -c 'cat "$1/tee.b" >&2 & cat "$1/tee.a"; wait' sh "$WORK"
+	check "14 [$MODE] byte-exact tee of ${TEE_MB} MB stdout and ${TEE_MB} MB stderr (NULs, no final newline)" \
+		"$([ "$RC" = 0 ] && cmp -s "$d/out" "$WORK/tee.a" && cmp -s "$d/err" "$WORK/tee.b"; echo $?)" \
+		"exit $RC, sizes $(stat -c %s "$d/out") $(stat -c %s "$d/err")"
+	rm -f "$d/out" "$d/err"
+}
+
+# ------------------------------------------------------------------ run
+for MODE in $MODES; do
+	if [ "$MODE" = pid1 ] && ! unshare --pid --fork --mount-proc true 2>/dev/null; then
+		fail "[pid1] cannot create a PID namespace here (root or user namespaces needed)"
+		continue
+	fi
+	D=$WORK/$MODE
+	mkdir -p "$D"
+	s1_exit_codes "$D"
+	s2_exec_failure "$D"
+	s3_zombies "$D"
+	s5_signals_kill "$D"
+	s6_all_signals "$D"
+	s7_group "$D"
+	s8_orphaned_group "$D"
+	s9_sigmask "$D"
+	s10_stdin "$D"
+	s11_no_dashdash "$D"
+	s13_fds "$D"
+	s14_tee "$D"
+done
+
+# ------------------------------------------------------------------ 12
+if [ "$VG" = 1 ]; then
+	bad=$(grep -L 'ERROR SUMMARY: 0 errors' "$WORK"/vg/*.log 2>/dev/null)
+	nlogs=$(ls "$WORK"/vg/*.log 2>/dev/null | wc -l)
+	if [ -n "$bad" ]; then
+		for f in $bad; do echo "--- $f"; cat "$f"; done
+	fi
+	check "12 valgrind: no error, no definite leak in $nlogs agent processes" \
+		"$([ -z "$bad" ] && [ "$nlogs" -gt 0 ]; echo $?)" "see logs above"
+else
+	echo "skip - 12 valgrind: run with RUNNER=valgrind... (make pid1-valgrind)"
+fi
+
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
