@@ -1,0 +1,123 @@
+/* redact.h: streaming secret masking for the run log.
+ *
+ * A civis_redact is a set of secret byte strings ("patterns"). For every
+ * secret registered, its common encodings are registered too:
+ *   - the secret itself;
+ *   - JSON-escaped (\" \\ \n \r \t \b \f, other controls \u00xx in lower
+ *     case, plus the variants with "/" as "\/" and with \u00XX in upper case);
+ *   - URL-encoded per RFC 3986 (every byte but A-Z a-z 0-9 - . _ ~ as %XX),
+ *     with upper- and lower-case hex, and with space as %20 or as '+';
+ *   - base64, standard and URL-safe alphabets: the whole secret encoded with
+ *     and without padding, and, for the secret starting at byte 0, 1 or 2 of
+ *     a base64 group, the run of characters fully determined by the secret
+ *     (what shows when the secret is embedded in a longer encoded value,
+ *     e.g. base64("user:" + password)).
+ * A secret that contains '\n' is registered whole and line by line (each
+ * line, with and without a trailing '\r', with its encodings).
+ * Values shorter than CIVIS_REDACT_MIN_LEN bytes are ignored: they match too
+ * much ordinary text to be masked usefully.
+ *
+ * A civis_redact_stream masks one byte stream: every occurrence of any
+ * pattern becomes "[REDACTED]", and occurrences that overlap or touch are
+ * merged into a single "[REDACTED]". The output is the same for any way the
+ * input is cut into feeds. Only bytes that could still be the start of a
+ * secret are held back (at most the longest pattern's length - 1 bytes);
+ * everything else goes to the output function at once. A flush releases the
+ * held bytes (the caller flushes at least once per flush interval and at the
+ * end of the stream); a secret cut by a flush has its remainder masked when
+ * it completes, but the part released before the flush is not.
+ *
+ * The set is shared by any number of streams and must not change while
+ * streams use it (add everything first, then create streams). */
+#ifndef CIVIS_REDACT_H
+#define CIVIS_REDACT_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CIVIS_REDACT_TOKEN      "[REDACTED]"
+#define CIVIS_REDACT_TOKEN_LEN  10
+/* Values shorter than this are not masked. */
+#define CIVIS_REDACT_MIN_LEN    6
+/* A value longer than this is registered as overlapping pieces of
+ * CIVIS_REDACT_PIECE bytes (each piece with its encodings); an occurrence of
+ * the whole value still becomes one "[REDACTED]" since the pieces touch. */
+#define CIVIS_REDACT_MAX_SECRET 8192
+#define CIVIS_REDACT_PIECE      4095
+/* Cap on the bytes of all patterns together (encodings included); beyond it
+ * civis_redact_add fails with CIVIS_ETOOBIG. */
+#define CIVIS_REDACT_MAX_TOTAL  (4u << 20)
+
+typedef struct civis_redact civis_redact;
+
+int  civis_redact_new(civis_redact **out);
+void civis_redact_free(civis_redact *r);
+
+/* Register a secret and its encodings. Fewer than CIVIS_REDACT_MIN_LEN bytes:
+ * ignored, returns CIVIS_OK. CIVIS_ETOOBIG when CIVIS_REDACT_MAX_TOTAL would
+ * be passed (what fitted stays registered), CIVIS_ENOMEM. */
+int  civis_redact_add(civis_redact *r, const char *secret, size_t len);
+
+/* Whether an environment variable of this name holds a secret:
+ * CIVIS_API_KEY always; any of the n fnmatch(3) glob patterns (--redact);
+ * with use_defaults, *_PASSWORD, *_SECRET, *_TOKEN, *_PRIVATE_KEY,
+ * *_ACCESS_KEY, *_SECRET_KEY, *_API_KEY, *_SSH_KEY. Names are compared
+ * case-insensitively. Returns 1 or 0. */
+int  civis_redact_name_is_secret(const char *name, const char *const *patterns,
+                                 size_t n, int use_defaults);
+
+/* Register the value of every "NAME=VALUE" entry of envp (NULL-terminated)
+ * whose NAME civis_redact_name_is_secret accepts. Entries without '=' are
+ * skipped. Returns CIVIS_OK or the first error of civis_redact_add (it goes
+ * on with the other variables after CIVIS_ETOOBIG). */
+int  civis_redact_add_env(civis_redact *r, char *const *envp,
+                          const char *const *patterns, size_t npatterns,
+                          int use_defaults);
+
+/* Patterns registered (secrets and their distinct encodings). */
+size_t civis_redact_count(const civis_redact *r);
+/* Length of the longest pattern (0 when none). */
+size_t civis_redact_max_len(const civis_redact *r);
+/* Bytes of memory the set holds (patterns and match tables). */
+size_t civis_redact_memory(const civis_redact *r);
+
+/* Output function of a stream: CIVIS_OK, or a negative civis_status that the
+ * feed or flush returns at once (the stream is then unusable: free it). */
+typedef int (*civis_redact_out_fn)(void *ud, const char *data, size_t len);
+
+typedef struct civis_redact_stream civis_redact_stream;
+
+/* r must outlive the stream. */
+int  civis_redact_stream_new(civis_redact_stream **out, const civis_redact *r);
+void civis_redact_stream_free(civis_redact_stream *s);
+
+/* Mask in[0..len) and pass what is decided to out (possibly in several calls,
+ * text between secrets straight from in, without a copy). With no pattern
+ * registered, out is called once with in itself and nothing is held. */
+int  civis_redact_stream_feed(civis_redact_stream *s, const char *in, size_t len,
+                              civis_redact_out_fn out, void *ud);
+/* Release every held byte to out, masked as far as the bytes seen allow. */
+int  civis_redact_stream_flush(civis_redact_stream *s, civis_redact_out_fn out,
+                               void *ud);
+/* Bytes fed but not yet passed to out. */
+size_t civis_redact_stream_held(const civis_redact_stream *s);
+
+/* Mask every secret of the NUL-terminated in, writing the result,
+ * NUL-terminated, into buf (buflen > 0). in may be buf itself. Returns
+ * CIVIS_ETOOBIG when the result was cut to fit (still NUL-terminated). */
+int  civis_redact_string(const civis_redact *r, const char *in, char *buf,
+                         size_t buflen);
+
+#ifdef CIVIS_UNITTEST
+/* Pattern i (0 <= i < count) in the set's sorted order. */
+int  civis__redact_pattern(const civis_redact *r, size_t i, const char **p,
+                           size_t *len);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif

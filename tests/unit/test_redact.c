@@ -1,0 +1,833 @@
+/* test_redact.c: the streaming secret redactor. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "civis/civis.h"
+#include "civis/redact.h"
+
+/* ------------------------------------------------------------ helpers */
+
+struct sink {
+	char *buf;
+	size_t len, cap;
+	size_t calls;
+	const char *last_ptr;
+	int fail_after;     /* > 0: the n-th call fails */
+};
+
+static int
+sink_out(void *ud, const char *data, size_t len)
+{
+	struct sink *k = ud;
+
+	k->calls++;
+	k->last_ptr = data;
+	if (k->fail_after > 0 && k->calls >= (size_t)k->fail_after)
+		return CIVIS_ENOMEM;
+	assert_true(len > 0);
+	if (k->len + len + 1 > k->cap) {
+		size_t cap = k->cap ? k->cap : 256;
+		while (cap < k->len + len + 1)
+			cap *= 2;
+		k->buf = realloc(k->buf, cap);
+		assert_non_null(k->buf);
+		k->cap = cap;
+	}
+	memcpy(k->buf + k->len, data, len);
+	k->len += len;
+	k->buf[k->len] = '\0';
+	return CIVIS_OK;
+}
+
+static void
+sink_reset(struct sink *k)
+{
+	free(k->buf);
+	memset(k, 0, sizeof(*k));
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint64_t
+rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static size_t
+rnd_below(size_t n)
+{
+	return n ? (size_t)(rnd() % n) : 0;
+}
+
+static civis_redact *
+set_of(const char *const *secrets, size_t n)
+{
+	civis_redact *r = NULL;
+
+	assert_int_equal(civis_redact_new(&r), CIVIS_OK);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(civis_redact_add(r, secrets[i], strlen(secrets[i])), CIVIS_OK);
+	return r;
+}
+
+/* Feed text cut at the given offsets (sorted, inside (0, n)), flush, and
+ * return the output (the caller frees it). */
+static char *
+run_cuts(const civis_redact *r, const char *text, size_t n, const size_t *cuts,
+         size_t ncuts)
+{
+	civis_redact_stream *s = NULL;
+	struct sink k;
+	size_t prev = 0;
+	char *res;
+
+	memset(&k, 0, sizeof(k));
+	assert_int_equal(civis_redact_stream_new(&s, r), CIVIS_OK);
+	for (size_t i = 0; i <= ncuts; i++) {
+		size_t end = i < ncuts ? cuts[i] : n;
+		assert_int_equal(civis_redact_stream_feed(s, text + prev, end - prev,
+		                                          sink_out, &k), CIVIS_OK);
+		assert_true(civis_redact_stream_held(s) < civis_redact_max_len(r) ||
+		            civis_redact_stream_held(s) == 0);
+		prev = end;
+	}
+	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_held(s), 0);
+	civis_redact_stream_free(s);
+	res = k.buf ? k.buf : strdup("");
+	assert_non_null(res);
+	return res;
+}
+
+static char *
+run_whole(const civis_redact *r, const char *text)
+{
+	return run_cuts(r, text, strlen(text), NULL, 0);
+}
+
+static char *
+run_random(const civis_redact *r, const char *text, size_t n)
+{
+	size_t cuts[64], nc = 0;
+
+	for (size_t i = 1; i < n && nc < 64; i++)
+		if (rnd_below(1 + n / 16) == 0)
+			cuts[nc++] = i;
+	return run_cuts(r, text, n, cuts, nc);
+}
+
+static void
+expect_redacted(const civis_redact *r, const char *text, const char *want)
+{
+	char *got = run_whole(r, text);
+
+	assert_string_equal(got, want);
+	free(got);
+}
+
+/* The output by definition: mask every byte covered by an occurrence of
+ * any registered pattern; each run of masked bytes becomes one token. */
+static char *
+reference(const civis_redact *r, const char *text, size_t n)
+{
+	unsigned char *mask = calloc(n + 1, 1);
+	char *out = malloc(n * 10 + 1);
+	size_t o = 0;
+
+	assert_non_null(mask);
+	assert_non_null(out);
+	for (size_t i = 0; i < civis_redact_count(r); i++) {
+		const char *p;
+		size_t pl;
+		assert_int_equal(civis__redact_pattern(r, i, &p, &pl), CIVIS_OK);
+		for (size_t st = 0; st + pl <= n; st++)
+			if (memcmp(text + st, p, pl) == 0)
+				memset(mask + st, 1, pl);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!mask[i]) {
+			out[o++] = text[i];
+		} else if (i == 0 || !mask[i - 1]) {
+			memcpy(out + o, CIVIS_REDACT_TOKEN, CIVIS_REDACT_TOKEN_LEN);
+			o += CIVIS_REDACT_TOKEN_LEN;
+		}
+	}
+	out[o] = '\0';
+	free(mask);
+	return out;
+}
+
+static size_t
+b64(const unsigned char *p, size_t n, char *dst, int url)
+{
+	const char *abc = url ?
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" :
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16;
+		size_t rem = n - i;
+		if (rem > 1)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (rem > 2)
+			v |= p[i + 2];
+		dst[o++] = abc[v >> 18];
+		dst[o++] = abc[(v >> 12) & 63];
+		dst[o++] = rem > 1 ? abc[(v >> 6) & 63] : '=';
+		dst[o++] = rem > 2 ? abc[v & 63] : '=';
+	}
+	dst[o] = '\0';
+	return o;
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void
+test_no_secrets_zero_copy(void **state)
+{
+	civis_redact *r = set_of(NULL, 0);
+	civis_redact_stream *s = NULL;
+	struct sink k;
+	const char text[] = "hello world\nsecond line";
+
+	(void)state;
+	memset(&k, 0, sizeof(k));
+	assert_int_equal(civis_redact_count(r), 0);
+	assert_int_equal(civis_redact_stream_new(&s, r), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, text, sizeof(text) - 1, sink_out, &k),
+	                 CIVIS_OK);
+	assert_int_equal(k.calls, 1);
+	assert_ptr_equal(k.last_ptr, text);
+	assert_int_equal(civis_redact_stream_held(s), 0);
+	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
+	assert_int_equal(k.calls, 1);
+	assert_string_equal(k.buf, text);
+	assert_int_equal(civis_redact_stream_feed(s, text, 0, sink_out, &k), CIVIS_OK);
+	assert_int_equal(k.calls, 1);
+	civis_redact_stream_free(s);
+	sink_reset(&k);
+	civis_redact_free(r);
+}
+
+static void
+test_basic_and_min_len(void **state)
+{
+	const char *sec[] = { "s3cr3tvalue", "abcde", "fghijk" };
+	civis_redact *r = set_of(sec, 3);
+
+	(void)state;
+	expect_redacted(r, "a s3cr3tvalue b", "a [REDACTED] b");
+	/* 5 bytes: not masked; 6 bytes: masked */
+	expect_redacted(r, "abcde fghijk", "abcde [REDACTED]");
+	expect_redacted(r, "s3cr3tvalu", "s3cr3tvalu");
+	expect_redacted(r, "", "");
+	civis_redact_free(r);
+
+	r = set_of(NULL, 0);
+	assert_int_equal(civis_redact_add(r, "12345", 5), CIVIS_OK);
+	assert_int_equal(civis_redact_add(r, "", 0), CIVIS_OK);
+	assert_int_equal(civis_redact_count(r), 0);
+	assert_int_equal(civis_redact_add(r, NULL, 3), CIVIS_EINVAL);
+	civis_redact_free(r);
+}
+
+static void
+test_split_every_offset(void **state)
+{
+	const char *sec[] = { "Zq9sEcReTvAlUe42" };
+	civis_redact *r = set_of(sec, 1);
+	const char *text = "before Zq9sEcReTvAlUe42 after";
+	size_t n = strlen(text);
+
+	(void)state;
+	for (size_t cut = 1; cut < n; cut++) {
+		char *got = run_cuts(r, text, n, &cut, 1);
+		assert_string_equal(got, "before [REDACTED] after");
+		free(got);
+	}
+	/* and every pair of cuts */
+	for (size_t a = 1; a < n; a++) {
+		for (size_t b = a + 1; b < n; b++) {
+			size_t cuts[2] = { a, b };
+			char *got = run_cuts(r, text, n, cuts, 2);
+			assert_string_equal(got, "before [REDACTED] after");
+			free(got);
+		}
+	}
+	civis_redact_free(r);
+}
+
+static void
+test_one_byte_at_a_time(void **state)
+{
+	const char *sec[] = { "abcdefgh", "efghijkl", "Q1w2E3r4" };
+	civis_redact *r = set_of(sec, 3);
+	const char *text = "x abcdefghijkl y Q1w2E3r4Q1w2E3r4 z abcdefg";
+	size_t n = strlen(text), cuts[64];
+	char *got;
+
+	(void)state;
+	for (size_t i = 1; i < n; i++)
+		cuts[i - 1] = i;
+	got = run_cuts(r, text, n, cuts, n - 1);
+	assert_string_equal(got, "x [REDACTED] y [REDACTED] z abcdefg");
+	free(got);
+	civis_redact_free(r);
+}
+
+static void
+test_start_and_end_of_stream(void **state)
+{
+	const char *sec[] = { "TOPSECRET99" };
+	civis_redact *r = set_of(sec, 1);
+	civis_redact_stream *s = NULL;
+	struct sink k;
+
+	(void)state;
+	expect_redacted(r, "TOPSECRET99 at start", "[REDACTED] at start");
+	expect_redacted(r, "at end TOPSECRET99", "at end [REDACTED]");
+	expect_redacted(r, "TOPSECRET99", "[REDACTED]");
+	/* a complete secret at the end is not held: nothing longer starts so */
+	memset(&k, 0, sizeof(k));
+	assert_int_equal(civis_redact_stream_new(&s, r), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, "end TOPSECRET99", 15, sink_out, &k),
+	                 CIVIS_OK);
+	assert_int_equal(civis_redact_stream_held(s), 0);
+	assert_string_equal(k.buf, "end [REDACTED]");
+	/* the same secret again right after: one token, merged */
+	assert_int_equal(civis_redact_stream_feed(s, "TOPSECRET99", 11, sink_out, &k),
+	                 CIVIS_OK);
+	assert_string_equal(k.buf, "end [REDACTED]");
+	assert_int_equal(civis_redact_stream_feed(s, "!", 1, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "end [REDACTED]!");
+	civis_redact_stream_free(s);
+	sink_reset(&k);
+	civis_redact_free(r);
+}
+
+static void
+test_overlap_adjacent_prefix(void **state)
+{
+	const char *sec[] = { "abcdefgh", "efghijkl", "mnopqrst", "uvwxyz01" };
+	const char *sec2[] = { "abcdef", "abcdefghij" };
+	civis_redact *r = set_of(sec, 4);
+
+	(void)state;
+	expect_redacted(r, "abcdefghijkl", "[REDACTED]");
+	expect_redacted(r, "<abcdefghijkl>", "<[REDACTED]>");
+	/* adjacent: touching occurrences are one */
+	expect_redacted(r, "mnopqrstuvwxyz01", "[REDACTED]");
+	expect_redacted(r, "mnopqrstmnopqrst", "[REDACTED]");
+	expect_redacted(r, "abcdefghijklmnopqrstuvwxyz01", "[REDACTED]");
+	/* one byte apart: two */
+	expect_redacted(r, "mnopqrst-uvwxyz01", "[REDACTED]-[REDACTED]");
+	civis_redact_free(r);
+
+	r = set_of(sec2, 2);
+	expect_redacted(r, "abcdefghij", "[REDACTED]");
+	expect_redacted(r, "abcdefghijk", "[REDACTED]k");
+	expect_redacted(r, "abcdefgh", "[REDACTED]gh");
+	expect_redacted(r, "abcdeXabcdef", "abcdeX[REDACTED]");
+	civis_redact_free(r);
+}
+
+static void
+test_kmp_traps(void **state)
+{
+	const char *sec[] = { "aaaaaab", "abababac", "aabaabaaab" };
+	civis_redact *r = set_of(sec, 3);
+	const char *texts[] = {
+		"aaaaaaaaaab", "aaaaaaaaaaa", "abababababac", "ababababab",
+		"aabaabaabaabaaab", "aabaabaabaaba", "aaaaaabaaaaaab",
+	};
+	const char *want[] = {
+		"aaaa[REDACTED]", "aaaaaaaaaaa", "abab[REDACTED]", "ababababab",
+		"aabaab[REDACTED]", "aabaabaabaaba", "[REDACTED]",
+	};
+
+	(void)state;
+	for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++) {
+		size_t n = strlen(texts[t]), cuts[32];
+		char *got;
+		expect_redacted(r, texts[t], want[t]);
+		for (size_t i = 1; i < n; i++)
+			cuts[i - 1] = i;
+		got = run_cuts(r, texts[t], n, cuts, n - 1);
+		assert_string_equal(got, want[t]);
+		free(got);
+	}
+	civis_redact_free(r);
+}
+
+static void
+test_multiline(void **state)
+{
+	const char *key = "-----BEGIN KEY-----\nMIIEowIBAAKCAQEA\r\nshort\nZmFrZWtleWRhdGE=\n-----END KEY-----";
+	civis_redact *r = set_of(&key, 1);
+	char *text, *got;
+	size_t n;
+
+	(void)state;
+	n = strlen(key) + 16;
+	text = malloc(n);
+	assert_non_null(text);
+	assert_true(snprintf(text, n, "<%s>", key) > 0);
+	expect_redacted(r, text, "<[REDACTED]>");
+	free(text);
+	/* line by line, as a per-line printer would show it */
+	expect_redacted(r, "x MIIEowIBAAKCAQEA y", "x [REDACTED] y");
+	expect_redacted(r, "x MIIEowIBAAKCAQEA\r\n", "x [REDACTED]\n");
+	expect_redacted(r, "k=ZmFrZWtleWRhdGE=\n", "k=[REDACTED]\n");
+	expect_redacted(r, "-----END KEY-----", "[REDACTED]");
+	/* a line under 6 bytes is not masked on its own */
+	expect_redacted(r, "short", "short");
+	/* JSON-escaped whole */
+	got = run_whole(r, "{\"k\":\"-----BEGIN KEY-----\\nMIIEowIBAAKCAQEA\\r\\nshort\\nZmFrZWtleWRhdGE=\\n-----END KEY-----\"}");
+	assert_string_equal(got, "{\"k\":\"[REDACTED]\"}");
+	free(got);
+	civis_redact_free(r);
+}
+
+static void
+test_json_and_url_forms(void **state)
+{
+	const char *sec[] = { "pa\"ss\\wo/rd\t1", "p@ss w/rd:1", "ctl\x01val" };
+	civis_redact *r = set_of(sec, 3);
+
+	(void)state;
+	expect_redacted(r, "{\"v\":\"pa\\\"ss\\\\wo/rd\\t1\"}", "{\"v\":\"[REDACTED]\"}");
+	expect_redacted(r, "{\"v\":\"pa\\\"ss\\\\wo\\/rd\\t1\"}", "{\"v\":\"[REDACTED]\"}");
+	expect_redacted(r, "raw pa\"ss\\wo/rd\t1.", "raw [REDACTED].");
+	expect_redacted(r, "u=p%40ss%20w%2Frd%3A1&", "u=[REDACTED]&");
+	expect_redacted(r, "u=p%40ss%20w%2frd%3a1&", "u=[REDACTED]&");
+	expect_redacted(r, "u=p%40ss+w%2Frd%3A1&", "u=[REDACTED]&");
+	expect_redacted(r, "u=p%40ss+w%2frd%3a1&", "u=[REDACTED]&");
+	expect_redacted(r, "\"ctl\\u0001val\"", "\"[REDACTED]\"");
+	expect_redacted(r, "\"ctl\\u0001va\"", "\"ctl\\u0001va\"");
+	civis_redact_free(r);
+}
+
+static void
+test_base64_forms(void **state)
+{
+	const char *secret = "hunter2-is-my?password>";
+	const char *prefixes[] = { "", "u", "us", "use", "user:", "someone:" };
+	civis_redact *r = set_of(&secret, 1);
+	unsigned char plain[128];
+	char enc[256], text[300], det[256];
+	size_t sl = strlen(secret);
+
+	(void)state;
+	for (int url = 0; url < 2; url++) {
+		for (size_t p = 0; p < sizeof(prefixes) / sizeof(prefixes[0]); p++) {
+			size_t pl = strlen(prefixes[p]), n, lo, hi;
+			char *got;
+			n = (size_t)snprintf((char *)plain, sizeof(plain), "%s%s@host", prefixes[p], secret);
+			b64(plain, n, enc, url);
+			assert_true(snprintf(text, sizeof(text), "Authorization: Basic %s\n", enc) > 0);
+			got = run_whole(r, text);
+			/* the characters that depend on the secret alone are gone */
+			lo = (8 * pl + 5) / 6;
+			hi = 8 * (pl + sl) / 6;
+			memcpy(det, enc + lo, hi - lo);
+			det[hi - lo] = '\0';
+			assert_null(strstr(got, det));
+			assert_non_null(strstr(got, CIVIS_REDACT_TOKEN));
+			free(got);
+		}
+		/* standalone, padded and not: nothing of it is left */
+		b64((const unsigned char *)secret, sl, enc, url);
+		assert_true(snprintf(text, sizeof(text), "v=%s;", enc) > 0);
+		expect_redacted(r, text, "v=[REDACTED];");
+		enc[strcspn(enc, "=")] = '\0';
+		assert_true(snprintf(text, sizeof(text), "v=%s;", enc) > 0);
+		expect_redacted(r, text, "v=[REDACTED];");
+	}
+	civis_redact_free(r);
+}
+
+static void
+test_flush_releases_held(void **state)
+{
+	const char *sec[] = { "abcdefgh" };
+	civis_redact *r = set_of(sec, 1);
+	civis_redact_stream *s = NULL;
+	struct sink k;
+
+	(void)state;
+	memset(&k, 0, sizeof(k));
+	assert_int_equal(civis_redact_stream_new(&s, r), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, "xx abcd", 7, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx ");
+	assert_int_equal(civis_redact_stream_held(s), 4);
+	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx abcd");
+	assert_int_equal(civis_redact_stream_held(s), 0);
+	/* flushing twice changes nothing */
+	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx abcd");
+	/* the secret completes after the flush: its remainder is masked */
+	assert_int_equal(civis_redact_stream_feed(s, "efgh yy", 7, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx abcd[REDACTED] yy");
+	/* held bytes that turn out not to be a secret come out unchanged */
+	assert_int_equal(civis_redact_stream_feed(s, " abcdef", 7, sink_out, &k), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_held(s), 6);
+	assert_int_equal(civis_redact_stream_feed(s, "Xg\n", 3, sink_out, &k), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_held(s), 0);
+	assert_string_equal(k.buf, "xx abcd[REDACTED] yy abcdefXg\n");
+	civis_redact_stream_free(s);
+	sink_reset(&k);
+	civis_redact_free(r);
+}
+
+static void
+test_flush_inside_masked_run(void **state)
+{
+	const char *sec[] = { "abcdefgh", "efghijklmnop" };
+	civis_redact *r = set_of(sec, 2);
+	civis_redact_stream *s = NULL;
+	struct sink k;
+
+	(void)state;
+	memset(&k, 0, sizeof(k));
+	assert_int_equal(civis_redact_stream_new(&s, r), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, "xxabcdefghij", 12, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx[REDACTED]");
+	assert_int_equal(civis_redact_stream_held(s), 6);
+	/* completes: one token for the whole run */
+	assert_int_equal(civis_redact_stream_feed(s, "klmnop.", 7, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx[REDACTED].");
+	/* the same with a flush in between: still one token */
+	assert_int_equal(civis_redact_stream_feed(s, "abcdefghij", 10, sink_out, &k), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx[REDACTED].[REDACTED]ij");
+	assert_int_equal(civis_redact_stream_feed(s, "klmnop", 6, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx[REDACTED].[REDACTED]ij[REDACTED]");
+	civis_redact_stream_free(s);
+	sink_reset(&k);
+	civis_redact_free(r);
+}
+
+static void
+test_plain_text_unchanged(void **state)
+{
+	const char *sec[] = { "Kx7Qm2Lp9Vz3", "zzzzzz", "hello world!" };
+	civis_redact *r = set_of(sec, 3);
+	char text[2000];
+
+	(void)state;
+	for (int round = 0; round < 200; round++) {
+		size_t n = 1 + rnd_below(sizeof(text) - 1);
+		char *got;
+		for (size_t i = 0; i < n; i++) {
+			/* near misses: the alphabet of the secrets, but never 'z'
+			 * 6 in a row nor the rest completed */
+			static const char abc[] = "Kx7Qm2Lp9V3hello wrd!\n";
+			text[i] = abc[rnd_below(sizeof(abc) - 1)];
+		}
+		got = run_random(r, text, n);
+		assert_int_equal(strlen(got), n);
+		assert_memory_equal(got, text, n);
+		free(got);
+	}
+	civis_redact_free(r);
+}
+
+static void
+test_against_reference(void **state)
+{
+	char text[600];
+
+	(void)state;
+	for (int round = 0; round < 300; round++) {
+		civis_redact *r = NULL;
+		char sec[6][24];
+		size_t nsec = 1 + rnd_below(5), n = 0;
+		static const char abc[] = "ab/+=\n";
+		size_t nabc = 2 + rnd_below(sizeof(abc) - 2);
+		char *want, *got;
+
+		assert_int_equal(civis_redact_new(&r), CIVIS_OK);
+		for (size_t i = 0; i < nsec; i++) {
+			size_t sl = 6 + rnd_below(10);
+			for (size_t j = 0; j < sl; j++)
+				sec[i][j] = abc[rnd_below(nabc)];
+			sec[i][sl] = '\0';
+			assert_int_equal(civis_redact_add(r, sec[i], sl), CIVIS_OK);
+		}
+		while (n < sizeof(text) - 30) {
+			if (rnd_below(4) == 0) {
+				size_t sl = strlen(sec[rnd_below(nsec)]);
+				memcpy(text + n, sec[rnd_below(nsec)], sl);
+				n += sl;
+			} else {
+				text[n++] = abc[rnd_below(nabc)];
+			}
+		}
+		want = reference(r, text, n);
+		for (int t = 0; t < 4; t++) {
+			got = run_random(r, text, n);
+			assert_string_equal(got, want);
+			free(got);
+		}
+		free(want);
+		civis_redact_free(r);
+	}
+}
+
+static void
+test_long_secret_pieces(void **state)
+{
+	size_t n = 3 * CIVIS_REDACT_MAX_SECRET + 17;
+	char *secret = malloc(n + 1), *text = malloc(n + 3), *got;
+	civis_redact *r = set_of(NULL, 0);
+
+	(void)state;
+	assert_non_null(secret);
+	assert_non_null(text);
+	for (size_t i = 0; i < n; i++)
+		secret[i] = "0123456789abcdefghijklmnopqrstuvwxyz"[rnd_below(36)];
+	secret[n] = '\0';
+	assert_int_equal(civis_redact_add(r, secret, n), CIVIS_OK);
+	assert_true(civis_redact_max_len(r) < 3 * CIVIS_REDACT_MAX_SECRET);
+	text[0] = '<';
+	memcpy(text + 1, secret, n);
+	text[n + 1] = '>';
+	text[n + 2] = '\0';
+	got = run_random(r, text, n + 2);
+	assert_string_equal(got, "<[REDACTED]>");
+	free(got);
+	free(secret);
+	free(text);
+	civis_redact_free(r);
+}
+
+static void
+test_total_cap(void **state)
+{
+	civis_redact *r = set_of(NULL, 0);
+	char buf[CIVIS_REDACT_MAX_SECRET];
+	int rc = CIVIS_OK;
+
+	(void)state;
+	for (int i = 0; i < 1000 && rc == CIVIS_OK; i++) {
+		for (size_t j = 0; j < sizeof(buf); j++)
+			buf[j] = (char)(1 + rnd_below(255));
+		rc = civis_redact_add(r, buf, sizeof(buf));
+	}
+	assert_int_equal(rc, CIVIS_ETOOBIG);
+	assert_true(civis_redact_memory(r) < 3 * CIVIS_REDACT_MAX_TOTAL);
+	/* what fitted is still masked */
+	{
+		const char *p;
+		size_t pl;
+		char *got;
+		assert_int_equal(civis__redact_pattern(r, 0, &p, &pl), CIVIS_OK);
+		got = run_cuts(r, p, pl, NULL, 0);
+		assert_string_equal(got, "[REDACTED]");
+		free(got);
+	}
+	civis_redact_free(r);
+}
+
+static void
+test_name_patterns(void **state)
+{
+	const char *globs[] = { "MY_*", "EXACT", "[xy]VAR?" };
+
+	(void)state;
+	assert_true(civis_redact_name_is_secret("CIVIS_API_KEY", NULL, 0, 0));
+	assert_true(civis_redact_name_is_secret("DB_PASSWORD", NULL, 0, 1));
+	assert_true(civis_redact_name_is_secret("db_password", NULL, 0, 1));
+	assert_false(civis_redact_name_is_secret("DB_PASSWORD", NULL, 0, 0));
+	assert_true(civis_redact_name_is_secret("AWS_SECRET_ACCESS_KEY", NULL, 0, 1));
+	assert_true(civis_redact_name_is_secret("GITHUB_TOKEN", NULL, 0, 1));
+	assert_true(civis_redact_name_is_secret("X_SECRET", NULL, 0, 1));
+	assert_true(civis_redact_name_is_secret("DEPLOY_SSH_KEY", NULL, 0, 1));
+	assert_true(civis_redact_name_is_secret("TLS_PRIVATE_KEY", NULL, 0, 1));
+	assert_true(civis_redact_name_is_secret("S3_SECRET_KEY", NULL, 0, 1));
+	assert_true(civis_redact_name_is_secret("OPENAI_API_KEY", NULL, 0, 1));
+	assert_false(civis_redact_name_is_secret("PASSWORD", NULL, 0, 1));
+	assert_false(civis_redact_name_is_secret("TOKENIZER", NULL, 0, 1));
+	assert_false(civis_redact_name_is_secret("PATH", NULL, 0, 1));
+	assert_false(civis_redact_name_is_secret("", NULL, 0, 1));
+	assert_false(civis_redact_name_is_secret(NULL, NULL, 0, 1));
+	assert_true(civis_redact_name_is_secret("MY_THING", globs, 3, 0));
+	assert_true(civis_redact_name_is_secret("EXACT", globs, 3, 0));
+	assert_false(civis_redact_name_is_secret("EXACTLY", globs, 3, 0));
+	assert_true(civis_redact_name_is_secret("xVAR1", globs, 3, 0));
+	assert_false(civis_redact_name_is_secret("zVAR1", globs, 3, 0));
+	/* only the first n patterns count */
+	assert_false(civis_redact_name_is_secret("EXACT", globs, 1, 0));
+}
+
+static void
+test_add_env(void **state)
+{
+	char *envp[] = {
+		"CIVIS_API_KEY=civiskey-0123456789",
+		"DB_PASSWORD=hunter2hunter2",
+		"SHORT_TOKEN=abc",
+		"PATH=/usr/local/bin:/usr/bin",
+		"MY_VALUE=custom-value-42",
+		"NOEQUALS",
+		"=nameless-value",
+		NULL,
+	};
+	const char *globs[] = { "MY_*" };
+	civis_redact *r = NULL;
+	char *got;
+
+	(void)state;
+	assert_int_equal(civis_redact_new(&r), CIVIS_OK);
+	assert_int_equal(civis_redact_add_env(r, envp, globs, 1, 1), CIVIS_OK);
+	got = run_whole(r, "k=civiskey-0123456789 p=hunter2hunter2 t=abc v=custom-value-42 path=/usr/local/bin:/usr/bin n=nameless-value");
+	assert_string_equal(got, "k=[REDACTED] p=[REDACTED] t=abc v=[REDACTED] path=/usr/local/bin:/usr/bin n=nameless-value");
+	free(got);
+	civis_redact_free(r);
+
+	/* defaults off: the API key only */
+	assert_int_equal(civis_redact_new(&r), CIVIS_OK);
+	assert_int_equal(civis_redact_add_env(r, envp, NULL, 0, 0), CIVIS_OK);
+	got = run_whole(r, "k=civiskey-0123456789 p=hunter2hunter2 v=custom-value-42");
+	assert_string_equal(got, "k=[REDACTED] p=hunter2hunter2 v=custom-value-42");
+	free(got);
+	civis_redact_free(r);
+
+	/* no environment at all */
+	assert_int_equal(civis_redact_new(&r), CIVIS_OK);
+	assert_int_equal(civis_redact_add_env(r, NULL, NULL, 0, 1), CIVIS_OK);
+	assert_int_equal(civis_redact_count(r), 0);
+	civis_redact_free(r);
+}
+
+static void
+test_redact_string(void **state)
+{
+	const char *sec[] = { "civiskey-0123456789", "abcdef" };
+	civis_redact *r = set_of(sec, 2);
+	civis_redact *none = set_of(NULL, 0);
+	char buf[64], small[12];
+
+	(void)state;
+	assert_int_equal(civis_redact_string(r, "POST failed: key civiskey-0123456789 rejected",
+	                                     buf, sizeof(buf)), CIVIS_OK);
+	assert_string_equal(buf, "POST failed: key [REDACTED] rejected");
+	/* a secret at the very end, and a prefix of one: decided at once */
+	assert_int_equal(civis_redact_string(r, "x abcdef", buf, sizeof(buf)), CIVIS_OK);
+	assert_string_equal(buf, "x [REDACTED]");
+	assert_int_equal(civis_redact_string(r, "x abcde", buf, sizeof(buf)), CIVIS_OK);
+	assert_string_equal(buf, "x abcde");
+	/* in place: the output is longer than the input here */
+	assert_true(snprintf(buf, sizeof(buf), "abcdef!abcdef") > 0);
+	assert_int_equal(civis_redact_string(r, buf, buf, sizeof(buf)), CIVIS_OK);
+	assert_string_equal(buf, "[REDACTED]![REDACTED]");
+	/* cut to fit */
+	assert_int_equal(civis_redact_string(r, "abcdef and more text", small, sizeof(small)),
+	                 CIVIS_ETOOBIG);
+	assert_string_equal(small, "[REDACTED] ");
+	assert_int_equal(civis_redact_string(none, "plain", small, sizeof(small)), CIVIS_OK);
+	assert_string_equal(small, "plain");
+	assert_int_equal(civis_redact_string(r, "x", small, 0), CIVIS_EINVAL);
+	civis_redact_free(r);
+	civis_redact_free(none);
+}
+
+static void
+test_out_error_propagates(void **state)
+{
+	const char *sec[] = { "abcdefgh" };
+	civis_redact *r = set_of(sec, 1);
+	civis_redact *none = set_of(NULL, 0);
+	civis_redact_stream *s = NULL;
+	struct sink k;
+
+	(void)state;
+	memset(&k, 0, sizeof(k));
+	k.fail_after = 1;
+	assert_int_equal(civis_redact_stream_new(&s, r), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, "x abcdefgh y", 12, sink_out, &k),
+	                 CIVIS_ENOMEM);
+	civis_redact_stream_free(s);
+	sink_reset(&k);
+	k.fail_after = 1;
+	assert_int_equal(civis_redact_stream_new(&s, none), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, "x", 1, sink_out, &k), CIVIS_ENOMEM);
+	civis_redact_stream_free(s);
+	sink_reset(&k);
+	assert_int_equal(civis_redact_stream_new(NULL, r), CIVIS_EINVAL);
+	assert_int_equal(civis_redact_stream_new(&s, NULL), CIVIS_EINVAL);
+	assert_null(s);
+	civis_redact_free(r);
+	civis_redact_free(none);
+}
+
+static void
+test_fifty_secrets_memory(void **state)
+{
+	civis_redact *r = set_of(NULL, 0);
+	char sec[50][41];
+	char *text, *got;
+	size_t tl = 0, cap = 50 * 60 + 1;
+
+	(void)state;
+	text = malloc(cap);
+	assert_non_null(text);
+	for (int i = 0; i < 50; i++) {
+		for (int j = 0; j < 40; j++)
+			sec[i][j] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"[rnd_below(62)];
+		sec[i][40] = '\0';
+		assert_int_equal(civis_redact_add(r, sec[i], 40), CIVIS_OK);
+	}
+	assert_true(civis_redact_count(r) >= 50 * 5);
+	assert_true(civis_redact_memory(r) < 512 * 1024);
+	for (int i = 0; i < 50; i++)
+		tl += (size_t)snprintf(text + tl, cap - tl, "%d %s\n", i % 10, sec[i]);
+	got = run_random(r, text, tl);
+	for (int i = 0; i < 50; i++)
+		assert_null(strstr(got, sec[i]));
+	free(got);
+	free(text);
+	civis_redact_free(r);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_no_secrets_zero_copy),
+		cmocka_unit_test(test_basic_and_min_len),
+		cmocka_unit_test(test_split_every_offset),
+		cmocka_unit_test(test_one_byte_at_a_time),
+		cmocka_unit_test(test_start_and_end_of_stream),
+		cmocka_unit_test(test_overlap_adjacent_prefix),
+		cmocka_unit_test(test_kmp_traps),
+		cmocka_unit_test(test_multiline),
+		cmocka_unit_test(test_json_and_url_forms),
+		cmocka_unit_test(test_base64_forms),
+		cmocka_unit_test(test_flush_releases_held),
+		cmocka_unit_test(test_flush_inside_masked_run),
+		cmocka_unit_test(test_plain_text_unchanged),
+		cmocka_unit_test(test_against_reference),
+		cmocka_unit_test(test_long_secret_pieces),
+		cmocka_unit_test(test_total_cap),
+		cmocka_unit_test(test_name_patterns),
+		cmocka_unit_test(test_add_env),
+		cmocka_unit_test(test_redact_string),
+		cmocka_unit_test(test_out_error_propagates),
+		cmocka_unit_test(test_fifty_secrets_memory),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
