@@ -93,6 +93,7 @@ struct civis_logq {
 	char err[CIVIS_LOGQ_ERRLEN];
 #ifdef CIVIS_UNITTEST
 	int ut_fail_alloc;              /* allocations left before one fails; -1 never */
+	int ut_no_tmpfile;
 #endif
 };
 
@@ -331,6 +332,12 @@ spool_open(civis_logq *q)
 	if (q->fd >= 0)
 		return CIVIS_OK;
 	fd = open(q->dir, O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
+#ifdef CIVIS_UNITTEST
+	if (q->ut_no_tmpfile && fd >= 0) {
+		close(fd);
+		fd = -1;
+	}
+#endif
 	if (fd < 0) {
 		/* Filesystems without O_TMPFILE say EOPNOTSUPP/EISDIR/EINVAL;
 		 * a missing or read-only directory fails mkstemp the same way. */
@@ -1034,5 +1041,11 @@ void
 civis__logq_fail_alloc(civis_logq *q, int n)
 {
 	q->ut_fail_alloc = n;
+}
+
+void
+civis__logq_force_mkstemp(civis_logq *q, int on)
+{
+	q->ut_no_tmpfile = on;
 }
 #endif

@@ -611,6 +611,34 @@ bad_dir_case(const char *dir, const char *want)
 	civis_logq_free(q);
 }
 
+/* Both ways of creating the spool leave no name behind and a 0600 file. */
+static void
+test_spool_file_unlinked(void **state)
+{
+	struct fixture *f = *state;
+	struct stat st;
+	int mk;
+
+	for (mk = 0; mk <= 1; mk++) {
+		civis_logq *q = open_q(f, 1, 0);
+
+		civis__logq_force_mkstemp(q, mk);
+		assert_int_equal(civis__logq_spool_fd(q), -1);    /* lazily created */
+		assert_int_equal(push_id(q, 1, 100), CIVIS_OK);
+		assert_true(civis__logq_spool_fd(q) >= 0);
+		assert_int_equal(fstat(civis__logq_spool_fd(q), &st), 0);
+		assert_int_equal(st.st_nlink, 0);
+		assert_int_equal(st.st_mode & 07777, 0600);
+		assert_true(S_ISREG(st.st_mode));
+		assert_int_equal(fcntl(civis__logq_spool_fd(q), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+		take_check_ack_len(q, 1, 100);
+		civis_logq_free(q);
+		f->q = NULL;
+		assert_int_equal(rmdir(f->dir), 0);   /* empty: nothing left behind */
+		assert_int_equal(mkdir(f->dir, 0700), 0);
+	}
+}
+
 static void
 test_spool_dir_errors(void **state)
 {
@@ -1009,6 +1037,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_spool_cap_drops_nacked_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inflight_never_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_spool_truncates, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spool_file_unlinked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_dir_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_write_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_chunk_read_in_pieces, setup, teardown),

@@ -123,6 +123,8 @@ void civis__logq_alloc_counts(const civis_logq *q, uint64_t *live, uint64_t *pea
 /* Make the chunk allocation after the next n succeed... fail once (n = 0:
  * the next one fails); -1 turns it off. */
 void civis__logq_fail_alloc(civis_logq *q, int n);
+/* 1: skip O_TMPFILE and take the mkstemp + unlink path. */
+void civis__logq_force_mkstemp(civis_logq *q, int on);
 #endif
 
 #ifdef __cplusplus
