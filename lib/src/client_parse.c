@@ -422,8 +422,8 @@ out:
 	return rc;
 }
 
-/* Append s[0..n) to buf (of buflen, *pos used), tabs as spaces, other
- * control characters dropped, never splitting a UTF-8 sequence. */
+/* Append s[0..n) to buf (of buflen, *pos used), tabs and line ends as
+ * spaces, other control characters dropped, never splitting a UTF-8 sequence. */
 static void
 append_clean(char *buf, size_t buflen, size_t *pos, const char *s, size_t n)
 {
@@ -432,7 +432,7 @@ append_clean(char *buf, size_t buflen, size_t *pos, const char *s, size_t n)
 	for (i = 0; i < n && *pos + 1 < buflen; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (c == '\t')
+		if (c == '\t' || c == '\n' || c == '\r')
 			c = ' ';
 		if (c < 0x20 || c == 0x7f)
 			continue;
