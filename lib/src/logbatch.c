@@ -270,7 +270,7 @@ civis_batch_new(civis_batch **out, size_t max_messages, size_t max_bytes)
 		max_messages = CIVIS_BATCH_DEFAULT_MESSAGES;
 	if (max_bytes == 0)
 		max_bytes = CIVIS_BATCH_DEFAULT_BYTES;
-	if (max_bytes < CIVIS_BATCH_MIN_BYTES || max_bytes > BATCH_MAX_BYTES)
+	if (max_bytes < CIVIS_BATCH_FLOOR_BYTES || max_bytes > BATCH_MAX_BYTES)
 		return CIVIS_EINVAL;
 	b = calloc(1, sizeof(*b));
 	if (b == NULL)

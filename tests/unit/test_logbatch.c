@@ -320,8 +320,10 @@ test_batch_new_args(void **state)
 
 	(void)state;
 	assert_int_equal(civis_batch_new(NULL, 0, 0), CIVIS_EINVAL);
-	assert_int_equal(civis_batch_new(&b, 0, CIVIS_BATCH_MIN_BYTES - 1), CIVIS_EINVAL);
+	assert_int_equal(civis_batch_new(&b, 0, CIVIS_BATCH_FLOOR_BYTES - 1), CIVIS_EINVAL);
 	assert_null(b);
+	assert_int_equal(civis_batch_new(&b, 0, ((size_t)1 << 30) + 1), CIVIS_EINVAL);
+	assert_int_equal(CIVIS_BATCH_MIN_BYTES, 393398);
 	assert_int_equal(civis_batch_new(&b, 0, 0), CIVIS_OK);
 	assert_string_equal(civis_batch_body(b, &len), "{\"messages\":[]}");
 	assert_int_equal(len, 15);
@@ -520,6 +522,39 @@ test_batch_worst_case_fits(void **state)
 	free(msg);
 }
 
+/* A small batch: the floor holds one empty message at the longest level;
+ * BYTES_FOR(n) holds any n bytes; more can never fit: EINVAL. */
+static void
+test_batch_small(void **state)
+{
+	static const char lvl[] = "\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01";
+	char msg[64];
+	civis_batch *b;
+	size_t len;
+	cJSON *root;
+
+	(void)state;
+	memset(msg, 0, sizeof(msg));
+	assert_int_equal(civis_batch_new(&b, 0, CIVIS_BATCH_FLOOR_BYTES), CIVIS_OK);
+	assert_int_equal(civis_batch_add(b, "", 0, lvl, 1), CIVIS_OK);
+	civis_batch_body(b, &len);
+	assert_true(len <= CIVIS_BATCH_FLOOR_BYTES);
+	assert_int_equal(civis_batch_add(b, "", 0, lvl, 2), CIVIS_ETOOBIG);
+	civis_batch_reset(b);
+	assert_int_equal(civis_batch_add(b, msg, 1, lvl, 3), CIVIS_EINVAL);
+	assert_int_equal(civis_batch_count(b), 0);
+	civis_batch_free(b);
+
+	assert_int_equal(civis_batch_new(&b, 0, CIVIS_BATCH_BYTES_FOR(sizeof(msg))), CIVIS_OK);
+	assert_int_equal(civis_batch_add(b, msg, sizeof(msg), lvl, 1), CIVIS_OK);
+	civis_batch_reset(b);
+	assert_int_equal(civis_batch_add(b, "x", 1, NULL, 1), CIVIS_OK);
+	assert_int_equal(civis_batch_add(b, msg, sizeof(msg), lvl, 2), CIVIS_ETOOBIG);
+	root = parse_body(b, 1);
+	cJSON_Delete(root);
+	civis_batch_free(b);
+}
+
 /* Default batches fill up to 10,000 messages or 1 MiB, never more. */
 static void
 test_batch_defaults_fill(void **state)
@@ -569,6 +604,7 @@ main(void)
 		cmocka_unit_test(test_batch_message_cap),
 		cmocka_unit_test(test_batch_byte_cap),
 		cmocka_unit_test(test_batch_worst_case_fits),
+		cmocka_unit_test(test_batch_small),
 		cmocka_unit_test(test_batch_defaults_fill),
 	};
 

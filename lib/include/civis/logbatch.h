@@ -65,16 +65,23 @@ int civis_json_escape_utf8(const char *in, size_t len, char *out, size_t outcap,
 /* {"messages":[ ]} = 15, one entry without its texts = 70 (quotes, keys,
  * 30-byte createdAt) + 1 comma; both texts at the worst escape (6x). */
 #define CIVIS_BATCH_OVERHEAD         (15 + 71)
-#define CIVIS_BATCH_MIN_BYTES \
-	(CIVIS_BATCH_OVERHEAD + 6 * CIVIS_BATCH_MAX_LEVEL + 6 * CIVIS_BATCH_MAX_MESSAGE)
+/* The smallest max_bytes with which any message of up to max_msg raw bytes
+ * fits in an empty batch, whatever its bytes. */
+#define CIVIS_BATCH_BYTES_FOR(max_msg) \
+	(CIVIS_BATCH_OVERHEAD + 6 * CIVIS_BATCH_MAX_LEVEL + 6 * (max_msg))
+/* = 393,398: a 64 KiB line always fits. */
+#define CIVIS_BATCH_MIN_BYTES        CIVIS_BATCH_BYTES_FOR(CIVIS_BATCH_MAX_MESSAGE)
+/* The least max_bytes accepted at all (room for one empty message). */
+#define CIVIS_BATCH_FLOOR_BYTES      CIVIS_BATCH_BYTES_FOR(0)
 
 typedef struct civis_batch civis_batch;
 
 /* max_messages: 0 means CIVIS_BATCH_DEFAULT_MESSAGES. max_bytes: the most
  * bytes the body may have; 0 means CIVIS_BATCH_DEFAULT_BYTES; below
- * CIVIS_BATCH_MIN_BYTES is CIVIS_EINVAL (so that any message of up to
- * CIVIS_BATCH_MAX_MESSAGE bytes fits in an empty batch). Memory grows with
- * the body, up to max_bytes + 3. */
+ * CIVIS_BATCH_FLOOR_BYTES or above 1 GiB is CIVIS_EINVAL. With max_bytes >=
+ * CIVIS_BATCH_BYTES_FOR(n) every message of up to n raw bytes fits in an
+ * empty batch (CIVIS_BATCH_MIN_BYTES: up to 64 KiB). Memory grows with the
+ * body, up to max_bytes + 3. */
 int  civis_batch_new(civis_batch **out, size_t max_messages, size_t max_bytes);
 void civis_batch_free(civis_batch *b);
 
@@ -82,8 +89,8 @@ void civis_batch_free(civis_batch *b);
  * CIVIS_BATCH_MAX_LEVEL bytes, else CIVIS_EINVAL; NULL means "info").
  * CIVIS_ETOOBIG when the batch is not empty and the message would take it
  * over max_messages or max_bytes: the batch is unchanged; send it, reset,
- * and add again. CIVIS_EINVAL when even an empty batch cannot hold it (only
- * possible above CIVIS_BATCH_MAX_MESSAGE bytes). */
+ * and add again. CIVIS_EINVAL when even an empty batch cannot hold it
+ * (never for len <= n when max_bytes >= CIVIS_BATCH_BYTES_FOR(n)). */
 int  civis_batch_add(civis_batch *b, const char *msg, size_t len, const char *level,
                      uint64_t created_ns);
 
