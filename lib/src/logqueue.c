@@ -89,6 +89,7 @@ struct civis_logq {
 	uint64_t dropped_chunks, dropped_lines, dropped_unreported;
 	uint64_t mem_used, mem_peak;
 	uint64_t structs_live, structs_peak;
+	uint64_t corruptions;           /* spool_corrupt calls, to keep its text */
 
 	char err[CIVIS_LOGQ_ERRLEN];
 #ifdef CIVIS_UNITTEST
@@ -435,6 +436,7 @@ spool_corrupt(civis_logq *q, uint64_t at, const char *why)
 {
 	uint64_t chunks = q->sp_chunks, lines = q->sp_lines;
 
+	q->corruptions++;
 	count_drop(q, chunks, lines);
 	set_err(q, "log spool corrupt at offset %" PRIu64 " (%s): %" PRIu64
 	        " queued chunks (%" PRIu64 " lines) dropped", at, why, chunks, lines);
@@ -577,7 +579,7 @@ spool_push(civis_logq *q, const char *body, uint32_t len, uint32_t nlines,
 	unsigned char b[HDR_SIZE];
 	struct iovec iov[2];
 	struct rec_hdr h;
-	uint64_t reclen = HDR_SIZE + (uint64_t)len, before;
+	uint64_t reclen = HDR_SIZE + (uint64_t)len, before, corruptions;
 	int rc;
 
 	if (reclen > q->spool_cap) {
@@ -589,10 +591,11 @@ spool_push(civis_logq *q, const char *body, uint32_t len, uint32_t nlines,
 	if (rc != CIVIS_OK)
 		return rc;
 	before = q->dropped_lines;
+	corruptions = q->corruptions;
 	while (q->spool_live + reclen > q->spool_cap)
 		if (!drop_spool_oldest(q))
 			break;
-	if (q->dropped_lines != before)
+	if (q->dropped_lines != before && q->corruptions == corruptions)
 		set_err(q, "log spool over its cap (%" PRIu64 " bytes): %" PRIu64
 		        " oldest queued lines dropped", q->spool_cap, q->dropped_lines - before);
 	spool_reclaim(q);

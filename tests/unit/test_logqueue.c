@@ -842,6 +842,28 @@ test_corrupt_body(void **state)
 	check_books(q);
 }
 
+/* Corruption found while dropping for the cap is reported as corruption. */
+static void
+test_corrupt_found_by_cap(void **state)
+{
+	struct fixture *f = *state;
+	civis_logq *q = open_q(f, 1, 3 * (48 + 200));
+	struct civis_logq_stats s;
+
+	assert_int_equal(push_id(q, 1, 200), CIVIS_OK);
+	civis_logq_stats(q, &s);
+	assert_int_equal(s.spool_used, 48 + 200);   /* the documented 48-byte header */
+	assert_int_equal(push_id(q, 2, 200), CIVIS_OK);
+	assert_int_equal(push_id(q, 3, 200), CIVIS_OK);
+	assert_int_equal(pwrite(civis__logq_spool_fd(q), "\0\0\0\0", 4, 0), 4);
+	assert_int_equal(push_id(q, 4, 200), CIVIS_OK);
+	assert_non_null(strstr(civis_logq_last_error(q), "corrupt"));
+	assert_non_null(strstr(civis_logq_last_error(q), "(6 lines)"));
+	assert_int_equal(civis_logq_take_dropped(q), 6);
+	take_check_ack_len(q, 4, 200);
+	check_books(q);
+}
+
 static void
 test_bad_args(void **state)
 {
@@ -1043,6 +1065,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_disk_chunk_read_in_pieces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_body, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_found_by_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inflight_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_failures, setup, teardown),
