@@ -319,6 +319,17 @@ on_progress(void *ud, uint64_t done, uint64_t total, double bytes_per_s)
 	      bytes_per_s / 1048576.0);
 }
 
+/* The engine left an entry out of a .tar.gz; text names it. */
+static void
+on_archive_warn(void *ud, const char *text)
+{
+	struct ent *e = ud;
+	char shown[SHOW_MAX];
+
+	show(e->o, shown, sizeof(shown), e->rel);
+	onote(e->o, "warn", "archive of %s: %s", shown, text);
+}
+
 static void
 on_upload_done(void *ud, int status, int64_t file_id, const char *sha256_hex,
                uint64_t bytes, const char *error)
@@ -464,6 +475,8 @@ start_upload(agent_outputs *o, struct ent *e)
 	uo.progress = on_progress;
 	uo.done = on_upload_done;
 	uo.ud = e;
+	uo.loop = o->loop;
+	uo.warn = on_archive_warn;
 	e->state = ST_UPLOADING;
 	o->inflight++;
 	rc = engine.upload_start(o->client, &uo, &u);
