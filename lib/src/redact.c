@@ -58,6 +58,7 @@ struct civis_redact {
 	uint32_t *sorted;       /* pattern indices, bytes in lexicographic order */
 	size_t maxlen;
 	uint8_t first[32];      /* bitmap of first bytes */
+	uint8_t *pair;          /* bitmap of first two bytes, 8 KiB */
 	unsigned tbits;
 	uint8_t *shift;         /* 1 << tbits entries */
 	struct slot *slots;
@@ -149,6 +150,8 @@ free_tables(civis_redact *r)
 	free(r->shift);
 	free(r->slots);
 	free(r->group);
+	free(r->pair);
+	r->pair = NULL;
 	r->sorted = NULL;
 	r->shift = NULL;
 	r->slots = NULL;
@@ -191,7 +194,7 @@ civis_redact_memory(const civis_redact *r)
 	m = sizeof(*r) + r->arena_cap + r->pat_cap * sizeof(struct pat) +
 	    r->dedup_cap * sizeof(uint32_t);
 	if (r->sorted)
-		m += r->nbuilt * sizeof(uint32_t) * 2 + ((size_t)1 << r->tbits) +
+		m += r->nbuilt * sizeof(uint32_t) * 2 + ((size_t)1 << r->tbits) + 8192 +
 		     (r->slot_mask + 1) * sizeof(struct slot);
 	return m;
 }
@@ -516,7 +519,7 @@ static int
 build(civis_redact *r)
 {
 	uint32_t *sorted = NULL, *group = NULL;
-	uint8_t *shift = NULL;
+	uint8_t *shift = NULL, *pair = NULL;
 	struct slot *slots = NULL;
 	size_t n = r->npat, nslots = 16, maxlen = 0, tsize;
 	unsigned tbits = 10;
@@ -534,7 +537,8 @@ build(civis_redact *r)
 	group = malloc((n ? n : 1) * sizeof(*group));
 	shift = malloc(tsize);
 	slots = malloc(nslots * sizeof(*slots));
-	if (!sorted || !group || !shift || !slots) {
+	pair = calloc(8192, 1);
+	if (!sorted || !group || !shift || !slots || !pair) {
 		rc = CIVIS_ENOMEM;
 		goto out;
 	}
@@ -566,6 +570,7 @@ build(civis_redact *r)
 		slots[h].first = (uint32_t)i;
 		slots[h].count = (uint32_t)(j - i);
 		first[p[0] >> 3] |= (uint8_t)(1u << (p[0] & 7));
+		pair[(p[0] << 5) | (p[1] >> 3)] |= (uint8_t)(1u << (p[1] & 7));
 		for (size_t q = BLOCK - 1; q < MINLEN; q++) {
 			uint32_t t = hash3(p + q + 1 - BLOCK, tbits);
 			uint8_t d = (uint8_t)(MINLEN - 1 - q);
@@ -580,6 +585,7 @@ build(civis_redact *r)
 	r->group = group;
 	r->shift = shift;
 	r->slots = slots;
+	r->pair = pair;
 	r->slot_mask = nslots - 1;
 	r->tbits = tbits;
 	r->nbuilt = n;
@@ -590,12 +596,14 @@ build(civis_redact *r)
 	group = NULL;
 	shift = NULL;
 	slots = NULL;
+	pair = NULL;
 	rc = CIVIS_OK;
 out:
 	free(sorted);
 	free(group);
 	free(shift);
 	free(slots);
+	free(pair);
 	return rc;
 }
 
@@ -690,6 +698,8 @@ is_prefix(const civis_redact *r, const unsigned char *key, size_t k)
 	size_t lo = 0, hi = r->nbuilt;
 
 	if (!(r->first[key[0] >> 3] & (1u << (key[0] & 7))))
+		return 0;
+	if (k > 1 && !(r->pair[(key[0] << 5) | (key[1] >> 3)] & (1u << (key[1] & 7))))
 		return 0;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
