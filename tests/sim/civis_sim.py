@@ -1,0 +1,1688 @@
+#!/usr/bin/env python3
+"""civis_sim.py: a local Civis API + S3 storage simulator for civis-agent tests.
+
+Python 3 standard library only. Two listeners on 127.0.0.1:
+
+  api      the agent's endpoints of agent-contract.json (Basic auth checked),
+           plus the control API under /_sim/ (no auth)
+  storage  the presigned-URL side: S3-style form POST and multipart part PUTs
+
+    python3 tests/sim/civis_sim.py --port 0 --storage-port 0 --api-key KEY \
+        --ready-file /tmp/ready.json
+
+writes {"api": N, "storage": M, "pid": P} to the ready file once listening.
+The fault plan, the records and the control API are described in README.md.
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BUCKET = "civis-sim-files"
+MIN_PART = 5 << 20            # S3: every part but the last at least 5 MiB
+MAX_PART = 5 << 30            # S3: at most 5 GiB a part
+MAX_PARTS = 10000
+MAX_FORM = (5 << 30) + (1 << 20)  # one form POST: 5 GiB plus the form fields
+API_BODY_CAP = 64 << 20       # largest JSON body the API side accepts
+FIELD_CAP = 64 << 10          # one non-file form field
+HEADER_BLOCK_CAP = 16 << 10   # headers of one form part
+CHUNK = 1 << 20
+LOG_LIMIT_DEFAULT = 10000
+SIM_SECRET = b"civis-sim-signing-secret"
+CREDENTIAL = "AKIASIMULATOR000000/20261127/us-east-1/s3/aws4_request"
+
+RFC3339_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+DISPO_PARAM_RE = re.compile(r';\s*([A-Za-z0-9_\-\*]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+OBJECT_TYPES = ("File", "Table", "Report", "Project", "Credential", "JSONValue")
+
+REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    409: "Conflict", 411: "Length Required", 413: "Payload Too Large",
+    415: "Unsupported Media Type", 422: "Unprocessable Entity",
+    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
+}
+S3_CODES = {400: "InvalidRequest", 403: "AccessDenied", 404: "NoSuchKey",
+            411: "MissingContentLength", 500: "InternalError",
+            503: "SlowDown", 504: "RequestTimeout"}
+API_ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden",
+              404: "not_found", 405: "method_not_allowed", 409: "conflict",
+              413: "payload_too_large", 415: "unsupported_media_type",
+              422: "unprocessable_entity", 429: "too_many_requests",
+              500: "internal_server_error", 502: "bad_gateway",
+              503: "service_unavailable", 504: "gateway_timeout"}
+
+
+class ClientGone(Exception):
+    """The peer closed the connection before sending all it announced."""
+
+
+class HttpError(Exception):
+    def __init__(self, status, description, code=None):
+        super().__init__(description)
+        self.status = status
+        self.description = description
+        self.code = code
+
+
+def iso_ms(t=None):
+    t = time.time() if t is None else t
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+
+
+def iso_ns_now():
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1000000000)) + ".%09dZ" % (ns % 1000000000)
+
+
+def created_at_key(s):
+    """Sort key for an RFC 3339 string: (UTC seconds, nanoseconds)."""
+    m = RFC3339_RE.match(s or "")
+    if not m:
+        return (float("inf"), 0)
+    frac = m.group(1) or ""
+    ns = int((frac[1:] + "000000000")[:9]) if frac else 0
+    base = s[:19].replace("t", "T")
+    secs = time.mktime(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    tz = m.group(2)
+    if tz not in ("Z", "z"):
+        off = int(tz[1:3]) * 3600 + int(tz[4:6]) * 60
+        secs -= off if tz[0] == "+" else -off
+    return (int(secs), ns)
+
+
+def jdump(obj):
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def api_error_body(status, description, code=None):
+    return jdump({"error": code or API_ERRORS.get(status, "error"),
+                  "errorDescription": description, "code": status})
+
+
+def s3_error_body(code, message, resource=""):
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
+            '<Resource>%s</Resource><RequestId>SIM%08X</RequestId></Error>'
+            % (xml_escape(code), xml_escape(message), xml_escape(resource),
+               int(time.monotonic() * 1000) & 0xFFFFFFFF)).encode()
+
+
+def xml_escape(s):
+    return (str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def sign(*parts):
+    return hmac.new(SIM_SECRET, "\n".join(str(p) for p in parts).encode(), hashlib.sha256).hexdigest()
+
+
+class Reply:
+    """An answer before it goes out: status, headers, body (bytes)."""
+    __slots__ = ("status", "headers", "body", "ctype")
+
+    def __init__(self, status, body=b"", headers=None, ctype="application/json; charset=utf-8"):
+        self.status = status
+        self.body = body
+        self.headers = list(headers or [])
+        self.ctype = ctype if body else None
+
+
+def api_reply(status, obj=None, headers=None):
+    return Reply(status, b"" if obj is None else jdump(obj), headers)
+
+
+def api_err(status, description, code=None, headers=None):
+    return Reply(status, api_error_body(status, description, code), headers)
+
+
+def s3_err(status, code, message, resource=""):
+    return Reply(status, s3_error_body(code, message, resource), ctype="application/xml")
+
+
+# ------------------------------------------------------------------ faults
+
+FAULT_ACTIONS = ("status", "delay", "refuse", "cut", "malformed", "hostile")
+MALFORMED_KINDS = ("html502", "truncated", "empty200", "garbage", "nonjson")
+HOSTILE_KINDS = ("huge_length", "endless", "deep_json", "huge_retry_after",
+                 "redirect", "upload_url_to_api")
+FAULT_KEYS = {"id", "server", "method", "path", "pathRegex", "part", "count", "every",
+              "after", "start", "duration", "action", "status", "retryAfter", "headers",
+              "body", "code", "message", "delay", "seconds", "kind", "store", "location",
+              "depth", "length", "maxBytes", "early"}
+
+
+def default_store(f):
+    a, k = f["action"], f.get("kind")
+    if a in ("status", "refuse"):
+        return False
+    if a == "malformed":
+        return k != "html502"
+    if a == "hostile":
+        return k not in ("redirect", "huge_retry_after")
+    return True
+
+
+def validate_fault(f, idx):
+    if not isinstance(f, dict):
+        raise HttpError(400, "fault %d: not an object" % idx)
+    unknown = set(f) - FAULT_KEYS
+    if unknown:
+        raise HttpError(400, "fault %d: unknown keys %s" % (idx, sorted(unknown)))
+    a = f.get("action")
+    if a not in FAULT_ACTIONS:
+        raise HttpError(400, "fault %d: action must be one of %s" % (idx, FAULT_ACTIONS))
+    if f.get("server", "api") not in ("api", "storage", "any"):
+        raise HttpError(400, "fault %d: server must be api, storage or any" % idx)
+    if a == "status" and not isinstance(f.get("status"), int):
+        raise HttpError(400, "fault %d: status action needs an integer status" % idx)
+    if a == "malformed" and f.get("kind") not in MALFORMED_KINDS:
+        raise HttpError(400, "fault %d: malformed kind must be one of %s" % (idx, MALFORMED_KINDS))
+    if a == "hostile" and f.get("kind") not in HOSTILE_KINDS:
+        raise HttpError(400, "fault %d: hostile kind must be one of %s" % (idx, HOSTILE_KINDS))
+    for k in ("count", "every", "after", "part", "depth", "length", "maxBytes"):
+        if k in f and (not isinstance(f[k], int) or isinstance(f[k], bool) or f[k] < 0):
+            raise HttpError(400, "fault %d: %s must be a non-negative integer" % (idx, k))
+    for k in ("start", "duration", "delay", "seconds"):
+        if k in f and (not isinstance(f[k], (int, float)) or isinstance(f[k], bool) or f[k] < 0):
+            raise HttpError(400, "fault %d: %s must be a non-negative number" % (idx, k))
+    if "pathRegex" in f:
+        try:
+            re.compile(f["pathRegex"])
+        except re.error as e:
+            raise HttpError(400, "fault %d: bad pathRegex: %s" % (idx, e))
+
+
+class FaultPlan:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.faults = []
+        self.t0 = time.monotonic()
+
+    def set(self, faults, append=False):
+        for i, f in enumerate(faults):
+            validate_fault(f, i)
+        with self.lock:
+            if not append:
+                self.faults = []
+                self.t0 = time.monotonic()
+            for i, f in enumerate(faults):
+                g = dict(f)
+                g.setdefault("id", "f%d" % (len(self.faults) + 1))
+                g.setdefault("server", "api")
+                g["_store"] = f.get("store", default_store(f))
+                g["_re"] = re.compile(f["pathRegex"]) if "pathRegex" in f else None
+                g["_seen"] = 0
+                g["_applied"] = 0
+                g["_t0"] = time.monotonic()
+                self.faults.append(g)
+
+    def describe(self):
+        with self.lock:
+            return [{**{k: v for k, v in f.items() if not k.startswith("_")},
+                     "seen": f["_seen"], "applied": f["_applied"]} for f in self.faults]
+
+    def match(self, side, method, path, part):
+        """The first fault that applies to this request (counters updated), or None."""
+        now = time.monotonic()
+        with self.lock:
+            for f in self.faults:
+                if f["server"] != "any" and f["server"] != side:
+                    continue
+                if "method" in f and f["method"].upper() != method:
+                    continue
+                if "path" in f and not path.startswith(f["path"]):
+                    continue
+                if f["_re"] is not None and not f["_re"].search(path):
+                    continue
+                if "part" in f and f["part"] != part:
+                    continue
+                t = now - f["_t0"]
+                if t < f.get("start", 0):
+                    continue
+                if "duration" in f and t >= f.get("start", 0) + f["duration"]:
+                    continue
+                f["_seen"] += 1
+                n = f["_seen"] - f.get("after", 0)
+                if n <= 0:
+                    continue
+                if f.get("every", 0) > 1 and n % f["every"] != 0:
+                    continue
+                if "count" in f and f["_applied"] >= f["count"]:
+                    continue
+                f["_applied"] += 1
+                return dict(f)
+        return None
+
+
+# ------------------------------------------------------------------ state
+
+class FileRec:
+    def __init__(self, fid, name, expires_at, description, multipart, num_parts):
+        self.id = fid
+        self.name = name
+        self.created_at = iso_ms()
+        self.expires_at = expires_at
+        self.description = description
+        self.multipart = multipart
+        self.num_parts = num_parts
+        self.upload_id = sign("upload", fid, time.time_ns())[:32]
+        self.key = "uploads/%d/%s" % (fid, name)
+        self.fields = {}            # form: issued uploadFields
+        self.size = None
+        self.sha256 = None
+        self.md5 = None
+        self.path = None
+        self.complete = False
+        self.parts = {}             # n -> dict(size, etag, sha256, path, headers)
+        self.uploads = []           # every upload request that stored data: headers, fields order
+        self.lock = threading.Lock()
+
+    def public(self):
+        return {
+            "id": self.id, "name": self.name, "kind": "multipart" if self.multipart else "form",
+            "createdAt": self.created_at, "expiresAt": self.expires_at,
+            "description": self.description, "complete": self.complete,
+            "fileSize": self.size if self.complete else None, "size": self.size,
+            "sha256": self.sha256, "md5": self.md5, "numParts": self.num_parts,
+            "uploadFields": self.fields,
+            "parts": [{"n": n, "size": p["size"], "etag": p["etag"], "sha256": p["sha256"],
+                       "headers": p["headers"]} for n, p in sorted(self.parts.items())],
+            "uploads": self.uploads,
+        }
+
+
+class Run:
+    def __init__(self, job, run):
+        self.job = job
+        self.run = run
+        self.state = "running"
+        self.is_cancel_requested = False
+        self.created_at = iso_ms(time.time() - 2)
+        self.started_at = iso_ms(time.time() - 1)
+        self.finished_at = None
+        self.error = None
+        self.patches = []
+
+    def public(self):
+        return {"id": self.run, "containerId": self.job, "state": self.state,
+                "isCancelRequested": self.is_cancel_requested, "createdAt": self.created_at,
+                "startedAt": self.started_at, "finishedAt": self.finished_at,
+                "error": self.error, "maxMemoryUsage": None, "maxCpuUsage": None}
+
+
+class Sim:
+    def __init__(self, api_key, job_id, run_id, data_dir, verbose=False):
+        self.api_key = api_key
+        self.job_id = job_id
+        self.run_id = run_id
+        self.data_dir = data_dir
+        self.verbose = verbose
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.faults = FaultPlan()
+        self.stopping = threading.Event()
+        self.listeners = {}
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.logs = []          # (id, createdAt, level, message, requestSeq, job, run)
+            self.heartbeats = []    # (monotonic, wall, job, run, requestSeq)
+            self.files = {}
+            self.keys = {}
+            self.outputs = []       # every registration call
+            self.requests = []
+            self.violations = []
+            self.runs = {}
+            self.req_seq = 0
+            self.next_file = 1001
+            self.cond.notify_all()
+        self.faults.set([])
+        for d in ("tmp", "files"):
+            p = os.path.join(self.data_dir, d)
+            shutil.rmtree(p, ignore_errors=True)
+            os.makedirs(p, exist_ok=True)
+
+    def tmp_path(self, tag):
+        fd, p = tempfile.mkstemp(prefix=tag + "-", dir=os.path.join(self.data_dir, "tmp"))
+        os.close(fd)
+        return p
+
+    def run_for(self, job, run, create=True):
+        if (self.job_id is not None and job != self.job_id) or \
+           (self.run_id is not None and run != self.run_id):
+            return None
+        r = self.runs.get((job, run))
+        if r is None and create:
+            r = self.runs[(job, run)] = Run(job, run)
+        return r
+
+    def violation(self, rec, kind, detail):
+        with self.lock:
+            self.violations.append({"time": time.time(), "server": rec["server"],
+                                    "method": rec["method"], "path": rec["path"],
+                                    "requestSeq": rec["seq"], "kind": kind, "detail": detail})
+
+    def counts(self):
+        with self.lock:
+            return {"logs": len(self.logs), "heartbeats": len(self.heartbeats),
+                    "files": len(self.files),
+                    "filesComplete": sum(1 for f in self.files.values() if f.complete),
+                    "outputs": len(self.outputs), "requests": len(self.requests),
+                    "violations": len(self.violations)}
+
+
+# ------------------------------------------------------------------ multipart/form-data
+
+def parse_disposition(value):
+    params = {}
+    for m in DISPO_PARAM_RE.finditer(";" + value.split(";", 1)[1] if ";" in value else ""):
+        v = m.group(2).strip()
+        if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+            v = re.sub(r'\\(.)', r'\1', v[1:-1])
+        params[m.group(1).lower()] = v
+    return value.split(";", 1)[0].strip().lower(), params
+
+
+class Sink:
+    """Where one form part's bytes go: a capped buffer, or a temp file with hashes."""
+
+    def __init__(self, path=None, cap=FIELD_CAP):
+        self.path = path
+        self.size = 0
+        self.cap = cap
+        if path:
+            self.fh = open(path, "wb")
+            self.sha = hashlib.sha256()
+            self.md5 = hashlib.md5()
+        else:
+            self.buf = bytearray()
+
+    def write(self, mv):
+        n = len(mv)
+        if not n:
+            return
+        self.size += n
+        if self.path:
+            self.fh.write(mv)
+            self.sha.update(mv)
+            self.md5.update(mv)
+        else:
+            if self.size > self.cap:
+                raise HttpError(400, "form field too long", "MaxMessageLengthExceeded")
+            self.buf += mv
+
+    def close(self):
+        if self.path:
+            self.fh.close()
+
+
+def stream_form(rfile, length, boundary, tmp_path_fn):
+    """Parse a multipart/form-data body of exactly `length` bytes without holding it.
+
+    Returns [(name, filename, value_bytes_or_None, sink_or_None)], in order. A part
+    with a filename (or named 'file') is streamed to a temp file with SHA-256/MD5."""
+    delim = b"\r\n--" + boundary
+    keep = len(delim) + 1
+    buf = bytearray(b"\r\n")
+    remaining = [length]
+    parts = []
+    open_sinks = []
+
+    def fill():
+        if remaining[0] <= 0:
+            return False
+        chunk = rfile.read(min(CHUNK, remaining[0]))
+        if not chunk:
+            raise ClientGone()
+        remaining[0] -= len(chunk)
+        buf.extend(chunk)
+        return True
+
+    def need(n):
+        while len(buf) < n:
+            if not fill():
+                raise HttpError(400, "form body ends early", "IncompleteBody")
+
+    try:
+        # preamble
+        while True:
+            i = buf.find(delim)
+            if i >= 0:
+                del buf[:i + len(delim)]
+                break
+            if len(buf) > keep:
+                del buf[:len(buf) - keep]
+            if not fill():
+                raise HttpError(400, "no multipart boundary in the body", "MalformedPOSTRequest")
+        while True:
+            need(2)
+            if buf[:2] == b"--":
+                break
+            while buf[:1] in (b" ", b"\t"):
+                del buf[:1]
+                need(2)
+            if buf[:2] != b"\r\n":
+                raise HttpError(400, "bad multipart delimiter line", "MalformedPOSTRequest")
+            del buf[:2]
+            while True:
+                j = buf.find(b"\r\n\r\n")
+                if j >= 0:
+                    break
+                if len(buf) > HEADER_BLOCK_CAP:
+                    raise HttpError(400, "form part headers too long", "MalformedPOSTRequest")
+                if not fill():
+                    raise HttpError(400, "form part headers end early", "MalformedPOSTRequest")
+            hdr = bytes(buf[:j]).decode("utf-8", "replace")
+            del buf[:j + 4]
+            name = filename = None
+            for line in hdr.split("\r\n"):
+                k, _, v = line.partition(":")
+                if k.strip().lower() == "content-disposition":
+                    kind, params = parse_disposition(v.strip())
+                    if kind != "form-data":
+                        raise HttpError(400, "part is not form-data", "MalformedPOSTRequest")
+                    name = params.get("name")
+                    filename = params.get("filename")
+            if name is None:
+                raise HttpError(400, "form part without a name", "MalformedPOSTRequest")
+            if len(parts) >= 100:
+                raise HttpError(400, "too many form fields", "MalformedPOSTRequest")
+            is_file = filename is not None or name == "file"
+            sink = Sink(tmp_path_fn("form")) if is_file else Sink()
+            open_sinks.append(sink)
+            while True:
+                i = buf.find(delim)
+                if i >= 0:
+                    with memoryview(buf) as mv:
+                        sink.write(mv[:i])
+                    del buf[:i + len(delim)]
+                    break
+                if len(buf) > keep:
+                    n = len(buf) - keep
+                    with memoryview(buf) as mv:
+                        sink.write(mv[:n])
+                    del buf[:n]
+                if not fill():
+                    raise HttpError(400, "form part not terminated", "IncompleteBody")
+            sink.close()
+            parts.append((name, filename, None if is_file else bytes(sink.buf), sink if is_file else None))
+        while remaining[0] > 0:     # epilogue
+            buf.clear()
+            fill()
+        return parts
+    except BaseException:
+        for s in open_sinks:
+            s.close()
+            if s.path:
+                try:
+                    os.unlink(s.path)
+                except OSError:
+                    pass
+        raise
+
+
+# ------------------------------------------------------------------ HTTP side
+
+class Listener:
+    """One side (api or storage): a ThreadingHTTPServer that can be closed and reopened
+    on the same port (refuse faults), tracking its open connections."""
+
+    def __init__(self, sim, side, host, port):
+        self.sim = sim
+        self.side = side
+        self.host = host
+        self.port = port
+        self.server = None
+        self.thread = None
+        self.conns = set()
+        self.lock = threading.Lock()
+        self.down_until = 0.0
+        self.timer = None
+
+    def start(self):
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                srv = SimServer((self.host, self.port), Handler)
+                break
+            except OSError:
+                if self.port == 0 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        srv.sim = self.sim
+        srv.side = self.side
+        srv.listener = self
+        self.port = srv.server_address[1]
+        self.server = srv
+        self.thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="sim-" + self.side, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        srv, self.server = self.server, None
+        if srv is not None:
+            srv.shutdown()
+            srv.server_close()
+
+    def drop_connections(self, keep=None):
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            if c is keep:
+                continue
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def refuse(self, seconds, keep=None):
+        """Close the listening socket for `seconds` (connects get ECONNREFUSED)."""
+        with self.lock:
+            until = time.monotonic() + seconds
+            was_down = self.down_until > time.monotonic()
+            self.down_until = max(self.down_until, until)
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = threading.Timer(self.down_until - time.monotonic(), self.reopen)
+            self.timer.daemon = True
+        if not was_down:
+            self.stop()
+        self.drop_connections(keep)
+        self.timer.start()
+
+    def reopen(self):
+        with self.lock:
+            if self.sim.stopping.is_set() or self.server is not None:
+                return
+            self.down_until = 0.0
+            self.timer = None
+        self.start()
+
+
+class SimServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "civis-sim/1"
+    disable_nagle_algorithm = True
+    timeout = 120
+
+    # ---------------------------------------------------------- plumbing
+
+    def setup(self):
+        super().setup()
+        with self.server.listener.lock:
+            self.server.listener.conns.add(self.connection)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            with self.server.listener.lock:
+                self.server.listener.conns.discard(self.connection)
+
+    def log_message(self, fmt, *args):
+        if self.server.sim.verbose:
+            sys.stderr.write("civis-sim %s: %s\n" % (self.server.side, fmt % args))
+
+    def send_raw(self, reply, close=False, content_length=None):
+        status = reply.status
+        lines = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status")),
+                 "Server: civis-sim/1",
+                 "Date: " + self.date_time_string()]
+        if getattr(self, "rec", None) is not None:
+            lines.append("X-Request-Id: sim-%d" % self.rec["seq"])
+        if reply.ctype:
+            lines.append("Content-Type: " + reply.ctype)
+        for k, v in reply.headers:
+            lines.append("%s: %s" % (k, v))
+        if status >= 200 and status not in (204, 304):
+            lines.append("Content-Length: %d" % (len(reply.body) if content_length is None
+                                                 else content_length))
+        if close:
+            lines.append("Connection: close")
+            self.close_connection = True
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if status not in (204, 304):
+            data += reply.body
+        self.wfile.write(data)
+        self.wfile.flush()
+        if getattr(self, "rec", None) is not None:
+            self.rec["status"] = status
+
+    def read_body(self, cap):
+        te = self.headers.get("Transfer-Encoding", "").lower()
+        cl = self.headers.get("Content-Length")
+        if "chunked" in te:
+            out = bytearray()
+            while True:
+                line = self.rfile.readline(1024)
+                if not line:
+                    raise ClientGone()
+                try:
+                    n = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    raise HttpError(400, "bad chunk size line")
+                if n == 0:
+                    while True:
+                        t = self.rfile.readline(8192)
+                        if not t or t in (b"\r\n", b"\n"):
+                            break
+                    return bytes(out)
+                if len(out) + n > cap:
+                    self.close_connection = True
+                    raise HttpError(413, "request body over %d bytes" % cap)
+                data = self.rfile.read(n)
+                if len(data) != n:
+                    raise ClientGone()
+                out += data
+                self.rfile.readline(16)
+        if cl is None:
+            return b""
+        n = self.content_length()
+        if n > cap:
+            self.close_connection = True
+            raise HttpError(413, "request body over %d bytes" % cap)
+        data = self.rfile.read(n) if n else b""
+        if len(data) != n:
+            raise ClientGone()
+        return data
+
+    def content_length(self):
+        cl = self.headers.get("Content-Length")
+        if cl is None:
+            return None
+        if not cl.strip().isdigit() or len(cl.strip()) > 15:
+            self.close_connection = True
+            raise HttpError(400, "bad Content-Length")
+        return int(cl.strip())
+
+    def discard_body(self):
+        n = self.content_length()
+        if n is None:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                self.close_connection = True
+            return
+        while n > 0:
+            d = self.rfile.read(min(CHUNK, n))
+            if not d:
+                raise ClientGone()
+            n -= len(d)
+
+    def masked_headers(self):
+        out = {}
+        for k, v in self.headers.items():
+            if k.lower() in ("authorization", "proxy-authorization"):
+                v = v.split(" ", 1)[0] + " <redacted>"
+            out[k] = v
+        return out
+
+    def auth_state(self):
+        a = self.headers.get("Authorization")
+        if a is None:
+            return "none"
+        scheme, _, cred = a.partition(" ")
+        sim = self.server.sim
+        if scheme.lower() == "basic":
+            try:
+                dec = base64.b64decode(cred.strip(), validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                return "basic-bad"
+            return "basic-ok" if dec == sim.api_key + ":" else "basic-bad"
+        if scheme.lower() == "bearer":
+            return "bearer-ok" if cred.strip() == sim.api_key else "bearer-bad"
+        return "other"
+
+    # ---------------------------------------------------------- dispatch
+
+    def do_any(self):
+        sim = self.server.sim
+        self.rec = None
+        url = urllib.parse.urlsplit(self.path)
+        path = url.path
+        query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        try:
+            if path.startswith("/_sim/"):
+                body = self.read_body(API_BODY_CAP)
+                reply = control(self, sim, path, query, body)
+                if reply is not None:   # None: control() answered itself (file data)
+                    self.send_raw(reply)
+                return
+            side = self.server.side
+            if side == "api" and path.startswith("/s3/"):
+                side = "storage"
+            part = None
+            if "partNumber" in query and query["partNumber"][0].isdigit():
+                part = int(query["partNumber"][0])
+            with sim.lock:
+                sim.req_seq += 1
+                self.rec = {"seq": sim.req_seq, "server": self.server.side, "side": side,
+                            "method": self.command, "path": path, "query": url.query,
+                            "headers": self.masked_headers(), "auth": self.auth_state(),
+                            "time": time.time(), "mono": time.monotonic(),
+                            "status": None, "fault": None}
+                sim.requests.append(self.rec)
+            fault = sim.faults.match(side, self.command, path, part)
+            if fault is not None:
+                self.rec["fault"] = fault["id"]
+                if fault.get("delay"):
+                    sim.stopping.wait(fault["delay"])
+                if fault["action"] == "delay" and fault.get("seconds"):
+                    sim.stopping.wait(fault["seconds"])
+            if side == "storage":
+                self.storage(sim, path, query, fault)
+            else:
+                self.api(sim, path, query, fault)
+        except ClientGone:
+            self.close_connection = True
+            if self.rec is not None:
+                self.rec["status"] = -1
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except HttpError as e:
+            if self.server.side == "storage" or path.startswith("/s3/"):
+                self.send_raw(s3_err(e.status, e.code or S3_CODES.get(e.status, "InvalidRequest"),
+                                     e.description, path), close=self.close_connection)
+            else:
+                self.send_raw(api_err(e.status, e.description, e.code), close=self.close_connection)
+        finally:
+            if self.rec is not None:
+                self.rec["duration"] = time.monotonic() - self.rec["mono"]
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_any
+
+    # ---------------------------------------------------------- fault answers
+
+    def fault_answer(self, sim, fault, reply, storage=False):
+        """Send what the fault says instead of (or made from) `reply`. Returns True
+        when it answered (or cut) the request."""
+        a = fault["action"]
+        if a in ("delay",):
+            return False
+        if a == "refuse":
+            self.close_connection = True
+            threading.Thread(target=self.server.listener.refuse,
+                             args=(fault.get("seconds", 2), None), daemon=True).start()
+            self.rec["status"] = 0
+            return True
+        if a == "cut":
+            self.close_connection = True
+            self.rec["status"] = 0
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return True
+        if a == "status":
+            st = fault["status"]
+            hdrs = list((fault.get("headers") or {}).items())
+            if "retryAfter" in fault:
+                hdrs.append(("Retry-After", str(fault["retryAfter"])))
+            if st == 401 and not storage:
+                hdrs.append(("WWW-Authenticate", 'Basic realm="Civis API"'))
+            if "body" in fault:
+                b = fault["body"]
+                r = Reply(st, b.encode() if isinstance(b, str) else jdump(b), hdrs)
+            elif storage:
+                r = s3_err(st, fault.get("code") or S3_CODES.get(st, "InternalError"),
+                           fault.get("message") or "simulated failure", self.path)
+                r.headers = hdrs
+            else:
+                r = api_err(st, fault.get("message") or "simulated failure (%s)" % fault["id"],
+                            fault.get("code"), hdrs)
+            self.send_raw(r)
+            return True
+        if a == "malformed":
+            k = fault["kind"]
+            if k == "html502":
+                self.send_raw(Reply(502, b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n"
+                                         b"<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
+                                         b"</body>\r\n</html>\r\n", ctype="text/html"))
+            elif k == "truncated":
+                body = reply.body if reply is not None and len(reply.body) > 2 else \
+                    b'{"id":1001,"name":"trunc","uploadUrl":"http://127.0.0.1:1/x","uploadFields":{"key":"v'
+                st = reply.status if reply is not None and reply.status != 204 else 200
+                self.send_raw(Reply(st, body[:max(1, len(body) // 2)]))
+            elif k == "empty200":
+                self.send_raw(Reply(200, b""), content_length=0)
+            elif k == "garbage":
+                st = reply.status if reply is not None and reply.status != 204 else 200
+                self.send_raw(Reply(st, jdump({"id": "not-a-number", "name": 17, "uploadUrl": 42,
+                                               "uploadFields": [1, 2, 3], "uploadUrls": "nope",
+                                               "state": {"x": 1}, "isCancelRequested": "yes"})))
+            else:  # nonjson
+                self.send_raw(Reply(200, b"\x00\xff\xfegarbage{{{", ctype="application/json"))
+            return True
+        if a == "hostile":
+            return self.hostile(sim, fault, reply)
+        return False
+
+    def hostile(self, sim, fault, reply):
+        k = fault["kind"]
+        if k == "huge_length":
+            body = b'{"id":1001,"name":"x"'
+            self.send_raw(Reply(200, body), content_length=fault.get("length", 10 << 30), close=True)
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return True
+        if k == "endless":
+            self.close_connection = True
+            self.rec["status"] = 200
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nServer: civis-sim/1\r\nContent-Type: "
+                             b"application/json\r\nConnection: close\r\n\r\n[")
+            chunk = b'{"id":1,"message":"endless","level":"info","createdAt":null},' * 1024
+            limit = fault.get("maxBytes", 10 << 30)
+            deadline = time.monotonic() + fault.get("seconds", 120)
+            sent = 0
+            try:
+                while sent < limit and time.monotonic() < deadline and not sim.stopping.is_set():
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass
+            self.rec["endlessBytes"] = sent
+            return True
+        if k == "deep_json":
+            d = fault.get("depth", 100000)
+            self.send_raw(Reply(reply.status if reply is not None and reply.status != 204 else 200,
+                                b"[" * d + b"]" * d))
+            return True
+        if k == "huge_retry_after":
+            st = fault.get("status", 503)
+            self.send_raw(api_err(st, "simulated failure with a huge Retry-After",
+                                  headers=[("Retry-After", str(fault.get("retryAfter", 999999999)))]))
+            return True
+        if k == "redirect":
+            loc = fault.get("location") or "http://127.0.0.1:%d%s" % (
+                sim.listeners["storage"].port, self.path)
+            self.send_raw(Reply(fault.get("status", 302), b"", [("Location", loc)]))
+            return True
+        return False  # upload_url_to_api is applied by the route
+
+    # ---------------------------------------------------------- API side
+
+    def api(self, sim, path, query, fault):
+        try:
+            body = self.read_body(API_BODY_CAP)
+        except HttpError as e:
+            self.send_raw(api_err(e.status, e.description), close=self.close_connection)
+            return
+        if fault is not None and not fault["_store"]:
+            if self.fault_answer(sim, fault, None):
+                return
+        auth = self.rec["auth"]
+        if auth not in ("basic-ok", "bearer-ok"):
+            self.send_raw(api_err(401, "Invalid or missing credentials" if auth != "none"
+                                  else "Authentication required", "unauthorized",
+                                  [("WWW-Authenticate", 'Basic realm="Civis API"')]))
+            return
+        try:
+            reply = self.api_route(sim, path, query, body, fault)
+        except HttpError as e:
+            reply = api_err(e.status, e.description, e.code)
+        if fault is not None and self.fault_answer(sim, fault, reply):
+            return
+        self.send_raw(reply)
+
+    def json_body(self, body, required=True):
+        if not body:
+            if required:
+                raise HttpError(400, "a JSON body is required")
+            return {}
+        ct = self.headers.get("Content-Type", "")
+        if not ct.lower().startswith("application/json"):
+            self.server.sim.violation(self.rec, "content_type", "JSON body sent as %r" % ct)
+            raise HttpError(415, "Content-Type must be application/json, not %r" % ct)
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError) as e:
+            raise HttpError(400, "invalid JSON: %s" % e)
+        if not isinstance(obj, dict):
+            raise HttpError(400, "the JSON body must be an object")
+        return obj
+
+    def api_route(self, sim, path, query, body, fault):
+        m = self.command
+        seg = [s for s in path.split("/") if s]
+        # /scripts/containers/{id}/runs[/{run_id}[/x]]
+        if len(seg) >= 4 and seg[0] == "scripts" and seg[1] == "containers" and seg[3] == "runs":
+            job = self.int_seg(seg[2])
+            if len(seg) == 4:
+                if m != "GET":
+                    raise HttpError(405, "method not allowed")
+                with sim.lock:
+                    runs = [r.public() for (j, _), r in sorted(sim.runs.items()) if j == job]
+                    if not runs:
+                        r = sim.run_for(job, sim.run_id if sim.run_id is not None else 1)
+                        runs = [r.public()] if r else []
+                if not runs and sim.job_id is not None and job != sim.job_id:
+                    raise HttpError(404, "The requested resource could not be found.")
+                return api_reply(200, runs)
+            run = self.int_seg(seg[4])
+            with sim.lock:
+                r = sim.run_for(job, run)
+            if r is None:
+                raise HttpError(404, "The requested resource could not be found.")
+            sub = seg[5] if len(seg) == 6 else None
+            if len(seg) > 6:
+                raise HttpError(404, "no such route")
+            if sub is None:
+                return self.run_route(sim, r, body)
+            if sub == "logs":
+                return self.logs_route(sim, r, query, body)
+            if sub == "heartbeats":
+                if m != "POST":
+                    raise HttpError(405, "method not allowed")
+                with sim.lock:
+                    sim.heartbeats.append((time.monotonic(), time.time(), job, run, self.rec["seq"]))
+                    sim.cond.notify_all()
+                return Reply(204)
+            if sub == "outputs":
+                return self.outputs_route(sim, r, query, body)
+            raise HttpError(404, "no such route")
+        if seg == ["files"] and m == "POST":
+            return self.files_post(sim, body, fault)
+        if seg == ["files", "multipart"] and m == "POST":
+            return self.multipart_post(sim, body, fault)
+        if len(seg) == 4 and seg[:2] == ["files", "multipart"] and seg[3] == "complete" and m == "POST":
+            return self.multipart_complete(sim, self.int_seg(seg[2]))
+        if len(seg) == 2 and seg[0] == "files" and m == "GET":
+            return self.file_get(sim, self.int_seg(seg[1]))
+        raise HttpError(404, "no such route: %s %s" % (m, path))
+
+    @staticmethod
+    def int_seg(s):
+        if not s.isdigit() or len(s) > 18:
+            raise HttpError(404, "The requested resource could not be found.")
+        return int(s)
+
+    def run_route(self, sim, r, body):
+        m = self.command
+        if m == "GET":
+            with sim.lock:
+                return api_reply(200, r.public())
+        if m == "DELETE":
+            with sim.lock:
+                r.is_cancel_requested = True
+            return Reply(202)
+        if m == "PATCH":
+            obj = self.json_body(body)
+            for k in ("bocceAcceptedAt", "bocce_accepted_at", "bocceStartedAt", "bocce_started_at"):
+                if k in obj and (not isinstance(obj[k], str) or not RFC3339_RE.match(obj[k])):
+                    raise HttpError(400, "%s must be an ISO 8601 date-time" % k)
+            if "state" in obj and obj["state"] not in ("queued", "running", "succeeded",
+                                                       "failed", "cancelled"):
+                raise HttpError(400, "invalid state %r" % (obj["state"],))
+            with sim.lock:
+                r.patches.append({"time": time.time(), "body": obj, "requestSeq": self.rec["seq"]})
+                if "state" in obj:
+                    r.state = obj["state"]
+                    if obj["state"] in ("succeeded", "failed", "cancelled"):
+                        r.finished_at = iso_ms()
+            return Reply(204)
+        raise HttpError(405, "method not allowed")
+
+    def logs_route(self, sim, r, query, body):
+        if self.command == "GET":
+            try:
+                last_id = int(query["last_id"][0]) if "last_id" in query else None
+                limit = int(query["limit"][0]) if "limit" in query else LOG_LIMIT_DEFAULT
+            except ValueError:
+                raise HttpError(400, "last_id and limit must be integers")
+            limit = max(0, min(limit, LOG_LIMIT_DEFAULT))
+            with sim.lock:
+                rows = [t for t in sim.logs if t[5] == r.job and t[6] == r.run]
+            if last_id is not None:
+                rows = [t for t in rows if t[0] > last_id]
+            else:
+                rows.sort(key=lambda t: (created_at_key(t[1]), t[0]))
+            return api_reply(200, [{"id": t[0], "createdAt": t[1], "message": t[3],
+                                    "level": t[2]} for t in rows[:limit]])
+        if self.command != "POST":
+            raise HttpError(405, "method not allowed")
+        obj = self.json_body(body, required=False)
+        msgs = obj.get("messages")
+        if msgs is None:
+            if "message" not in obj:
+                raise HttpError(400, "message or messages is required")
+            msgs = [{"message": obj["message"], "level": obj.get("level", "info")}]
+        if not isinstance(msgs, list):
+            raise HttpError(400, "messages must be an array")
+        now = None
+        rows = []
+        seq, job, run = self.rec["seq"], r.job, r.run
+        match = RFC3339_RE.match
+        for m in msgs:
+            if type(m) is not dict:
+                raise HttpError(400, "each message must be an object")
+            msg = m.get("message")
+            if type(msg) is not str:
+                raise HttpError(400, "message must be a string")
+            lvl = m.get("level", "info")
+            if type(lvl) is not str:
+                raise HttpError(400, "level must be a string")
+            ca = m.get("createdAt")
+            if ca is None:
+                ca = m.get("created_at")
+            if ca is None:
+                if now is None:
+                    now = iso_ns_now()
+                ca = now
+            elif type(ca) is not str or not match(ca):
+                raise HttpError(400, "createdAt must be an ISO 8601 date-time: %r" % (ca,))
+            rows.append((ca, lvl, msg))
+        with sim.lock:
+            base = len(sim.logs) + 1
+            sim.logs.extend((base + i, ca, lvl, msg, seq, job, run)
+                            for i, (ca, lvl, msg) in enumerate(rows))
+            sim.cond.notify_all()
+        self.rec["logCount"] = len(rows)
+        return Reply(204)
+
+    def outputs_route(self, sim, r, query, body):
+        if self.command == "GET":
+            with sim.lock:
+                seen, out = set(), []
+                for o in sim.outputs:
+                    if (o["jobId"], o["runId"]) != (r.job, r.run):
+                        continue
+                    k = (o["objectType"], o["objectId"])
+                    if k not in seen:
+                        seen.add(k)
+                        out.append(o["answer"])
+            return api_reply(200, out)
+        if self.command != "POST":
+            raise HttpError(405, "method not allowed")
+        obj = self.json_body(body)
+        ot = obj.get("objectType", obj.get("object_type"))
+        oid = obj.get("objectId", obj.get("object_id"))
+        if ot not in OBJECT_TYPES:
+            raise HttpError(400, "objectType must be one of %s" % ", ".join(OBJECT_TYPES))
+        if type(oid) is not int:
+            raise HttpError(400, "objectId must be an integer")
+        name = None
+        with sim.lock:
+            if ot == "File":
+                f = sim.files.get(oid)
+                if f is None:
+                    raise HttpError(404, "The requested resource could not be found.")
+                name = f.name
+            answer = {"objectType": ot, "objectId": oid, "name": name,
+                      "link": "api.civis.test/%s/%d" % ({"File": "files", "JSONValue": "json_values"}
+                                                        .get(ot, ot.lower() + "s"), oid),
+                      "value": None}
+            sim.outputs.append({"time": time.time(), "jobId": r.job, "runId": r.run,
+                                "objectType": ot, "objectId": oid, "requestSeq": self.rec["seq"],
+                                "answer": answer})
+            sim.cond.notify_all()
+        return api_reply(202, answer)
+
+    def upload_base(self, sim, fault):
+        if fault is not None and fault["action"] == "hostile" and fault["kind"] == "upload_url_to_api":
+            return "http://127.0.0.1:%d/s3/%s" % (sim.listeners["api"].port, BUCKET)
+        return "http://127.0.0.1:%d/%s" % (sim.listeners["storage"].port, BUCKET)
+
+    def new_file(self, sim, obj, multipart, num_parts):
+        name = obj.get("name")
+        if not isinstance(name, str) or not name or len(name) > 1024 or "/" in name or "\x00" in name:
+            raise HttpError(400, "name must be a non-empty string without '/'")
+        has_exp = "expiresAt" in obj or "expires_at" in obj
+        exp = obj.get("expiresAt", obj.get("expires_at"))
+        if exp is not None and (not isinstance(exp, str) or not RFC3339_RE.match(exp)):
+            raise HttpError(400, "expiresAt must be an ISO 8601 date-time or null")
+        if not has_exp:
+            exp = iso_ms(time.time() + 30 * 86400)
+        desc = obj.get("description")
+        with sim.lock:
+            fid = sim.next_file
+            sim.next_file += 1
+            f = FileRec(fid, name, exp, desc if isinstance(desc, str) else None, multipart, num_parts)
+            sim.files[fid] = f
+            sim.keys[f.key] = f
+        return f
+
+    def files_post(self, sim, body, fault):
+        obj = self.json_body(body)
+        f = self.new_file(sim, obj, False, None)
+        date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        policy = base64.b64encode(jdump({
+            "expiration": iso_ms(time.time() + 3600),
+            "conditions": [{"bucket": BUCKET}, {"key": f.key}, {"success_action_status": "201"},
+                           {"x-amz-algorithm": "AWS4-HMAC-SHA256"},
+                           {"x-amz-credential": CREDENTIAL}, {"x-amz-date": date},
+                           ["content-length-range", 0, 5 << 30]]})).decode()
+        f.fields = {"key": f.key, "success_action_status": "201",
+                    "x-amz-algorithm": "AWS4-HMAC-SHA256", "x-amz-credential": CREDENTIAL,
+                    "x-amz-date": date, "policy": policy,
+                    "x-amz-signature": sign("policy", policy)}
+        return api_reply(201, {"id": f.id, "name": f.name, "createdAt": f.created_at,
+                               "fileSize": None, "expiresAt": f.expires_at,
+                               "description": f.description,
+                               "uploadUrl": self.upload_base(sim, fault) + "/",
+                               "uploadFields": f.fields, "myPermissionLevel": "manage"})
+
+    def multipart_post(self, sim, body, fault):
+        obj = self.json_body(body)
+        n = obj.get("numParts", obj.get("num_parts"))
+        if type(n) is not int or n < 1 or n > MAX_PARTS:
+            raise HttpError(400, "numParts must be an integer from 1 to %d" % MAX_PARTS)
+        f = self.new_file(sim, obj, True, n)
+        date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        base = self.upload_base(sim, fault)
+        qname = urllib.parse.quote(f.name, safe="")
+        urls = []
+        for i in range(1, n + 1):
+            p = "/multipart/%d/%s" % (f.id, qname)
+            q = urllib.parse.urlencode([
+                ("partNumber", str(i)), ("uploadId", f.upload_id),
+                ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"), ("X-Amz-Credential", CREDENTIAL),
+                ("X-Amz-Date", date), ("X-Amz-Expires", "43200"),
+                ("X-Amz-SignedHeaders", "host"),
+                ("X-Amz-Signature", sign("part", f.id, f.name, i, f.upload_id))])
+            urls.append(base + p + "?" + q)
+        return api_reply(201, {"id": f.id, "name": f.name, "createdAt": f.created_at,
+                               "fileSize": None, "expiresAt": f.expires_at,
+                               "description": f.description, "uploadUrls": urls})
+
+    def multipart_complete(self, sim, fid):
+        with sim.lock:
+            f = sim.files.get(fid)
+        if f is None or not f.multipart:
+            raise HttpError(404, "The requested resource could not be found.")
+        with f.lock:
+            if f.complete:
+                return Reply(204)
+            missing = [i for i in range(1, f.num_parts + 1) if i not in f.parts]
+            if missing:
+                sim.violation(self.rec, "complete_missing_parts", "parts %s not uploaded" % missing[:20])
+                raise HttpError(400, "InvalidPart: part(s) %s of %d were not uploaded"
+                                % (missing[:20], f.num_parts))
+            for i in range(1, f.num_parts):
+                if f.parts[i]["size"] < MIN_PART:
+                    sim.violation(self.rec, "part_too_small",
+                                  "part %d is %d bytes" % (i, f.parts[i]["size"]))
+                    raise HttpError(400, "EntityTooSmall: part %d is %d bytes; every part but the "
+                                    "last must be at least %d bytes" % (i, f.parts[i]["size"], MIN_PART))
+            dest = os.path.join(sim.data_dir, "files", str(f.id))
+            sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
+            with open(dest, "wb") as out:
+                for i in range(1, f.num_parts + 1):
+                    with open(f.parts[i]["path"], "rb") as src:
+                        while True:
+                            d = src.read(CHUNK)
+                            if not d:
+                                break
+                            sha.update(d)
+                            md5.update(d)
+                            out.write(d)
+                            size += len(d)
+                    os.unlink(f.parts[i]["path"])
+                    f.parts[i]["path"] = None
+            f.path, f.size, f.sha256, f.md5 = dest, size, sha.hexdigest(), md5.hexdigest()
+            f.complete = True
+        with sim.lock:
+            sim.cond.notify_all()
+        return Reply(204)
+
+    def file_get(self, sim, fid):
+        with sim.lock:
+            f = sim.files.get(fid)
+        if f is None:
+            raise HttpError(404, "The requested resource could not be found.")
+        url = "http://127.0.0.1:%d/%s/download/%d?X-Amz-Signature=%s" % (
+            sim.listeners["storage"].port, BUCKET, f.id, sign("download", f.id))
+        return api_reply(200, {
+            "id": f.id, "name": f.name, "createdAt": f.created_at,
+            "fileSize": f.size if f.complete else None, "expiresAt": f.expires_at,
+            "description": f.description,
+            "author": {"id": 1, "name": "Sim User", "username": "sim", "initials": "SU",
+                       "online": None},
+            "downloadUrl": url, "fileUrl": url,
+            "detectedInfo": {"includeHeader": None, "columnDelimiter": None,
+                             "compression": None, "tableColumns": None},
+            "myPermissionLevel": "manage"})
+
+    # ---------------------------------------------------------- storage side
+
+    def storage(self, sim, path, query, fault):
+        m = self.command
+        if "Authorization" in self.headers:
+            sim.violation(self.rec, "authorization_to_storage",
+                          "%s request to a presigned URL carried an Authorization header" % m)
+            self.discard_body()
+            self.send_raw(s3_err(400, "InvalidArgument",
+                                 "Only one auth mechanism allowed; only the X-Amz-Algorithm query "
+                                 "parameter, Signature query string parameter or the Authorization "
+                                 "header should be specified", path), close=self.close_connection)
+            return
+        if m in ("POST", "PUT") and self.headers.get("Content-Length") is None:
+            chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+            sim.violation(self.rec, "missing_content_length",
+                          "%s without Content-Length%s" % (m, " (chunked)" if chunked else ""))
+            self.send_raw(s3_err(411, "MissingContentLength",
+                                 "You must provide the Content-Length HTTP header.", path), close=True)
+            return
+        if fault is not None and not fault["_store"]:
+            if fault["action"] not in ("cut", "refuse") and not fault.get("early"):
+                self.discard_body()
+            elif fault.get("early"):
+                self.close_connection = True
+            if self.fault_answer(sim, fault, None, storage=True):
+                return
+        seg = [s for s in path.split("/") if s]
+        if seg and seg[0] == "s3":
+            seg = seg[1:]
+        if not seg or seg[0] != BUCKET:
+            self.discard_body()
+            self.send_raw(s3_err(404, "NoSuchBucket", "The specified bucket does not exist", path))
+            return
+        if m == "POST" and len(seg) == 1:
+            reply = self.form_upload(sim, path)
+        elif m == "PUT" and len(seg) == 4 and seg[1] == "multipart":
+            reply = self.part_upload(sim, seg, query)
+        elif m == "GET" and len(seg) == 3 and seg[1] == "download":
+            self.download(sim, seg, query)
+            return
+        else:
+            self.discard_body()
+            reply = s3_err(405, "MethodNotAllowed",
+                           "The specified method is not allowed against this resource.", path)
+        if fault is not None and self.fault_answer(sim, fault, reply, storage=True):
+            return
+        self.send_raw(reply)
+
+    def form_upload(self, sim, path):
+        n = self.content_length()
+        if n > MAX_FORM:
+            self.discard_body()
+            return s3_err(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", path)
+        ctype = self.headers.get("Content-Type", "")
+        mt = re.match(r'\s*multipart/form-data\s*;(.*)$', ctype, re.I)
+        bm = re.search(r'boundary\s*=\s*("([^"]+)"|[^;\s]+)', mt.group(1)) if mt else None
+        if not bm:
+            self.discard_body()
+            sim.violation(self.rec, "bad_form", "Content-Type %r is not multipart/form-data" % ctype)
+            return s3_err(412, "PreconditionFailed",
+                          "Bucket POST must be of the enclosure-type multipart/form-data", path)
+        boundary = (bm.group(2) or bm.group(1)).encode("latin-1")
+        if len(boundary) > 70:
+            self.discard_body()
+            return s3_err(400, "MalformedPOSTRequest", "boundary too long", path)
+        parts = stream_form(self.rfile, n, boundary, sim.tmp_path)
+        tmp_paths = [p[3].path for p in parts if p[3] is not None]
+        try:
+            return self.form_check(sim, path, parts, tmp_paths)
+        finally:
+            for p in tmp_paths:
+                if p and os.path.exists(p):
+                    os.unlink(p)
+
+    def form_check(self, sim, path, parts, tmp_paths):
+        names = [p[0] for p in parts]
+        files = [i for i, p in enumerate(parts) if p[3] is not None]
+        if len(files) != 1:
+            sim.violation(self.rec, "bad_form", "%d file fields" % len(files))
+            return s3_err(400, "InvalidArgument", "POST requires exactly one file upload per request.", path)
+        if files[0] != len(parts) - 1:
+            sim.violation(self.rec, "file_not_last",
+                          "fields after the file: %s" % names[files[0] + 1:])
+            return s3_err(400, "InvalidArgument",
+                          "The file must be the last field in the form; fields after it: %s"
+                          % ", ".join(names[files[0] + 1:]), path)
+        if len(set(names)) != len(names):
+            sim.violation(self.rec, "bad_form", "duplicate fields")
+            return s3_err(400, "InvalidArgument", "duplicate form fields", path)
+        vals = {p[0]: p[2].decode("utf-8", "replace") for p in parts if p[3] is None}
+        f = sim.keys.get(vals.get("key"))
+        if "key" not in vals:
+            sim.violation(self.rec, "missing_field", "key")
+            return s3_err(400, "InvalidArgument", "Bucket POST must contain a field named 'key'.  If "
+                          "it is specified, please check the order of the fields.", path)
+        if f is None or f.multipart:
+            return s3_err(403, "AccessDenied", "Invalid according to Policy: Policy Condition failed: "
+                          '["eq", "$key", ...]', path)
+        for k, v in f.fields.items():
+            if k not in vals:
+                sim.violation(self.rec, "missing_field", k)
+                return s3_err(400, "InvalidArgument", "Bucket POST must contain a field named '%s'." % k, path)
+            if vals[k] != v:
+                sim.violation(self.rec, "field_mismatch", k)
+                return s3_err(403, "AccessDenied", "Invalid according to Policy: Policy Condition "
+                              "failed: [\"eq\", \"$%s\", ...]" % k, path)
+        extra = [k for k in vals if k not in f.fields]
+        if extra:
+            sim.violation(self.rec, "extra_field", ",".join(extra))
+            return s3_err(403, "AccessDenied", "Invalid according to Policy: Extra input fields: %s"
+                          % ", ".join(extra), path)
+        sink = parts[files[0]][3]
+        dest = os.path.join(sim.data_dir, "files", str(f.id))
+        with f.lock:
+            os.replace(sink.path, dest)
+            f.path, f.size, f.sha256, f.md5 = dest, sink.size, sink.sha.hexdigest(), sink.md5.hexdigest()
+            f.complete = True
+            f.uploads.append({"requestSeq": self.rec["seq"], "headers": self.rec["headers"],
+                              "fields": names, "filename": parts[files[0]][1], "size": sink.size})
+        with sim.lock:
+            sim.cond.notify_all()
+        etag = '"%s"' % f.md5
+        loc = "http://127.0.0.1:%d/%s/%s" % (sim.listeners["storage"].port, BUCKET,
+                                             urllib.parse.quote(f.key))
+        if vals.get("success_action_status") == "201":
+            return Reply(201, ('<?xml version="1.0" encoding="UTF-8"?>\n<PostResponse><Location>%s'
+                               '</Location><Bucket>%s</Bucket><Key>%s</Key><ETag>%s</ETag>'
+                               '</PostResponse>' % (xml_escape(loc), BUCKET, xml_escape(f.key),
+                                                    xml_escape(etag))).encode(),
+                         [("ETag", etag), ("Location", loc)], ctype="application/xml")
+        return Reply(204, b"", [("ETag", etag), ("Location", loc)])
+
+    def part_upload(self, sim, seg, query):
+        path = self.rec["path"]
+        fid = int(seg[2]) if seg[2].isdigit() and len(seg[2]) < 18 else -1
+        with sim.lock:
+            f = sim.files.get(fid)
+        q = {k: v[0] for k, v in query.items()}
+        if f is None or not f.multipart or q.get("uploadId") != f.upload_id:
+            self.discard_body()
+            return s3_err(404, "NoSuchUpload", "The specified upload does not exist.", path)
+        pn = q.get("partNumber", "")
+        n = int(pn) if pn.isdigit() and len(pn) < 6 else 0
+        name = urllib.parse.unquote(seg[3])
+        if name != f.name or q.get("X-Amz-Signature") != sign("part", f.id, f.name, n, f.upload_id):
+            self.discard_body()
+            sim.violation(self.rec, "bad_signature", "part URL was altered")
+            return s3_err(403, "SignatureDoesNotMatch", "The request signature we calculated does not "
+                          "match the signature you provided.", path)
+        if not 1 <= n <= f.num_parts:
+            self.discard_body()
+            return s3_err(400, "InvalidArgument", "Part number must be an integer between 1 and %d"
+                          % f.num_parts, path)
+        length = self.content_length()
+        if length > MAX_PART:
+            self.discard_body()
+            return s3_err(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", path)
+        if f.complete:
+            self.discard_body()
+            return s3_err(404, "NoSuchUpload", "The specified upload does not exist.", path)
+        sink = Sink(sim.tmp_path("part"))
+        try:
+            left = length
+            while left > 0:
+                d = self.rfile.read(min(CHUNK, left))
+                if not d:
+                    raise ClientGone()
+                sink.write(d)
+                left -= len(d)
+        except BaseException:
+            sink.close()
+            os.unlink(sink.path)
+            raise
+        sink.close()
+        etag = '"%s"' % sink.md5.hexdigest()
+        with f.lock:
+            old = f.parts.get(n)
+            if old and old["path"] and os.path.exists(old["path"]):
+                os.unlink(old["path"])
+            f.parts[n] = {"size": sink.size, "etag": etag, "sha256": sink.sha.hexdigest(),
+                          "path": sink.path, "headers": self.rec["headers"]}
+            f.uploads.append({"requestSeq": self.rec["seq"], "headers": self.rec["headers"],
+                              "part": n, "size": sink.size})
+        return Reply(200, b"", [("ETag", etag)])
+
+    def download(self, sim, seg, query):
+        fid = int(seg[2]) if seg[2].isdigit() and len(seg[2]) < 18 else -1
+        with sim.lock:
+            f = sim.files.get(fid)
+        sig = query.get("X-Amz-Signature", [""])[0]
+        if f is None or sig != sign("download", fid):
+            self.send_raw(s3_err(403, "AccessDenied", "Access Denied", self.path))
+            return
+        self.send_file(f)
+
+    def send_file(self, f):
+        if not f.complete:
+            self.send_raw(s3_err(404, "NoSuchKey", "The specified key does not exist.", self.path))
+            return
+        self.send_raw(Reply(200, b"", [("ETag", '"%s"' % f.md5)], ctype=None),
+                      content_length=f.size)
+        with open(f.path, "rb") as src:
+            shutil.copyfileobj(src, self.wfile, CHUNK)
+
+
+# ------------------------------------------------------------------ control API
+
+def qint(query, name, default, lo=0, hi=1 << 62):
+    if name not in query:
+        return default
+    try:
+        v = int(query[name][0])
+    except ValueError:
+        raise HttpError(400, "%s must be an integer" % name)
+    return max(lo, min(v, hi))
+
+
+def control(h, sim, path, query, body):
+    m = h.command
+    c = path[len("/_sim/"):].rstrip("/")
+    try:
+        obj = json.loads(body) if body else {}
+    except ValueError as e:
+        return api_err(400, "invalid JSON: %s" % e)
+    offset = qint(query, "offset", 0)
+    limit = qint(query, "limit", 1 << 62)
+    if c == "state" and m == "GET":
+        out = sim.counts()
+        with sim.lock:
+            out["runs"] = [r.public() for r in sim.runs.values()]
+        out["faults"] = sim.faults.describe()
+        out["ports"] = {k: v.port for k, v in sim.listeners.items()}
+        return api_reply(200, out)
+    if c == "logs" and m == "GET":
+        with sim.lock:
+            rows = sim.logs[offset:offset + limit]
+        if query.get("format", [""])[0] == "messages":
+            return api_reply(200, [t[3] for t in rows])
+        return api_reply(200, [{"id": t[0], "createdAt": t[1], "level": t[2], "message": t[3],
+                                "requestSeq": t[4], "jobId": t[5], "runId": t[6]} for t in rows])
+    if c == "heartbeats" and m == "GET":
+        with sim.lock:
+            rows = sim.heartbeats[offset:offset + limit]
+        return api_reply(200, [{"mono": t[0], "wall": t[1], "jobId": t[2], "runId": t[3],
+                                "requestSeq": t[4]} for t in rows])
+    if c == "files" and m == "GET":
+        with sim.lock:
+            files = list(sim.files.values())
+        return api_reply(200, [f.public() for f in files])
+    fm = re.match(r"^files/(\d{1,18})/data$", c)
+    if fm and m == "GET":
+        with sim.lock:
+            f = sim.files.get(int(fm.group(1)))
+        if f is None:
+            return api_err(404, "no such file")
+        h.send_file(f)
+        return None
+    if c == "outputs" and m == "GET":
+        with sim.lock:
+            return api_reply(200, [{k: v for k, v in o.items() if k != "answer"} for o in sim.outputs])
+    if c == "requests" and m == "GET":
+        with sim.lock:
+            rows = [dict(r) for r in sim.requests[offset:offset + limit]]
+        srv = query.get("server", [None])[0]
+        if srv:
+            rows = [r for r in rows if r["side"] == srv]
+        return api_reply(200, rows)
+    if c == "violations" and m == "GET":
+        with sim.lock:
+            return api_reply(200, list(sim.violations))
+    if c == "reset" and m == "POST":
+        sim.reset()
+        return api_reply(200, {"ok": True})
+    if c == "faults" and m == "GET":
+        return api_reply(200, sim.faults.describe())
+    if c == "faults" and m == "POST":
+        faults = obj.get("faults", []) if isinstance(obj, dict) else obj
+        if not isinstance(faults, list):
+            return api_err(400, "faults must be a list")
+        try:
+            sim.faults.set(faults, append=bool(isinstance(obj, dict) and obj.get("append")))
+        except HttpError as e:
+            return api_err(400, e.description)
+        return api_reply(200, sim.faults.describe())
+    if c == "run" and m == "POST":
+        if not isinstance(obj, dict):
+            return api_err(400, "body must be an object")
+        job = obj.get("jobId", sim.job_id)
+        run = obj.get("runId", sim.run_id)
+        with sim.lock:
+            targets = [sim.run_for(job, run)] if job is not None and run is not None \
+                else list(sim.runs.values())
+            for r in targets:
+                if r is None:
+                    continue
+                if "state" in obj:
+                    r.state = obj["state"]
+                if "isCancelRequested" in obj:
+                    r.is_cancel_requested = bool(obj["isCancelRequested"])
+                if "error" in obj:
+                    r.error = obj["error"]
+            out = [r.public() for r in targets if r is not None]
+        return api_reply(200, out)
+    if c == "refuse" and m == "POST":
+        side = obj.get("server", "api")
+        secs = obj.get("seconds", 2)
+        if side not in sim.listeners or not isinstance(secs, (int, float)):
+            return api_err(400, "server must be api or storage; seconds a number")
+        lst = sim.listeners[side]
+
+        def later():
+            sim.stopping.wait(float(obj.get("after", 0.05)))
+            lst.refuse(float(secs))
+        threading.Thread(target=later, daemon=True).start()
+        return api_reply(200, {"ok": True}, [("Connection", "close")])
+    if c == "wait" and m == "GET":
+        timeout = min(float(query.get("timeout", ["10"])[0]), 600.0)
+        want = {}
+        for k in ("logs", "heartbeats", "outputs", "requests", "files", "filesComplete"):
+            if k in query:
+                want[k] = qint(query, k, 0)
+        deadline = time.monotonic() + timeout
+
+        def have():
+            return {"logs": len(sim.logs), "heartbeats": len(sim.heartbeats),
+                    "outputs": len(sim.outputs), "requests": len(sim.requests),
+                    "files": len(sim.files),
+                    "filesComplete": sum(1 for f in sim.files.values() if f.complete)}
+        with sim.cond:
+            while True:
+                now = have()
+                if all(now[k] >= v for k, v in want.items()):
+                    return api_reply(200, {"ok": True, **now})
+                left = deadline - time.monotonic()
+                if left <= 0 or sim.stopping.is_set():
+                    return api_reply(200, {"ok": False, **now})
+                sim.cond.wait(min(left, 0.5))
+    if c == "shutdown" and m == "POST":
+        threading.Thread(target=lambda: (time.sleep(0.05), os.kill(os.getpid(), signal.SIGTERM)),
+                         daemon=True).start()
+        return api_reply(200, {"ok": True})
+    return api_err(404, "no such control endpoint: %s %s" % (m, path))
+
+
+# ------------------------------------------------------------------ main
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, default=0, help="API port (0: pick a free one)")
+    ap.add_argument("--storage-port", type=int, default=0, help="storage port (0: pick)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--api-key", default="sim-key")
+    ap.add_argument("--job-id", type=int, default=None, help="only this job id exists (default: any)")
+    ap.add_argument("--run-id", type=int, default=None, help="only this run id exists (default: any)")
+    ap.add_argument("--ready-file", default=None)
+    ap.add_argument("--data-dir", default=None, help="storage directory (default: a new temp dir)")
+    ap.add_argument("--max-lifetime", type=float, default=3600.0,
+                    help="exit after this many seconds, whatever happens")
+    ap.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
+    ap.add_argument("--verbose", action="store_true")
+    a = ap.parse_args(argv)
+    if a.host not in ("127.0.0.1", "localhost", "::1"):
+        ap.error("the simulator binds a loopback address only")
+
+    own_dir = a.data_dir is None
+    data_dir = tempfile.mkdtemp(prefix="civis-sim-") if own_dir else a.data_dir
+    os.makedirs(data_dir, exist_ok=True)
+    sim = Sim(a.api_key, a.job_id, a.run_id, data_dir, a.verbose)
+    done = threading.Event()
+
+    def stop(*_):
+        done.set()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, stop)
+    try:
+        for side, port in (("api", a.port), ("storage", a.storage_port)):
+            lst = Listener(sim, side, a.host, port)
+            lst.start()
+            sim.listeners[side] = lst
+        if a.ready_file:
+            tmp = a.ready_file + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump({"api": sim.listeners["api"].port,
+                           "storage": sim.listeners["storage"].port, "pid": os.getpid()}, fh)
+            os.replace(tmp, a.ready_file)
+        sys.stderr.write("civis-sim: api on %d, storage on %d, data in %s\n"
+                         % (sim.listeners["api"].port, sim.listeners["storage"].port, data_dir))
+        deadline = time.monotonic() + a.max_lifetime
+        while not done.is_set():
+            if time.monotonic() > deadline:
+                sys.stderr.write("civis-sim: max lifetime reached, exiting\n")
+                break
+            if a.parent_pid and os.getppid() != a.parent_pid:
+                sys.stderr.write("civis-sim: parent %d gone, exiting\n" % a.parent_pid)
+                break
+            done.wait(0.5)
+    finally:
+        sim.stopping.set()
+        with sim.cond:
+            sim.cond.notify_all()
+        for lst in sim.listeners.values():
+            with lst.lock:
+                if lst.timer is not None:
+                    lst.timer.cancel()
+            try:
+                lst.stop()
+            except OSError:
+                pass
+            lst.drop_connections()
+        if own_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            for d in ("tmp", "files"):
+                shutil.rmtree(os.path.join(data_dir, d), ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,760 @@
+#!/usr/bin/env python3
+"""Tests of the Civis API simulator itself: auth, every endpoint, the S3 side,
+every fault kind, and (with Prism in front) contract validation.
+
+    python3 tests/sim/test_sim.py [-v] [TestClass.test_name ...]
+
+SIM_FLOOD_LINES (default 1000000) sets the size of the log flood measurement."""
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import Contract, SimHarness  # noqa: E402
+
+MiB = 1 << 20
+CONTRACT = None
+
+
+def contract():
+    global CONTRACT
+    if CONTRACT is None:
+        CONTRACT = Contract()
+    return CONTRACT
+
+
+def form_body(fields, file_data, file_pos=None, boundary="----simtest7MA4YWxkTrZu0gW",
+              filename="data.bin"):
+    """A multipart/form-data body: fields in order, the file part at file_pos (None: last)."""
+    parts = []
+    for k, v in fields:
+        parts.append(b"--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n"
+                     % (boundary.encode(), k.encode(), v.encode()))
+    fpart = (b"--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
+             b"Content-Type: application/octet-stream\r\n\r\n" % (boundary.encode(), filename.encode())
+             + file_data + b"\r\n")
+    parts.insert(len(parts) if file_pos is None else file_pos, fpart)
+    body = b"".join(parts) + b"--%s--\r\n" % boundary.encode()
+    return body, "multipart/form-data; boundary=%s" % boundary
+
+
+def raw_request(port, method, path, body=None, headers=None, timeout=30):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def url_port_path(url):
+    rest = url.split("://", 1)[1]
+    hostport, _, path = rest.partition("/")
+    return int(hostport.rsplit(":", 1)[1]), "/" + path
+
+
+class SimCase(unittest.TestCase):
+    """One simulator for the class, reset before each test."""
+    use_prism = False
+    h = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.h = SimHarness(use_prism=cls.use_prism)
+        cls.h.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.h:
+            cls.h.stop()
+
+    def setUp(self):
+        self.h.reset()
+        self.mark = self.h.prism_mark()
+
+    # an API call whose answer must be `status` and valid against the contract
+    def call(self, method, path, body=None, status=None, **kw):
+        st, hdrs, data = self.h.api(method, path, body, **kw)
+        if status is not None:
+            self.assertEqual(st, status, "%s %s -> %d %r" % (method, path, st, data[:300]))
+        if 200 <= st < 300:
+            errs = contract().validate_response(method, path, st, data)
+            self.assertEqual(errs, [], "%s %s: answer breaks the contract" % (method, path))
+        return st, hdrs, data
+
+    def new_form_file(self, name="out.csv"):
+        _, _, data = self.call("POST", "files/", {"name": name}, 201)
+        return json.loads(data)
+
+    def form_upload(self, fp, payload, fields=None, file_pos=None, headers=None):
+        fields = list(fp["uploadFields"].items()) if fields is None else fields
+        body, ctype = form_body(fields, payload, file_pos)
+        port, path = url_port_path(fp["uploadUrl"])
+        h = {"Content-Type": ctype}
+        h.update(headers or {})
+        return raw_request(port, "POST", path, body, h)
+
+
+class TestApi(SimCase):
+
+    def test_auth_required(self):
+        st, hdrs, body = self.h.api("GET", self.h.run_path(), auth=False)
+        self.assertEqual(st, 401)
+        self.assertIn("basic", hdrs.get("www-authenticate", "").lower())
+        self.assertEqual(json.loads(body)["code"], 401)
+        st, _, _ = self.h.api("GET", self.h.run_path(), auth=False,
+                              headers={"Authorization": "Basic " + base64.b64encode(b"wrong:").decode()})
+        self.assertEqual(st, 401)
+        st, _, _ = self.h.api("GET", self.h.run_path(), auth=False,
+                              headers={"Authorization": "Basic " + base64.b64encode(
+                                  (self.h.api_key + ":x").encode()).decode()})
+        self.assertEqual(st, 401, "a non-empty password is not the key")
+        st, _, _ = self.h.api("GET", self.h.run_path(), auth=False,
+                              headers={"Authorization": "Bearer " + self.h.api_key})
+        self.assertEqual(st, 200)
+        reqs = self.h.requests()
+        self.assertEqual([r["auth"] for r in reqs], ["none", "basic-bad", "basic-bad", "bearer-ok"])
+        self.assertNotIn(self.h.api_key, json.dumps(reqs), "the key is never recorded")
+
+    def test_logs_post_batch_single_and_read_back(self):
+        self.call("POST", self.h.run_path("/logs"), {"messages": [
+            {"message": "second", "level": "info", "createdAt": "2026-11-27T17:00:00.000000002Z"},
+            {"message": "first", "level": "error", "createdAt": "2026-11-27T17:00:00.000000001Z"},
+            {"message": "no time"},
+            {"message": "snake", "created_at": "2026-11-27T16:00:00Z"}]}, 204)
+        self.call("POST", self.h.run_path("/logs"), {"message": "single", "level": "warn"}, 204)
+        logs = self.h.logs()
+        self.assertEqual([x["message"] for x in logs], ["second", "first", "no time", "snake", "single"])
+        self.assertEqual(logs[1]["level"], "error")
+        self.assertEqual(logs[2]["level"], "info")
+        self.assertEqual(logs[0]["requestSeq"], logs[3]["requestSeq"])
+        self.assertNotEqual(logs[0]["requestSeq"], logs[4]["requestSeq"])
+        self.assertRegex(logs[2]["createdAt"], r"\.\d{9}Z$")
+        _, _, data = self.call("GET", self.h.run_path("/logs"), status=200)
+        got = [x["message"] for x in json.loads(data)]
+        self.assertEqual(got[:3], ["snake", "first", "second"], "sorted by createdAt")
+        _, _, data = self.call("GET", self.h.run_path("/logs?last_id=2&limit=2"), status=200)
+        self.assertEqual([x["id"] for x in json.loads(data)], [3, 4])
+        self.assertEqual(self.h.log_messages()[-1], "single")
+
+    def test_logs_rejects_bad_input(self):
+        p = self.h.run_path("/logs")
+        for bad in ({"messages": [{"level": "info"}]}, {"messages": "x"},
+                    {"messages": [{"message": "x", "createdAt": "yesterday"}]},
+                    {"messages": [{"message": 5}]}, {}):
+            st, _, body = self.h.api("POST", p, bad)
+            self.assertEqual(st, 400, bad)
+            self.assertEqual(set(json.loads(body)), {"error", "errorDescription", "code"})
+        st, _, _ = self.h.api("POST", p, raw_body=b"not json", headers={"Content-Type": "application/json"})
+        self.assertEqual(st, 400)
+        st, _, _ = self.h.api("POST", p, raw_body=b'{"message":"x"}', headers={"Content-Type": "text/plain"})
+        self.assertEqual(st, 415)
+        self.assertEqual(self.h.state()["logs"], 0)
+        self.assertEqual([v["kind"] for v in self.h.violations()], ["content_type"])
+
+    def test_heartbeats(self):
+        for _ in range(3):
+            self.call("POST", self.h.run_path("/heartbeats"), status=204)
+        hb = self.h.heartbeats()
+        self.assertEqual(len(hb), 3)
+        self.assertTrue(hb[0]["mono"] <= hb[1]["mono"] <= hb[2]["mono"])
+        self.assertLess(abs(hb[2]["wall"] - time.time()), 30)
+        self.assertEqual(hb[0]["jobId"], self.h.job_id)
+
+    def test_run_state_cancel_patch(self):
+        _, _, data = self.call("GET", self.h.run_path(), status=200)
+        run = json.loads(data)
+        self.assertEqual((run["id"], run["containerId"], run["state"], run["isCancelRequested"]),
+                         (self.h.run_id, self.h.job_id, "running", False))
+        self.h.set_run(isCancelRequested=True)
+        self.assertTrue(json.loads(self.call("GET", self.h.run_path(), status=200)[2])["isCancelRequested"])
+        self.h.set_run(isCancelRequested=False, state="queued")
+        self.call("DELETE", self.h.run_path(), status=202)
+        run = json.loads(self.call("GET", self.h.run_path(), status=200)[2])
+        self.assertTrue(run["isCancelRequested"])
+        self.call("PATCH", self.h.run_path(), {"state": "succeeded",
+                                               "bocceStartedAt": "2026-11-27T17:00:00Z"}, 204)
+        run = json.loads(self.call("GET", self.h.run_path(), status=200)[2])
+        self.assertEqual(run["state"], "succeeded")
+        self.assertIsNotNone(run["finishedAt"])
+        self.assertEqual(self.h.api("PATCH", self.h.run_path(), {"state": "bogus"})[0], 400)
+        _, _, data = self.call("GET", "scripts/containers/%d/runs" % self.h.job_id, status=200)
+        self.assertEqual(len(json.loads(data)), 1)
+        self.assertEqual(self.h.api("GET", "scripts/containers/%d/runs/%d" % (self.h.job_id, 999))[0], 404)
+        self.assertEqual(self.h.api("GET", "scripts/containers/%d/runs/%d/logs" % (5, self.h.run_id))[0], 404)
+        self.assertEqual(self.h.api("GET", "nothing/here")[0], 404)
+
+    def test_outputs(self):
+        fp = self.new_form_file("o.txt")
+        _, _, data = self.call("POST", self.h.run_path("/outputs"),
+                               {"objectType": "File", "objectId": fp["id"]}, 202)
+        self.assertEqual(json.loads(data)["objectId"], fp["id"])
+        self.call("POST", self.h.run_path("/outputs"), {"object_type": "File", "object_id": fp["id"]}, 202)
+        self.call("POST", self.h.run_path("/outputs"), {"objectType": "Table", "objectId": 7}, 202)
+        self.assertEqual(self.h.api("POST", self.h.run_path("/outputs"),
+                                    {"objectType": "File", "objectId": 424242})[0], 404)
+        self.assertEqual(self.h.api("POST", self.h.run_path("/outputs"),
+                                    {"objectType": "Nope", "objectId": 1})[0], 400)
+        self.assertEqual(self.h.api("POST", self.h.run_path("/outputs"),
+                                    {"objectType": "File", "objectId": "1"})[0], 400)
+        _, _, data = self.call("GET", self.h.run_path("/outputs"), status=200)
+        self.assertEqual([(o["objectType"], o["objectId"]) for o in json.loads(data)],
+                         [("File", fp["id"]), ("Table", 7)])
+        self.assertEqual(len(self.h.outputs()), 3, "every registration call is recorded")
+
+    def test_files_post_fields(self):
+        fp = self.new_form_file("a b.csv")
+        self.assertIsNone(fp["fileSize"])
+        port, path = url_port_path(fp["uploadUrl"])
+        self.assertEqual(port, self.h.storage_port)
+        for k in ("key", "policy", "x-amz-algorithm", "x-amz-credential", "x-amz-date",
+                  "x-amz-signature", "success_action_status"):
+            self.assertIn(k, fp["uploadFields"])
+        _, _, data = self.call("POST", "files/", {"name": "k.csv", "expires_at": None}, 201)
+        self.assertIsNone(json.loads(data)["expiresAt"])
+        _, _, data = self.call("POST", "files/", {"name": "k.csv", "expiresAt": "2030-01-01T00:00:00Z"}, 201)
+        self.assertEqual(json.loads(data)["expiresAt"], "2030-01-01T00:00:00Z")
+        self.assertEqual(self.h.api("POST", "files/", {"nom": "x"})[0], 400)
+        self.assertEqual(self.h.api("GET", "files/999999")[0], 404)
+
+    def test_form_upload_records_sha256(self):
+        fp = self.new_form_file("data.bin")
+        payload = os.urandom(3 * MiB + 17) + b"\r\n--" + b"x" * 100  # boundary look-alike inside
+        st, hdrs, body = self.form_upload(fp, payload, headers={"X-Test": "1"})
+        self.assertEqual(st, 201, body)
+        self.assertIn(b"<PostResponse>", body)
+        self.assertEqual(hdrs["etag"], '"%s"' % hashlib.md5(payload).hexdigest())
+        f = [x for x in self.h.files() if x["id"] == fp["id"]][0]
+        self.assertTrue(f["complete"])
+        self.assertEqual(f["size"], len(payload))
+        self.assertEqual(f["sha256"], hashlib.sha256(payload).hexdigest())
+        self.assertEqual(f["uploads"][0]["headers"]["X-Test"], "1")
+        self.assertEqual(f["uploads"][0]["fields"][-1], "file")
+        _, _, data = self.call("GET", "files/%d" % fp["id"], status=200)
+        meta = json.loads(data)
+        self.assertEqual(meta["fileSize"], len(payload))
+        self.assertEqual(self.h.file_data(fp["id"]), payload)
+        port, path = url_port_path(meta["downloadUrl"])
+        st, _, got = raw_request(port, "GET", path)
+        self.assertEqual((st, got), (200, payload))
+        self.assertEqual(self.h.violations(), [])
+
+    def test_form_upload_without_success_status_field_gets_204(self):
+        fp = self.new_form_file()
+        # the field is issued, so leaving it out is rejected: S3 checks the policy
+        fields = [(k, v) for k, v in fp["uploadFields"].items() if k != "success_action_status"]
+        st, _, body = self.form_upload(fp, b"x", fields=fields)
+        self.assertEqual(st, 400)
+        self.assertIn(b"<Code>InvalidArgument</Code>", body)
+
+    def test_form_rejections(self):
+        fp = self.new_form_file()
+        fields = list(fp["uploadFields"].items())
+        st, _, body = self.form_upload(fp, b"abc", file_pos=2)
+        self.assertEqual(st, 400)
+        self.assertIn(b"<Error><Code>InvalidArgument</Code>", body)
+        self.assertIn(b"last field", body)
+        st, _, body = self.form_upload(fp, b"abc", fields=[f for f in fields if f[0] != "policy"])
+        self.assertEqual(st, 400)
+        self.assertIn(b"policy", body)
+        st, _, body = self.form_upload(fp, b"abc", fields=fields + [("Content-Type", "text/csv")])
+        self.assertEqual(st, 403)
+        self.assertIn(b"Extra input fields", body)
+        st, _, body = self.form_upload(fp, b"abc", fields=[(k, v + "x" if k == "policy" else v)
+                                                           for k, v in fields])
+        self.assertEqual(st, 403)
+        st, _, body = self.form_upload(fp, b"abc", headers={"Authorization": "Basic eDo="})
+        self.assertEqual(st, 400)
+        self.assertIn(b"Only one auth mechanism", body)
+        kinds = [v["kind"] for v in self.h.violations()]
+        self.assertEqual(kinds, ["file_not_last", "missing_field", "extra_field", "field_mismatch",
+                                 "authorization_to_storage"])
+        self.assertFalse([f for f in self.h.files() if f["complete"]])
+        # and after all that, a correct upload on the same record still works
+        self.assertEqual(self.form_upload(fp, b"abc")[0], 201)
+
+    def test_storage_requires_content_length(self):
+        fp = self.new_form_file()
+        body, ctype = form_body(list(fp["uploadFields"].items()), b"abc")
+        port, path = url_port_path(fp["uploadUrl"])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", path, body=iter([body]), headers={"Content-Type": ctype},
+                     encode_chunked=True)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        self.assertEqual(r.status, 411)
+        self.assertIn(b"<Code>MissingContentLength</Code>", data)
+        self.assertEqual([v["kind"] for v in self.h.violations()], ["missing_content_length"])
+
+    def multipart(self, sizes, name="big.bin"):
+        _, _, data = self.call("POST", "files/multipart", {"name": name, "numParts": len(sizes)}, 201)
+        mp = json.loads(data)
+        self.assertEqual(len(mp["uploadUrls"]), len(sizes))
+        return mp
+
+    def put_part(self, url, data, headers=None):
+        port, path = url_port_path(url)
+        return raw_request(port, "PUT", path, data, headers)
+
+    def test_multipart_upload(self):
+        mp = self.multipart([5 * MiB, 5 * MiB, 1000], name="big file.bin")
+        chunks = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1000)]
+        for i in (2, 0, 1):                        # any order, and a retried part
+            st, hdrs, _ = self.put_part(mp["uploadUrls"][i], chunks[i])
+            self.assertEqual(st, 200)
+            self.assertEqual(hdrs["etag"], '"%s"' % hashlib.md5(chunks[i]).hexdigest())
+        self.assertEqual(self.put_part(mp["uploadUrls"][0], chunks[0])[0], 200)
+        self.call("POST", "files/multipart/%d/complete" % mp["id"], status=204)
+        self.call("POST", "files/multipart/%d/complete" % mp["id"], status=204)  # idempotent
+        whole = b"".join(chunks)
+        f = [x for x in self.h.files() if x["id"] == mp["id"]][0]
+        self.assertEqual((f["size"], f["sha256"]), (len(whole), hashlib.sha256(whole).hexdigest()))
+        self.assertEqual([p["n"] for p in f["parts"]], [1, 2, 3])
+        self.assertEqual(self.h.file_data(mp["id"]), whole)
+        self.assertEqual(json.loads(self.call("GET", "files/%d" % mp["id"], status=200)[2])["fileSize"],
+                         len(whole))
+        self.assertEqual(self.h.violations(), [])
+
+    def test_multipart_rejections(self):
+        mp = self.multipart([1, 1])
+        self.assertEqual(self.put_part(mp["uploadUrls"][0], b"small")[0], 200)
+        st, _, body = self.h.api("POST", "files/multipart/%d/complete" % mp["id"])
+        self.assertEqual(st, 400)
+        self.assertIn("InvalidPart", json.loads(body)["errorDescription"])
+        self.assertEqual(self.put_part(mp["uploadUrls"][1], b"last")[0], 200)
+        st, _, body = self.h.api("POST", "files/multipart/%d/complete" % mp["id"])
+        self.assertEqual(st, 400)
+        self.assertIn("EntityTooSmall", json.loads(body)["errorDescription"])
+        st, _, body = self.put_part(mp["uploadUrls"][0].replace("X-Amz-Signature=", "X-Amz-Signature=0"), b"x")
+        self.assertEqual(st, 403)
+        self.assertIn(b"SignatureDoesNotMatch", body)
+        st, _, body = self.put_part(mp["uploadUrls"][0], b"x", {"Authorization": "Basic eDo="})
+        self.assertEqual(st, 400)
+        port, path = url_port_path(mp["uploadUrls"][0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("PUT", path, body=iter([b"abc"]), encode_chunked=True)
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        self.assertEqual(r.status, 411)
+        self.assertEqual(self.h.api("POST", "files/multipart", {"name": "x", "numParts": 0})[0], 400)
+        self.assertEqual(self.h.api("POST", "files/multipart", {"name": "x", "numParts": 10001})[0], 400)
+        self.call("POST", "files/multipart", {"name": "x", "num_parts": 2}, 201)
+        kinds = [v["kind"] for v in self.h.violations()]
+        self.assertEqual(kinds, ["complete_missing_parts", "part_too_small", "bad_signature",
+                                 "authorization_to_storage", "missing_content_length"])
+
+    def test_wait_blocks_until_logs(self):
+        def later():
+            time.sleep(0.3)
+            self.h.api("POST", self.h.run_path("/logs"), {"messages": [{"message": "a"}, {"message": "b"}]})
+        threading.Thread(target=later).start()
+        t0 = time.monotonic()
+        r = self.h.wait_logs(2, timeout=10)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.2)
+        self.assertEqual(r["logs"], 2)
+        with self.assertRaises(AssertionError):
+            self.h.wait_logs(3, timeout=0.2)
+
+    def test_keep_alive(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.h.api_port, timeout=10)
+        auth = {"Authorization": "Basic " + base64.b64encode((self.h.api_key + ":").encode()).decode(),
+                "Content-Type": "application/json"}
+        conn.request("POST", "/" + self.h.run_path("/heartbeats"), headers=auth)
+        r = conn.getresponse()
+        r.read()
+        sock = conn.sock
+        for _ in range(5):
+            conn.request("POST", "/" + self.h.run_path("/logs"), body=b'{"message":"k"}', headers=auth)
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 204)
+        self.assertIs(conn.sock, sock, "one connection for all requests")
+        conn.close()
+
+
+class TestFaults(SimCase):
+
+    def log(self, msg="x", **kw):
+        return self.h.api("POST", self.h.run_path("/logs"), {"message": msg}, **kw)
+
+    def test_status_count_and_retry_after(self):
+        self.h.set_faults([{"path": "/scripts/", "action": "status", "status": 503, "count": 2,
+                            "retryAfter": "3"}])
+        st, hdrs, body = self.log("a")
+        self.assertEqual((st, hdrs.get("retry-after")), (503, "3"))
+        self.assertEqual(json.loads(body)["code"], 503)
+        self.assertEqual(self.log("b")[0], 503)
+        self.assertEqual(self.log("c")[0], 204)
+        self.assertEqual(self.h.log_messages(), ["c"], "a refused request stores nothing")
+        f = self.h.faults()[0]
+        self.assertEqual((f["seen"], f["applied"]), (3, 2))
+        self.assertEqual([r["status"] for r in self.h.requests()], [503, 503, 204])
+
+    def test_every_after_method_and_path(self):
+        self.h.set_faults([{"action": "status", "status": 500, "every": 3, "method": "POST",
+                            "path": self.h.run_path("/logs").join(["/", ""])}])
+        got = [self.log(str(i))[0] for i in range(6)]
+        self.assertEqual(got, [204, 204, 500, 204, 204, 500])
+        self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 204)
+        self.h.set_faults([{"action": "status", "status": 429, "after": 2, "count": 1, "retryAfter": 1}])
+        got = [self.log()[0] for _ in range(4)]
+        self.assertEqual(got, [204, 204, 429, 204])
+
+    def test_time_window(self):
+        self.h.set_faults([{"action": "status", "status": 503, "start": 0.3, "duration": 0.4}])
+        self.assertEqual(self.log()[0], 204)
+        time.sleep(0.4)
+        self.assertEqual(self.log()[0], 503)
+        time.sleep(0.45)
+        self.assertEqual(self.log()[0], 204)
+
+    def test_status_401_and_storage_store_flag(self):
+        self.h.set_faults([{"action": "status", "status": 401, "count": 1}])
+        st, hdrs, _ = self.log()
+        self.assertEqual(st, 401)
+        self.assertIn("www-authenticate", hdrs)
+        self.h.set_faults([{"action": "status", "status": 500, "count": 1, "store": True}])
+        self.assertEqual(self.log("stored")[0], 500)
+        self.assertEqual(self.h.log_messages(), ["stored"])
+
+    def test_delay(self):
+        self.h.set_faults([{"action": "delay", "seconds": 0.4, "count": 1}])
+        t0 = time.monotonic()
+        self.assertEqual(self.log()[0], 204)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.38)
+        t0 = time.monotonic()
+        self.assertEqual(self.log()[0], 204)
+        self.assertLess(time.monotonic() - t0, 0.3)
+        self.h.set_faults([{"action": "status", "status": 503, "delay": 0.3, "count": 1}])
+        t0 = time.monotonic()
+        self.assertEqual(self.log()[0], 503)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.28)
+
+    def test_cut_stores_but_does_not_answer(self):
+        self.h.set_faults([{"action": "cut", "count": 1, "path": "/scripts/"}])
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionResetError,
+                                http.client.BadStatusLine)):
+            self.log("maybe")
+        self.assertEqual(self.log("after")[0], 204)
+        self.assertEqual(self.h.log_messages(), ["maybe", "after"])
+        self.h.set_faults([{"action": "cut", "count": 1, "store": False}])
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionResetError)):
+            self.log("lost")
+        self.assertEqual(self.h.log_messages(), ["maybe", "after"])
+
+    def assert_refused(self, port):
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+    def test_refuse_then_reopen_same_port(self):
+        port = self.h.api_port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)   # an idle keep-alive one
+        conn.request("GET", "/_sim/state")
+        conn.getresponse().read()
+        self.h.set_faults([{"action": "refuse", "seconds": 1.0, "count": 1}])
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionResetError)):
+            self.log()
+        time.sleep(0.2)
+        self.assert_refused(port)
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                                ConnectionRefusedError)):
+            conn.request("GET", "/_sim/state")
+            conn.getresponse().read()
+        conn.close()
+        self.assertEqual(self.h.state()["logs"], 0, "control API reachable on the storage port")
+        time.sleep(1.1)
+        self.assertEqual(self.log()[0], 204)
+        # the immediate form, on the storage side
+        self.h.refuse("storage", 0.6, after=0)
+        time.sleep(0.2)
+        self.assert_refused(self.h.storage_port)
+        time.sleep(0.7)
+        socket.create_connection(("127.0.0.1", self.h.storage_port), timeout=2).close()
+
+    def test_malformed(self):
+        self.h.set_faults([{"action": "malformed", "kind": "html502", "count": 1}])
+        st, hdrs, body = self.h.api("POST", "files/", {"name": "a"})
+        self.assertEqual(st, 502)
+        self.assertIn("text/html", hdrs["content-type"])
+        self.assertIn(b"<html>", body)
+        self.assertEqual(self.h.files(), [], "html502 does not act")
+        self.h.set_faults([{"action": "malformed", "kind": "truncated", "count": 1}])
+        st, _, body = self.h.api("POST", "files/", {"name": "a"})
+        self.assertEqual(st, 201)
+        with self.assertRaises(ValueError):
+            json.loads(body)
+        self.h.set_faults([{"action": "malformed", "kind": "empty200", "count": 1}])
+        st, hdrs, body = self.h.api("POST", "files/", {"name": "a"})
+        self.assertEqual((st, body, hdrs["content-length"]), (200, b"", "0"))
+        self.h.set_faults([{"action": "malformed", "kind": "garbage", "count": 1}])
+        st, _, body = self.h.api("POST", "files/", {"name": "a"})
+        self.assertEqual(st, 201)
+        g = json.loads(body)
+        self.assertIsInstance(g["uploadFields"], list)
+        self.assertTrue(contract().validate_response("POST", "/files/", 201, body))
+        self.h.set_faults([{"action": "malformed", "kind": "nonjson", "count": 1}])
+        st, _, body = self.h.api("GET", self.h.run_path())
+        self.assertEqual(st, 200)
+        self.assertTrue(body.startswith(b"\x00"))
+        self.assertEqual(len(self.h.files()), 3, "truncated/empty200/garbage answers still acted")
+
+    def test_hostile_huge_length(self):
+        self.h.set_faults([{"action": "hostile", "kind": "huge_length", "count": 1}])
+        conn = http.client.HTTPConnection("127.0.0.1", self.h.api_port, timeout=10)
+        conn.request("GET", "/" + self.h.run_path(), headers={"Authorization": "Basic " + base64.b64encode(
+            (self.h.api_key + ":").encode()).decode()})
+        r = conn.getresponse()
+        self.assertEqual(int(r.getheader("Content-Length")), 10 << 30)
+        with self.assertRaises(http.client.IncompleteRead):
+            r.read()
+        conn.close()
+
+    def test_hostile_endless(self):
+        self.h.set_faults([{"action": "hostile", "kind": "endless", "count": 1, "seconds": 20}])
+        conn = http.client.HTTPConnection("127.0.0.1", self.h.api_port, timeout=10)
+        conn.request("GET", "/" + self.h.run_path(), headers={"Authorization": "Basic " + base64.b64encode(
+            (self.h.api_key + ":").encode()).decode()})
+        r = conn.getresponse()
+        self.assertIsNone(r.getheader("Content-Length"))
+        got = 0
+        while got < 8 * MiB:
+            got += len(r.read(MiB))
+        conn.close()
+        self.assertEqual(self.h.api("GET", self.h.run_path())[0], 200, "still serving")
+
+    def test_hostile_deep_json_retry_after_redirect(self):
+        self.h.set_faults([{"action": "hostile", "kind": "deep_json", "count": 1}])
+        st, _, body = self.h.api("GET", self.h.run_path())
+        self.assertEqual((st, len(body)), (200, 200000))
+        self.assertTrue(body.startswith(b"[[[[") and body.endswith(b"]]]]"))
+        self.h.set_faults([{"action": "hostile", "kind": "huge_retry_after", "count": 1}])
+        st, hdrs, _ = self.log()
+        self.assertEqual((st, hdrs["retry-after"]), (503, "999999999"))
+        self.h.set_faults([{"action": "hostile", "kind": "redirect", "count": 1}])
+        st, hdrs, _ = self.log()
+        self.assertEqual(st, 302)
+        self.assertTrue(hdrs["location"].startswith("http://127.0.0.1:%d/" % self.h.storage_port))
+        # an agent that follows it with its key is caught by the storage side
+        port, path = url_port_path(hdrs["location"])
+        st, _, _ = raw_request(port, "POST", path, b"{}", {"Authorization": "Basic eDo=",
+                                                            "Content-Length": "2"})
+        self.assertEqual(st, 400)
+        self.assertEqual([v["kind"] for v in self.h.violations()], ["authorization_to_storage"])
+        self.assertEqual(self.h.log_messages(), [])
+
+    def test_hostile_upload_url_to_api(self):
+        self.h.set_faults([{"action": "hostile", "kind": "upload_url_to_api", "path": "/files"}])
+        _, _, data = self.h.api("POST", "files/", {"name": "u.bin"})
+        fp = json.loads(data)
+        port, _ = url_port_path(fp["uploadUrl"])
+        self.assertEqual(port, self.h.api_port)
+        st, _, body = SimCase.form_upload(self, fp, b"payload")
+        self.assertEqual(st, 201, body)
+        st, _, _ = SimCase.form_upload(self, fp, b"payload", headers={"Authorization": "Basic eDo="})
+        self.assertEqual(st, 400)
+        self.assertEqual([v["kind"] for v in self.h.violations()], ["authorization_to_storage"])
+        _, _, data = self.h.api("POST", "files/multipart", {"name": "m.bin", "numParts": 1})
+        mp = json.loads(data)
+        self.assertEqual(url_port_path(mp["uploadUrls"][0])[0], self.h.api_port)
+        port, path = url_port_path(mp["uploadUrls"][0])
+        self.assertEqual(raw_request(port, "PUT", path, b"abc")[0], 200)
+
+    def test_storage_faults(self):
+        _, _, data = self.h.api("POST", "files/multipart", {"name": "p.bin", "numParts": 3})
+        mp = json.loads(data)
+        self.h.set_faults([{"server": "storage", "part": 2, "count": 1, "action": "status", "status": 500}])
+        res = []
+        for u in mp["uploadUrls"] + [mp["uploadUrls"][1]]:
+            port, path = url_port_path(u)
+            st, _, body = raw_request(port, "PUT", path, b"z" * 100)
+            res.append(st)
+        self.assertEqual(res, [200, 500, 200, 200])
+        fp = json.loads(self.h.api("POST", "files/", {"name": "f.bin"})[2])
+        self.h.set_faults([{"server": "storage", "method": "POST", "count": 1, "action": "status",
+                            "status": 503}])
+        st, hdrs, body = SimCase.form_upload(self, fp, b"q" * 1000)
+        self.assertEqual(st, 503)
+        self.assertIn(b"<Code>SlowDown</Code>", body)
+        self.assertEqual(SimCase.form_upload(self, fp, b"q" * 1000)[0], 201)
+        self.h.set_faults([{"server": "storage", "count": 1, "action": "status", "status": 403,
+                            "code": "ExpiredToken", "message": "The provided token has expired."}])
+        st, _, body = SimCase.form_upload(self, fp, b"q")
+        self.assertEqual(st, 403)
+        self.assertIn(b"<Code>ExpiredToken</Code>", body)
+        self.h.set_faults([{"server": "storage", "count": 1, "action": "cut"}])
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionResetError)):
+            SimCase.form_upload(self, fp, b"cut but stored")
+        self.assertEqual(self.h.file_data(fp["id"]), b"cut but stored")
+
+    def test_bad_plans_rejected(self):
+        for bad in ([{"action": "explode"}], [{"action": "status"}], [{"action": "status", "status": 5,
+                                                                       "count": -1}],
+                    [{"action": "malformed", "kind": "x"}], [{"action": "delay", "typo": 1}]):
+            with self.assertRaises(harness.SimError):
+                self.h.set_faults(bad)
+
+    def test_faults_never_touch_control_api(self):
+        self.h.set_faults([{"action": "status", "status": 500, "server": "any"}])
+        self.assertEqual(self.h.state()["logs"], 0)
+
+
+class TestFlood(SimCase):
+    """How fast the simulator stores log lines: SIM_FLOOD_LINES lines (default 1,000,000,
+    ~170 B of JSON each) in batches of 500 over 2 keep-alive connections."""
+
+    def test_flood(self):
+        total = int(os.environ.get("SIM_FLOOD_LINES", "1000000"))
+        per = 500
+        batches = []
+        for b in range(8):
+            msgs = [{"message": "line %07d of the flood, with some padding text: %s" % (i, "x" * 60),
+                     "level": "info", "createdAt": "2026-11-27T17:00:%02d.%09dZ" % (b, i)}
+                    for i in range(per)]
+            batches.append(json.dumps({"messages": msgs}).encode())
+        nreq = total // per
+        auth = {"Authorization": "Basic " + base64.b64encode((self.h.api_key + ":").encode()).decode(),
+                "Content-Type": "application/json"}
+        path = "/" + self.h.run_path("/logs")
+        errors = []
+
+        def worker(k):
+            conn = http.client.HTTPConnection("127.0.0.1", self.h.api_port, timeout=60)
+            for i in range(k, nreq, 2):
+                conn.request("POST", path, body=batches[i % len(batches)], headers=auth)
+                r = conn.getresponse()
+                r.read()
+                if r.status != 204:
+                    errors.append(r.status)
+            conn.close()
+        t0 = time.monotonic()
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        dt = time.monotonic() - t0
+        self.assertEqual(errors, [])
+        n = self.h.state()["logs"]
+        self.assertEqual(n, nreq * per)
+        mb = sum(len(batches[i % len(batches)]) for i in range(nreq)) / 1e6
+        sys.stderr.write("\n  flood: %d lines (%.0f MB JSON, %d requests) stored in %.2f s: "
+                         "%.0f lines/s, %.0f MB/s\n" % (n, mb, nreq, dt, n / dt, mb / dt))
+
+
+@unittest.skipUnless(harness.prism_available(), "Prism not installed (make deps)")
+class TestPrism(SimCase):
+    """Prism in front: real requests pass, bad requests get 422, bad answers 500."""
+    use_prism = True
+
+    def test_every_endpoint_passes_validation(self):
+        h = self.h
+        self.call("POST", h.run_path("/logs"), {"messages": [
+            {"message": "hi", "level": "info", "createdAt": "2026-11-27T17:00:00.123456789Z"}]}, 204)
+        self.call("POST", h.run_path("/logs"), {"message": "single", "level": "info"}, 204)
+        self.call("GET", h.run_path("/logs"), status=200)
+        self.call("GET", h.run_path("/logs?last_id=1&limit=10"), status=200)
+        self.call("POST", h.run_path("/heartbeats"), status=204)
+        self.call("GET", h.run_path(), status=200)
+        self.call("GET", "scripts/containers/%d/runs" % h.job_id, status=200)
+        self.call("PATCH", h.run_path(), {"state": "running", "bocceStartedAt": "2026-11-27T17:00:00Z"}, 204)
+        self.call("DELETE", h.run_path(), status=202)
+        fp = json.loads(self.call("POST", "files/", {"name": "a.csv",
+                                                     "expiresAt": "2030-01-01T00:00:00Z"}, 201)[2])
+        self.assertEqual(self.form_upload(fp, b"a,b\n1,2\n")[0], 201)
+        self.call("GET", "files/%d" % fp["id"], status=200)
+        mp = json.loads(self.call("POST", "files/multipart", {"name": "b.bin", "numParts": 1}, 201)[2])
+        port, path = url_port_path(mp["uploadUrls"][0])
+        self.assertEqual(raw_request(port, "PUT", path, b"part")[0], 200)
+        self.call("POST", "files/multipart/%d/complete" % mp["id"], status=204)
+        self.call("POST", h.run_path("/outputs"), {"objectType": "File", "objectId": fp["id"]}, 202)
+        self.call("GET", h.run_path("/outputs"), status=200)
+        h.assert_no_prism_violations(self.mark)
+        h.assert_no_violations()
+        self.assertEqual(h.log_messages(), ["hi", "single"])
+
+    def test_invalid_request_gets_422(self):
+        st, _, body = self.h.api("POST", self.h.run_path("/logs"), {"messages": [{"level": "info"}]})
+        self.assertEqual(st, 422)
+        self.assertIn(b"required property 'message'", body)
+        st, _, _ = self.h.api("POST", "files/multipart", {"name": "x", "num_parts": 2})
+        self.assertEqual(st, 422, "the contract knows camelCase only; the simulator takes both")
+        st, _, _ = self.h.api("POST", self.h.run_path("/outputs"), {"objectType": "File", "objectId": "7"})
+        self.assertEqual(st, 422)
+        # the contract's request schemas are not nullable: "keep forever" (expiresAt null,
+        # as the API documents it) is refused by Prism although the simulator takes it
+        st, _, body = self.h.api("POST", "files/", {"name": "a.csv", "expiresAt": None})
+        self.assertEqual(st, 422)
+        self.assertIn(b"expiresAt", body)
+        self.assertEqual(self.h.state()["logs"], 0, "Prism stopped them before the simulator")
+        self.assertTrue(self.h.prism_errors(self.mark))
+        with self.assertRaises(AssertionError):
+            self.h.assert_no_prism_violations(self.mark)
+
+    def test_missing_auth_refused_by_prism(self):
+        st, _, _ = self.h.api("GET", self.h.run_path(), auth=False)
+        self.assertEqual(st, 401)
+
+    def test_bad_upstream_answer_gets_500(self):
+        self.h.set_faults([{"action": "malformed", "kind": "garbage", "count": 1}])
+        st, _, body = self.h.api("GET", self.h.run_path())
+        self.assertEqual(st, 500)
+        self.assertIn(b"VIOLATIONS", body)
+        self.assertTrue(any("VIOLATIONS" in ln for ln in self.h.prism_errors(self.mark)))
+
+    def test_error_statuses_pass_through(self):
+        self.h.set_faults([{"action": "status", "status": 503, "retryAfter": "2", "count": 1}])
+        st, hdrs, _ = self.h.api("POST", self.h.run_path("/heartbeats"))
+        self.assertEqual((st, hdrs.get("retry-after")), (503, "2"))
+        self.assertEqual(self.h.prism_errors(self.mark), [], "undocumented statuses are warnings only")
+        self.assertTrue(self.h.prism_warnings(self.mark))
+
+    def test_cut_and_refuse_behind_prism(self):
+        # Prism turns a cut upstream connection into an answer of its own: record what it is
+        self.h.set_faults([{"action": "cut", "count": 1}])
+        st, _, body = self.h.api("POST", self.h.run_path("/heartbeats"))
+        self.assertGreaterEqual(st, 500, body)
+        self.assertEqual(len(self.h.heartbeats()), 1, "stored although the answer was lost")
+        self.h.set_faults([{"action": "refuse", "count": 1, "seconds": 1.0}])
+        self.h.api("POST", self.h.run_path("/heartbeats"))
+        time.sleep(0.2)
+        st, _, body = self.h.api("POST", self.h.run_path("/heartbeats"))
+        self.assertGreaterEqual(st, 500, body)
+        time.sleep(1.0)
+        self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 204)
+
+
+class CountingResult(unittest.TextTestResult):
+    pass
+
+
+def main():
+    argv = [a for a in sys.argv[1:] if a not in ("-v", "--verbose")]
+    verbosity = 2 if len(argv) != len(sys.argv) - 1 else 1
+    loader = unittest.TestLoader()
+    if argv:
+        suite = loader.loadTestsFromNames(argv, sys.modules[__name__])
+    else:
+        suite = loader.loadTestsFromModule(sys.modules[__name__])
+    runner = unittest.TextTestRunner(verbosity=verbosity, resultclass=CountingResult)
+    res = runner.run(suite)
+    failed = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
+    passed = res.testsRun - failed - len(res.skipped)
+    print("%d passed, %d failed%s" % (passed, failed,
+                                      ", %d skipped" % len(res.skipped) if res.skipped else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
