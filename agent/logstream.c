@@ -60,6 +60,7 @@ struct agent_logstream {
 	char *readbuf;
 	int tee_broken[2];
 	int auth_dead;
+	uint64_t spool_peak;        /* spool disk use at its largest, seen at ticks */
 	agent_logstream_stats stats;
 	char note[NOTE_MAX];
 };
@@ -113,11 +114,9 @@ seal(agent_logstream *ls)
 	body = civis_batch_body(ls->batch, &len);
 	rc = civis_logq_push(ls->q, body, len, (uint32_t)n, civis_batch_first_ns(ls->batch),
 	                     civis_batch_last_ns(ls->batch));
-	if (rc != CIVIS_OK) {
-		ls->stats.dropped += n;
-		fprintf(stderr, "civis-agent: could not queue %zu log lines (%s); they are lost\n",
-		        n, civis_strerror(rc));
-	}
+	if (rc != CIVIS_OK)   /* counted by the queue; reported at the next tick */
+		fprintf(stderr, "civis-agent: could not queue %zu log lines: %s\n",
+		        n, civis_logq_last_error(ls->q));
 	civis_batch_reset(ls->batch);
 	ls->batch_opened = 0;
 	pump(ls);
@@ -349,7 +348,15 @@ pump(agent_logstream *ls)
 				sd = &ls->send[i];
 				break;
 			}
-		if (!sd || civis_logq_take(ls->q, &c) != CIVIS_OK || !c)
+		if (!sd)
+			return;
+		rc = civis_logq_take(ls->q, &c);
+		if (rc == CIVIS_EPROTO) {
+			/* corrupt spool records were dropped (and counted): go on */
+			fprintf(stderr, "civis-agent: %s\n", civis_logq_last_error(ls->q));
+			continue;
+		}
+		if (rc != CIVIS_OK || !c)
 			return;
 		memset(sd, 0, sizeof(*sd));
 		sd->ls = ls;
@@ -399,11 +406,17 @@ on_tick(civis_loop *loop, void *ud)
 	}
 	if (ls->batch_opened && now - ls->batch_opened >= half)
 		seal(ls);
+	{
+		struct civis_logq_stats qs;
+
+		civis_logq_stats(ls->q, &qs);
+		if (qs.spool_disk > ls->spool_peak)
+			ls->spool_peak = qs.spool_disk;
+	}
 	dropped = civis_logq_take_dropped(ls->q);
 	if (dropped) {
-		ls->stats.dropped += dropped;
-		snprintf(ls->note, sizeof(ls->note), "civis-agent: the log spool reached its cap; "
-		         "%llu oldest lines were dropped", (unsigned long long)dropped);
+		snprintf(ls->note, sizeof(ls->note), "civis-agent: %llu log lines were dropped: %s",
+		         (unsigned long long)dropped, civis_logq_last_error(ls->q));
 		fprintf(stderr, "%s\n", ls->note);
 		add_message(ls, ls->note, strlen(ls->note), "warn", civis_clock_realtime_ns());
 	}
@@ -595,7 +608,8 @@ agent_logstream_stats_get(const agent_logstream *ls, agent_logstream_stats *st)
 		civis_logq_stats(ls->q, &qs);
 		st->undelivered = qs.mem_lines + qs.disk_lines + qs.inflight_lines +
 		                  civis_batch_count(ls->batch);
-		st->spool_bytes = qs.spool_size;
+		st->spool_bytes = qs.spool_disk > ls->spool_peak ? qs.spool_disk : ls->spool_peak;
+		st->dropped += qs.dropped_lines;
 		st->mem_peak = qs.mem_peak;
 	}
 }

@@ -43,7 +43,7 @@ typedef struct agent_logstream_stats {
 	uint64_t dropped;           /* messages dropped (spool cap, rejected batches) */
 	uint64_t requests;          /* log requests acknowledged */
 	uint64_t ambiguous;         /* tries that may have been stored twice */
-	uint64_t spool_bytes;       /* spool file size now */
+	uint64_t spool_bytes;       /* spool file's disk use at its largest */
 	uint64_t mem_peak;          /* log queue memory at its largest */
 } agent_logstream_stats;
 

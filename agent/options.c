@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "civis/civis.h"
+#include "civis/logbatch.h"
 #include "options.h"
 
 enum {
@@ -505,6 +506,9 @@ agent_opts_parse(agent_opts *o, int argc, char **argv, agent_getenv_fn get, void
 			return -1;
 	}
 
+	if (o->batch_bytes < CIVIS_BATCH_BYTES_FOR(o->line_max))
+		return set_err(err, errlen, "--log-batch-bytes must hold one line of --log-line-max "
+		               "bytes: raise it or lower --log-line-max%s%s", "", NULL);
 	if (optind >= argc)
 		return set_err(err, errlen, "no command given%s%s", "", NULL);
 	o->argv = argv + optind;

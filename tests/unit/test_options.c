@@ -143,6 +143,8 @@ test_errors(void **state)
 	check_err("--archive: 'a/b' must name a sub-directory of the output directory, without '/'",
 	          "--archive", "a/b", "true");
 	check_err("--output-dir needs a directory", "--output-dir", "", "true");
+	check_err("--log-batch-bytes must hold one line of --log-line-max bytes: raise it or "
+	          "lower --log-line-max", "--log-line-max=1M", "true", NULL);
 }
 
 static void
