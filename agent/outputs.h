@@ -106,6 +106,8 @@ void agent_outputs_free(agent_outputs *o);
  * inside) when s is empty or holds a space, a colon or a quote. Too long:
  * cut at a character boundary, ending in "...". Returns strlen(buf). */
 size_t agent_outputs_quote(char *buf, size_t len, const char *s);
+/* The same escapes, never wrapped in quotes (a tab-separated column). */
+size_t agent_outputs_escape(char *buf, size_t len, const char *s);
 
 /* The Civis name for rel: invalid UTF-8 bytes become U+FFFD, then suffix
  * (NULL, ".gz", ".tar.gz") is added. CIVIS_ETOOBIG when it does not fit. */

@@ -112,8 +112,8 @@ needs_quotes(const char *s)
 	return *s == '\0' || strpbrk(s, " :\"'") != NULL;
 }
 
-size_t
-agent_outputs_quote(char *buf, size_t len, const char *s)
+static size_t
+quote_impl(char *buf, size_t len, const char *s, int may_quote)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	struct qout q;
@@ -125,7 +125,7 @@ agent_outputs_quote(char *buf, size_t len, const char *s)
 	buf[0] = '\0';
 	if (s == NULL)
 		return 0;
-	quoted = needs_quotes(s);
+	quoted = may_quote && needs_quotes(s);
 	reserve = 1 + 3 + (quoted ? 1 : 0);   /* NUL, "...", closing quote */
 	if (len <= reserve + (quoted ? 1 : 0))
 		return 0;
@@ -179,6 +179,18 @@ agent_outputs_quote(char *buf, size_t len, const char *s)
 		qput(&q, "\"", 1);
 	buf[q.used] = '\0';
 	return q.used;
+}
+
+size_t
+agent_outputs_quote(char *buf, size_t len, const char *s)
+{
+	return quote_impl(buf, len, s, 1);
+}
+
+size_t
+agent_outputs_escape(char *buf, size_t len, const char *s)
+{
+	return quote_impl(buf, len, s, 0);
 }
 
 /* ---------------------------------------------------------------- names */
