@@ -1,6 +1,6 @@
 /* upload.c: Civis Files uploads on the loop, one state machine per upload.
  *
- *   [stage: gzip / tar.gz into a temp file, 1 MiB of input per loop turn]
+ *   [stage: gzip / tar.gz into a temp file, 256 KiB of input per loop turn]
  *   -> POST files/            -> form POST to uploadUrl (fields, then file)
  *   -> POST files/multipart   -> PUT parts (`concurrency` in flight, each
  *                                retried by http.c) -> POST .../complete
@@ -996,6 +996,16 @@ stage_tick(civis_loop *loop, void *ud)
 	begin_create(u);
 }
 
+static void
+begin_tick(civis_loop *loop, void *ud)
+{
+	civis_upload *u = ud;
+
+	(void)loop;
+	u->stage_timer = 0;
+	begin_create(u);
+}
+
 /* ----------------------------------------------------------- the API */
 
 static char *
@@ -1063,8 +1073,9 @@ civis_upload_start(civis_client *c, const civis_upload_opts *o, civis_upload **o
 		} else {
 			u->size = (uint64_t)u->st.st_size;
 			u->check_changes = 1;
-			begin_create(u);
-			rc = CIVIS_OK;
+			/* from the loop, so that done never runs inside start */
+			rc = civis_loop_add_timer(u->loop, civis_now_ns(), begin_tick, u,
+			                          &u->stage_timer);
 		}
 	} else {
 		u->state = ST_STAGING;

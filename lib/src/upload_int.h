@@ -14,7 +14,7 @@
 #include "civis/upload.h"
 #include "sha256.h"
 
-#define CIVIS__STAGE_SLICE     (1u << 20)  /* input bytes per loop turn */
+#define CIVIS__STAGE_SLICE     (256u << 10) /* input bytes per loop turn: ~10 ms of deflate */
 #define CIVIS__STAGE_BUF       (64u << 10) /* read and deflate buffers */
 #define CIVIS__TAR_MAX_DEPTH   64
 #define CIVIS__TAR_MAX_ENTRIES 200000      /* names in one directory */

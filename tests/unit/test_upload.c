@@ -705,6 +705,209 @@ test_tmpfile(void **state)
 	assert_non_null(strstr(err, "/nonexistent/dir"));
 }
 
+
+/* ------------------------------------------- the state machine, no server */
+
+typedef struct outcome {
+	int calls;
+	int status;
+	int64_t file_id;
+	char error[512];
+} outcome;
+
+static void
+on_done(void *ud, int status, int64_t file_id, const char *sha, uint64_t bytes,
+        const char *error)
+{
+	outcome *o = ud;
+	(void)sha;
+	(void)bytes;
+	o->calls++;
+	o->status = status;
+	o->file_id = file_id;
+	(void)snprintf(o->error, sizeof(o->error), "%s", error);
+}
+
+typedef struct rig {
+	civis_loop *loop;
+	civis_http *http;
+	civis_client *client;
+} rig;
+
+/* A client whose endpoint refuses connections (port 1 on loopback). */
+static void
+rig_new(rig *r)
+{
+	civis_client_config cfg;
+	char e[] = "http://127.0.0.1:1/", k[] = "key";
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.endpoint = e;
+	cfg.api_key = k;
+	cfg.job_id = 1;
+	cfg.run_id = 2;
+	assert_int_equal(civis_loop_new(&r->loop), CIVIS_OK);
+	assert_int_equal(civis_http_new(&r->http, r->loop), CIVIS_OK);
+	assert_int_equal(civis_client_new(&r->client, r->loop, r->http, &cfg), CIVIS_OK);
+}
+
+static void
+rig_free(rig *r)
+{
+	civis_client_free(r->client);
+	civis_http_free(r->http);
+	civis_loop_free(r->loop);
+}
+
+static void
+opts_init(civis_upload_opts *o, rig *r, const char *path, civis_upload_kind kind,
+          outcome *out)
+{
+	memset(o, 0, sizeof(*o));
+	o->path = path;
+	o->name = "out.bin";
+	o->kind = kind;
+	o->done = on_done;
+	o->ud = out;
+	o->loop = r->loop;
+	o->tmp_dir = tmpdir;
+}
+
+static void
+test_start_rejects_bad_options(void **state)
+{
+	civis_upload_opts o;
+	civis_upload *u = (civis_upload *)&o;
+	outcome out;
+	rig r;
+	(void)state;
+
+	rig_new(&r);
+	memset(&out, 0, sizeof(out));
+	opts_init(&o, &r, "/nonexistent", CIVIS_UPLOAD_FILE, &out);
+	o.done = NULL;
+	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_EINVAL);
+	assert_null(u);
+	opts_init(&o, &r, "/nonexistent", (civis_upload_kind)7, &out);
+	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_EINVAL);
+	opts_init(&o, &r, "/nonexistent", CIVIS_UPLOAD_FILE, &out);
+	o.loop = NULL;
+	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_EINVAL);
+	assert_int_equal(out.calls, 0);
+	assert_int_equal(civis_client_register_output(r.client, 0, NULL, NULL), CIVIS_EINVAL);
+	rig_free(&r);
+}
+
+/* A missing file fails through done, from the loop, never inside start. */
+static void
+test_missing_file_fails_later(void **state)
+{
+	civis_upload_opts o;
+	civis_upload *u;
+	outcome out;
+	rig r;
+	int i;
+	(void)state;
+
+	rig_new(&r);
+	memset(&out, 0, sizeof(out));
+	opts_init(&o, &r, "/nonexistent/out.bin", CIVIS_UPLOAD_FILE, &out);
+	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_OK);
+	assert_int_equal(out.calls, 0);
+	for (i = 0; i < 10 && out.calls == 0; i++)
+		assert_int_equal(civis_loop_run_once(r.loop, 10000000), CIVIS_OK);
+	assert_int_equal(out.calls, 1);
+	assert_int_equal(out.status, CIVIS_ENOTFOUND);
+	assert_string_equal(out.error, "/nonexistent/out.bin: No such file or directory");
+	rig_free(&r);
+}
+
+/* Over 5 TiB: refused before any request goes out. */
+static void
+test_over_5_tib_refused(void **state)
+{
+	civis_upload_opts o;
+	civis_upload *u;
+	outcome out;
+	char p[512];
+	rig r;
+	int fd, i;
+	(void)state;
+
+	tpath(p, sizeof(p), "huge.bin");
+	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)(6 * TiB)), 0);  /* sparse */
+	(void)close(fd);
+	rig_new(&r);
+	memset(&out, 0, sizeof(out));
+	opts_init(&o, &r, p, CIVIS_UPLOAD_FILE, &out);
+	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_OK);
+	for (i = 0; i < 10 && out.calls == 0; i++)
+		assert_int_equal(civis_loop_run_once(r.loop, 10000000), CIVIS_OK);
+	assert_int_equal(out.calls, 1);
+	assert_int_equal(out.status, CIVIS_ETOOBIG);
+	assert_string_equal(out.error, "out.bin: 6.0 TiB is over the 5 TiB limit of Civis Files");
+	assert_int_equal(civis_http_pending(r.http), 0);
+	rig_free(&r);
+	assert_int_equal(unlink(p), 0);
+}
+
+/* Cancel works while staging and while the API call is being retried;
+ * done runs once, before cancel returns. */
+static void
+test_cancel_every_state(void **state)
+{
+	civis_upload_opts o;
+	civis_upload *u;
+	outcome out;
+	unsigned char *data = malloc(4 * MiB);
+	char p[512];
+	rig r;
+	int i;
+	(void)state;
+
+	assert_non_null(data);
+	fill(data, 4 * MiB, 5);
+	write_file("c.bin", data, 4 * MiB);
+	free(data);
+	tpath(p, sizeof(p), "c.bin");
+	rig_new(&r);
+
+	/* staging (gzip), after one slice */
+	memset(&out, 0, sizeof(out));
+	opts_init(&o, &r, p, CIVIS_UPLOAD_GZIP, &out);
+	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_OK);
+	assert_int_equal(civis_loop_run_once(r.loop, 10000000), CIVIS_OK);
+	assert_int_equal(out.calls, 0);
+	civis_upload_cancel(u);
+	assert_int_equal(out.calls, 1);
+	assert_int_equal(out.status, CIVIS_ECANCELED);
+
+	/* before the loop ran at all */
+	memset(&out, 0, sizeof(out));
+	opts_init(&o, &r, tmpdir, CIVIS_UPLOAD_TARGZ, &out);
+	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_OK);
+	civis_upload_cancel(u);
+	assert_int_equal(out.calls, 1);
+	assert_int_equal(out.status, CIVIS_ECANCELED);
+
+	/* POST files/ in flight (the endpoint refuses: retrying) */
+	memset(&out, 0, sizeof(out));
+	opts_init(&o, &r, p, CIVIS_UPLOAD_FILE, &out);
+	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_OK);
+	for (i = 0; i < 5; i++)
+		assert_int_equal(civis_loop_run_once(r.loop, 20000000), CIVIS_OK);
+	assert_int_equal(out.calls, 0);
+	assert_true(civis_http_pending(r.http) >= 1);
+	civis_upload_cancel(u);
+	assert_int_equal(out.calls, 1);
+	assert_int_equal(out.status, CIVIS_ECANCELED);
+	assert_string_equal(out.error, "upload of out.bin canceled");
+	assert_int_equal(civis_http_pending(r.http), 0);
+	rig_free(&r);
+}
+
 int
 main(void)
 {
@@ -722,6 +925,10 @@ main(void)
 		cmocka_unit_test(test_gzip_truncated_midway),
 		cmocka_unit_test(test_human_size),
 		cmocka_unit_test(test_tmpfile),
+		cmocka_unit_test(test_start_rejects_bad_options),
+		cmocka_unit_test(test_missing_file_fails_later),
+		cmocka_unit_test(test_over_5_tib_refused),
+		cmocka_unit_test(test_cancel_every_state),
 	};
 	int rc;
 
