@@ -278,6 +278,13 @@ sha_reset(civis_upload *u)
 	civis__sha256_init(&u->sha);
 	u->sha_off = 0;
 	u->sha_broken = 0;
+	if (u->size == 0) {
+		/* no read will feed it: the digest of nothing */
+		unsigned char dig[CIVIS_SHA256_LEN];
+		civis__sha256_final(&u->sha, dig);
+		civis__sha256_hex(dig, u->sha_hex);
+		u->sha_ready = 1;
+	}
 }
 
 /* Feed bytes read at `off`; only the next bytes in order count. */
