@@ -568,8 +568,8 @@ test_against_reference(void **state)
 		}
 		while (n < sizeof(text) - 30) {
 			if (rnd_below(4) == 0) {
-				size_t sl = strlen(sec[rnd_below(nsec)]);
-				memcpy(text + n, sec[rnd_below(nsec)], sl);
+				size_t k = rnd_below(nsec), sl = strlen(sec[k]);
+				memcpy(text + n, sec[k], sl);
 				n += sl;
 			} else {
 				text[n++] = abc[rnd_below(nabc)];

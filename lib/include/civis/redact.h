@@ -27,8 +27,19 @@
  * end of the stream); a secret cut by a flush has its remainder masked when
  * it completes, but the part released before the flush is not.
  *
+ * Not covered: JSON encoders that escape non-ASCII as \uXXXX, URL encoders
+ * that keep other characters than RFC 3986's unreserved ones (a secret with
+ * such characters shows in a different form there), other encodings.
+ *
+ * Speed: Wu-Manber over the patterns' first 6 bytes, roughly 0.6-0.9 GB/s
+ * with 50 secrets on log text or base64 (tests/bench/bench_redact.c). A
+ * periodic secret ("aaaaaab") against text made of its period costs
+ * O(text length x secret length).
+ *
  * The set is shared by any number of streams and must not change while
- * streams use it (add everything first, then create streams). */
+ * streams use it (add everything first, then create streams). Build it from
+ * one thread: registration is not thread-safe; matching is (streams on
+ * different threads may share one set). */
 #ifndef CIVIS_REDACT_H
 #define CIVIS_REDACT_H
 
