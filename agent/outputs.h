@@ -31,9 +31,11 @@
  * could not be uploaded or registered; an --archive directory missing at
  * exit; a path longer than PATH_MAX; more than AGENT_OUTPUTS_MAX_FILES files.
  *
- * Civis names: the path relative to DIR ("sub/a.csv"); bytes that are not
- * UTF-8 become U+FFFD (JSON carries only UTF-8); --gzip adds ".gz", an
- * archive is "NAME.tar.gz". Names in messages are escaped (\n, \t, \xNN for
+ * Civis names: the path relative to DIR, with '/' written "%2F" and '%'
+ * written "%25" ("sub/a.csv" is "sub%2Fa.csv": the Files API takes no '/'
+ * in a name, and the escape keeps names apart and reversible); bytes that
+ * are not UTF-8 become U+FFFD (JSON carries only UTF-8); --gzip adds ".gz",
+ * an archive is "NAME.tar.gz". Names in messages are escaped (\n, \t, \xNN for
  * control characters and bytes that are not UTF-8) and double-quoted when
  * they hold a space, a colon or a quote. */
 #ifndef AGENT_OUTPUTS_H
@@ -109,8 +111,9 @@ size_t agent_outputs_quote(char *buf, size_t len, const char *s);
 /* The same escapes, never wrapped in quotes (a tab-separated column). */
 size_t agent_outputs_escape(char *buf, size_t len, const char *s);
 
-/* The Civis name for rel: invalid UTF-8 bytes become U+FFFD, then suffix
- * (NULL, ".gz", ".tar.gz") is added. CIVIS_ETOOBIG when it does not fit. */
+/* The Civis name for rel: '/' becomes "%2F", '%' "%25", invalid UTF-8
+ * bytes U+FFFD, then suffix (NULL, ".gz", ".tar.gz") is added.
+ * CIVIS_ETOOBIG when it does not fit. */
 int  agent_outputs_civis_name(char *buf, size_t len, const char *rel, const char *suffix);
 
 /* An --archive value: relative, no "." or ".." or empty components, no NUL;
