@@ -93,6 +93,57 @@ struct fctx {
 	void *ud;
 };
 
+/* ------------------------------------------------------------ allocation */
+
+#ifdef CIVIS_UNITTEST
+static int ut_fail_alloc = -1;  /* allocations left before one fails; -1 never */
+
+int
+civis__redact_fail_alloc(int n)
+{
+	int left = ut_fail_alloc;
+
+	ut_fail_alloc = n;
+	return left;
+}
+
+static int
+ut_alloc_fails(void)
+{
+	return ut_fail_alloc >= 0 && ut_fail_alloc-- == 0;
+}
+#else
+static int
+ut_alloc_fails(void)
+{
+	return 0;
+}
+#endif
+
+static void *
+r_malloc(size_t n)
+{
+	return ut_alloc_fails() ? NULL : malloc(n);
+}
+
+static void *
+r_calloc(size_t n, size_t size)
+{
+	return ut_alloc_fails() ? NULL : calloc(n, size);
+}
+
+static void *
+r_realloc(void *p, size_t n)
+{
+	return ut_alloc_fails() ? NULL : realloc(p, n);
+}
+
+static char *
+r_strndup(const char *s, size_t n)
+{
+	return ut_alloc_fails() ? NULL : strndup(s, n);
+}
+
 /* ------------------------------------------------------------ hashing */
 
 static inline uint32_t
@@ -136,7 +187,7 @@ civis_redact_new(civis_redact **out)
 	if (!out)
 		return CIVIS_EINVAL;
 	*out = NULL;
-	r = calloc(1, sizeof(*r));
+	r = r_calloc(1, sizeof(*r));
 	if (!r)
 		return CIVIS_ENOMEM;
 	*out = r;
@@ -203,7 +254,7 @@ static int
 dedup_grow(civis_redact *r)
 {
 	size_t cap = r->dedup_cap ? r->dedup_cap * 2 : 64;
-	uint32_t *d = calloc(cap, sizeof(*d));
+	uint32_t *d = r_calloc(cap, sizeof(*d));
 
 	if (!d)
 		return CIVIS_ENOMEM;
@@ -248,7 +299,7 @@ add_pattern(civis_redact *r, const unsigned char *p, size_t len)
 		unsigned char *a;
 		while (cap < r->arena_len + len)
 			cap *= 2;
-		a = realloc(r->arena, cap);
+		a = r_realloc(r->arena, cap);
 		if (!a)
 			return CIVIS_ENOMEM;
 		r->arena = a;
@@ -256,7 +307,7 @@ add_pattern(civis_redact *r, const unsigned char *p, size_t len)
 	}
 	if (r->npat == r->pat_cap) {
 		size_t cap = r->pat_cap ? r->pat_cap * 2 : 64;
-		struct pat *np = realloc(r->pats, cap * sizeof(*np));
+		struct pat *np = r_realloc(r->pats, cap * sizeof(*np));
 		if (!np)
 			return CIVIS_ENOMEM;
 		r->pats = np;
@@ -384,8 +435,8 @@ add_forms(civis_redact *r, const unsigned char *p, size_t n)
 	rc = add_pattern(r, p, n);
 	if (rc)
 		goto out;
-	tmp = malloc(cap);
-	shifted = malloc(n + 2);
+	tmp = r_malloc(cap);
+	shifted = r_malloc(n + 2);
 	if (!tmp || !shifted) {
 		rc = CIVIS_ENOMEM;
 		goto out;
@@ -533,11 +584,11 @@ build(civis_redact *r)
 	tsize = (size_t)1 << tbits;
 	while (nslots < 2 * n)
 		nslots *= 2;
-	sorted = malloc((n ? n : 1) * sizeof(*sorted));
-	group = malloc((n ? n : 1) * sizeof(*group));
-	shift = malloc(tsize);
-	slots = malloc(nslots * sizeof(*slots));
-	pair = calloc(8192, 1);
+	sorted = r_malloc((n ? n : 1) * sizeof(*sorted));
+	group = r_malloc((n ? n : 1) * sizeof(*group));
+	shift = r_malloc(tsize);
+	slots = r_malloc(nslots * sizeof(*slots));
+	pair = r_calloc(8192, 1);
 	if (!sorted || !group || !shift || !slots || !pair) {
 		rc = CIVIS_ENOMEM;
 		goto out;
@@ -658,7 +709,7 @@ civis_redact_add_env(civis_redact *r, char *const *envp,
 
 		if (!eq || eq == e)
 			continue;
-		name = strndup(e, (size_t)(eq - e));
+		name = r_strndup(e, (size_t)(eq - e));
 		if (!name) {
 			rc = CIVIS_ENOMEM;
 			break;
@@ -845,12 +896,12 @@ stream_reserve(civis_redact_stream *s)
 
 	if (s->tail_cap >= need && s->scratch_cap >= 2 * need)
 		return CIVIS_OK;
-	t = realloc(s->tail, need ? need : 1);
+	t = r_realloc(s->tail, need ? need : 1);
 	if (!t)
 		return CIVIS_ENOMEM;
 	s->tail = t;
 	s->tail_cap = need;
-	sc = realloc(s->scratch, need ? 2 * need : 1);
+	sc = r_realloc(s->scratch, need ? 2 * need : 1);
 	if (!sc)
 		return CIVIS_ENOMEM;
 	s->scratch = sc;
@@ -868,7 +919,7 @@ civis_redact_stream_new(civis_redact_stream **out, const civis_redact *r)
 	*out = NULL;
 	if (!r)
 		return CIVIS_EINVAL;
-	s = calloc(1, sizeof(*s));
+	s = r_calloc(1, sizeof(*s));
 	if (!s)
 		return CIVIS_ENOMEM;
 	s->r = r;
@@ -1033,7 +1084,7 @@ civis_redact_string(const civis_redact *r, const char *in, char *buf, size_t buf
 	/* the output may be longer than the input: never write over unread input */
 	if ((uintptr_t)in < (uintptr_t)buf + buflen &&
 	    (uintptr_t)buf < (uintptr_t)in + n + 1) {
-		copy = strndup(in, n);
+		copy = r_strndup(in, n);
 		if (!copy)
 			return CIVIS_ENOMEM;
 		in = copy;

@@ -802,6 +802,73 @@ test_fifty_secrets_memory(void **state)
 	civis_redact_free(r);
 }
 
+/* Every allocation of a whole scenario fails in turn: each call reports
+ * CIVIS_ENOMEM or works, nothing leaks or crashes (ASan, valgrind), and a
+ * run where every call succeeded gives the right output. */
+static void
+test_alloc_failures(void **state)
+{
+	static const char secret[] = "first-line-secret\nsecond-line-secret";
+	static const char text[] = "a first-line-secret b second-line-secret c hunter2hunter2 d";
+	static const char want[] = "a [REDACTED] b [REDACTED] c [REDACTED] d";
+	char *envp[] = { "DB_PASSWORD=hunter2hunter2", "PATH=/bin", NULL };
+	int completed = 0;
+
+	(void)state;
+	for (int nth = 0; nth < 10000 && !completed; nth++) {
+		civis_redact *r = NULL;
+		civis_redact_stream *s = NULL;
+		struct sink k;
+		char buf[128];
+		int rc, all_ok = 1;
+
+		memset(&k, 0, sizeof(k));
+		civis__redact_fail_alloc(nth);
+		rc = civis_redact_new(&r);
+		if (rc) {
+			assert_int_equal(rc, CIVIS_ENOMEM);
+			assert_null(r);
+			goto next;
+		}
+		rc = civis_redact_add(r, secret, sizeof(secret) - 1);
+		assert_true(rc == CIVIS_OK || rc == CIVIS_ENOMEM);
+		all_ok &= rc == CIVIS_OK;
+		rc = civis_redact_add_env(r, envp, NULL, 0, 1);
+		assert_true(rc == CIVIS_OK || rc == CIVIS_ENOMEM);
+		all_ok &= rc == CIVIS_OK;
+		rc = civis_redact_stream_new(&s, r);
+		if (rc) {
+			assert_int_equal(rc, CIVIS_ENOMEM);
+			assert_null(s);
+			goto next;
+		}
+		for (size_t off = 0; off < sizeof(text) - 1 && rc == CIVIS_OK; off += 7) {
+			size_t l = sizeof(text) - 1 - off < 7 ? sizeof(text) - 1 - off : 7;
+			rc = civis_redact_stream_feed(s, text + off, l, sink_out, &k);
+		}
+		if (rc == CIVIS_OK)
+			rc = civis_redact_stream_flush(s, sink_out, &k);
+		assert_true(rc == CIVIS_OK || rc == CIVIS_ENOMEM);
+		all_ok &= rc == CIVIS_OK;
+		rc = civis_redact_string(r, text, buf, sizeof(buf));
+		assert_true(rc == CIVIS_OK || rc == CIVIS_ENOMEM);
+		all_ok &= rc == CIVIS_OK;
+		if (all_ok) {
+			assert_string_equal(k.buf, want);
+			assert_string_equal(buf, want);
+		}
+	next:
+		/* no failure was pending any more: the scenario ran to its end */
+		completed = civis__redact_fail_alloc(-1) >= 0;
+		if (completed)
+			assert_true(all_ok && s != NULL);
+		civis_redact_stream_free(s);
+		civis_redact_free(r);
+		sink_reset(&k);
+	}
+	assert_true(completed);
+}
+
 int
 main(void)
 {
@@ -827,6 +894,7 @@ main(void)
 		cmocka_unit_test(test_redact_string),
 		cmocka_unit_test(test_out_error_propagates),
 		cmocka_unit_test(test_fifty_secrets_memory),
+		cmocka_unit_test(test_alloc_failures),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
