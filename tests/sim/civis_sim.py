@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -287,7 +288,7 @@ class FileRec:
         self.size = None
         self.sha256 = None
         self.md5 = None
-        self.path = None
+        self.paths = []             # the stored bytes: these files, concatenated
         self.complete = False
         self.parts = {}             # n -> dict(size, etag, sha256, path, headers)
         self.uploads = []           # every upload request that stored data: headers, fields order
@@ -401,7 +402,9 @@ def parse_disposition(value):
 
 
 class Sink:
-    """Where one form part's bytes go: a capped buffer, or a temp file with hashes."""
+    """Where one form part's bytes go: a capped buffer, or a temp file with SHA-256
+    and MD5. MD5 (the ETag) runs in a helper thread: hashlib drops the GIL on big
+    updates, so both hashes and the socket reads proceed in parallel."""
 
     def __init__(self, path=None, cap=FIELD_CAP):
         self.path = path
@@ -411,8 +414,18 @@ class Sink:
             self.fh = open(path, "wb")
             self.sha = hashlib.sha256()
             self.md5 = hashlib.md5()
+            self.q = queue.Queue(maxsize=16)
+            self.worker = threading.Thread(target=self._md5_loop, daemon=True)
+            self.worker.start()
         else:
             self.buf = bytearray()
+
+    def _md5_loop(self):
+        while True:
+            d = self.q.get()
+            if d is None:
+                return
+            self.md5.update(d)
 
     def write(self, mv):
         n = len(mv)
@@ -420,16 +433,20 @@ class Sink:
             return
         self.size += n
         if self.path:
-            self.fh.write(mv)
-            self.sha.update(mv)
-            self.md5.update(mv)
+            d = bytes(mv)
+            self.q.put(d)
+            self.fh.write(d)
+            self.sha.update(d)
         else:
             if self.size > self.cap:
                 raise HttpError(400, "form field too long", "MaxMessageLengthExceeded")
             self.buf += mv
 
     def close(self):
-        if self.path:
+        if self.path and self.worker is not None:
+            self.q.put(None)
+            self.worker.join()
+            self.worker = None
             self.fh.close()
 
 
@@ -1226,22 +1243,22 @@ class Handler(BaseHTTPRequestHandler):
                                   "part %d is %d bytes" % (i, f.parts[i]["size"]))
                     raise HttpError(400, "EntityTooSmall: part %d is %d bytes; every part but the "
                                     "last must be at least %d bytes" % (i, f.parts[i]["size"], MIN_PART))
-            dest = os.path.join(sim.data_dir, "files", str(f.id))
-            sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
-            with open(dest, "wb") as out:
-                for i in range(1, f.num_parts + 1):
-                    with open(f.parts[i]["path"], "rb") as src:
-                        while True:
-                            d = src.read(CHUNK)
-                            if not d:
-                                break
-                            sha.update(d)
-                            md5.update(d)
-                            out.write(d)
-                            size += len(d)
-                    os.unlink(f.parts[i]["path"])
-                    f.parts[i]["path"] = None
-            f.path, f.size, f.sha256, f.md5 = dest, size, sha.hexdigest(), md5.hexdigest()
+            # the parts stay where they are (no copy of a big file): the stored
+            # object is their concatenation; the ETag is S3's multipart one
+            sha, size, paths = hashlib.sha256(), 0, []
+            for i in range(1, f.num_parts + 1):
+                with open(f.parts[i]["path"], "rb") as src:
+                    while True:
+                        d = src.read(CHUNK)
+                        if not d:
+                            break
+                        sha.update(d)
+                        size += len(d)
+                paths.append(f.parts[i]["path"])
+            md5s = b"".join(bytes.fromhex(f.parts[i]["etag"].strip('"'))
+                            for i in range(1, f.num_parts + 1))
+            f.paths, f.size, f.sha256 = paths, size, sha.hexdigest()
+            f.md5 = "%s-%d" % (hashlib.md5(md5s).hexdigest(), f.num_parts)
             f.complete = True
         with sim.lock:
             sim.cond.notify_all()
@@ -1381,7 +1398,7 @@ class Handler(BaseHTTPRequestHandler):
         dest = os.path.join(sim.data_dir, "files", str(f.id))
         with f.lock:
             os.replace(sink.path, dest)
-            f.path, f.size, f.sha256, f.md5 = dest, sink.size, sink.sha.hexdigest(), sink.md5.hexdigest()
+            f.paths, f.size, f.sha256, f.md5 = [dest], sink.size, sink.sha.hexdigest(), sink.md5.hexdigest()
             f.complete = True
             f.uploads.append({"requestSeq": self.rec["seq"], "headers": self.rec["headers"],
                               "fields": names, "filename": parts[files[0]][1], "size": sink.size})
@@ -1443,7 +1460,7 @@ class Handler(BaseHTTPRequestHandler):
         etag = '"%s"' % sink.md5.hexdigest()
         with f.lock:
             old = f.parts.get(n)
-            if old and old["path"] and os.path.exists(old["path"]):
+            if old and os.path.exists(old["path"]):
                 os.unlink(old["path"])
             f.parts[n] = {"size": sink.size, "etag": etag, "sha256": sink.sha.hexdigest(),
                           "path": sink.path, "headers": self.rec["headers"]}
@@ -1467,8 +1484,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.send_raw(Reply(200, b"", [("ETag", '"%s"' % f.md5)], ctype=None),
                       content_length=f.size)
-        with open(f.path, "rb") as src:
-            shutil.copyfileobj(src, self.wfile, CHUNK)
+        for p in f.paths:
+            with open(p, "rb") as src:
+                shutil.copyfileobj(src, self.wfile, CHUNK)
 
 
 # ------------------------------------------------------------------ control API

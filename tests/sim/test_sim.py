@@ -702,9 +702,14 @@ class TestPrism(SimCase):
         with self.assertRaises(AssertionError):
             self.h.assert_no_prism_violations(self.mark)
 
-    def test_missing_auth_refused_by_prism(self):
+    def test_auth_behind_prism(self):
         st, _, _ = self.h.api("GET", self.h.run_path(), auth=False)
-        self.assertEqual(st, 401)
+        self.assertEqual(st, 401, "Prism itself refuses a request without Authorization")
+        st, hdrs, _ = self.h.api("GET", self.h.run_path(), auth=False,
+                                 headers={"Authorization": "Basic " + base64.b64encode(b"bad:").decode()})
+        self.assertEqual(st, 401, "a wrong key reaches the simulator and its 401 comes back")
+        self.assertIn("www-authenticate", hdrs)
+        self.assertEqual([r["auth"] for r in self.h.requests()], ["basic-bad"])
 
     def test_bad_upstream_answer_gets_500(self):
         self.h.set_faults([{"action": "malformed", "kind": "garbage", "count": 1}])
