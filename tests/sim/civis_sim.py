@@ -1164,8 +1164,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def new_file(self, sim, obj, multipart, num_parts):
         name = obj.get("name")
-        if not isinstance(name, str) or not name or len(name) > 1024 or "/" in name or "\x00" in name:
-            raise HttpError(400, "name must be a non-empty string without '/'")
+        # the contract sets no rule on names; the cap is S3's key length
+        if not isinstance(name, str) or not name or len(name.encode("utf-8", "surrogatepass")) > 1000:
+            raise HttpError(400, "name must be a non-empty string of at most 1000 bytes")
         has_exp = "expiresAt" in obj or "expires_at" in obj
         exp = obj.get("expiresAt", obj.get("expires_at"))
         if exp is not None and (not isinstance(exp, str) or not RFC3339_RE.match(exp)):

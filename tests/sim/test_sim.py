@@ -225,10 +225,12 @@ class TestApi(SimCase):
         _, _, data = self.call("POST", "files/", {"name": "k.csv", "expiresAt": "2030-01-01T00:00:00Z"}, 201)
         self.assertEqual(json.loads(data)["expiresAt"], "2030-01-01T00:00:00Z")
         self.assertEqual(self.h.api("POST", "files/", {"nom": "x"})[0], 400)
+        self.assertEqual(self.h.api("POST", "files/", {"name": ""})[0], 400)
+        self.assertEqual(self.h.api("POST", "files/", {"name": "x" * 1001})[0], 400)
         self.assertEqual(self.h.api("GET", "files/999999")[0], 404)
 
     def test_form_upload_records_sha256(self):
-        fp = self.new_form_file("data.bin")
+        fp = self.new_form_file("dir/data ü.bin")
         payload = os.urandom(3 * MiB + 17) + b"\r\n--" + b"x" * 100  # boundary look-alike inside
         st, hdrs, body = self.form_upload(fp, payload, headers={"X-Test": "1"})
         self.assertEqual(st, 201, body)
@@ -308,7 +310,7 @@ class TestApi(SimCase):
         return raw_request(port, "PUT", path, data, headers)
 
     def test_multipart_upload(self):
-        mp = self.multipart([5 * MiB, 5 * MiB, 1000], name="big file.bin")
+        mp = self.multipart([5 * MiB, 5 * MiB, 1000], name="dir/big file%.bin")
         chunks = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1000)]
         for i in (2, 0, 1):                        # any order, and a retried part
             st, hdrs, _ = self.put_part(mp["uploadUrls"][i], chunks[i])
