@@ -213,7 +213,12 @@ civis_retry_after_parse_ms(const char *value, int64_t now_epoch)
 	when = parse_imf_fixdate(s, n);
 	if (when < 0 || when <= now_epoch)
 		return 0;
-	return (uint64_t)(when - now_epoch) * 1000;
+	{
+		/* when > now_epoch, so the unsigned difference is exact */
+		uint64_t secs = (uint64_t)when - (uint64_t)now_epoch;
+
+		return secs > UINT64_MAX / 1000 ? UINT64_MAX / 1000 * 1000 : secs * 1000;
+	}
 }
 
 int
