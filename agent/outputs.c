@@ -85,6 +85,7 @@ struct agent_outputs {
 	size_t nwatches;
 	int warned_watch;
 	int warned_root;
+	unsigned rebuilds;          /* watch maps rebuilt (overflow, moves) */
 
 	int exiting;
 	int freeing;
@@ -134,6 +135,12 @@ int
 agent_outputs__watching(const agent_outputs *o)
 {
 	return o->ifd >= 0 ? (int)o->nwatches : -1;
+}
+
+unsigned
+agent_outputs__rebuilds(const agent_outputs *o)
+{
+	return o->rebuilds;
 }
 #endif
 
@@ -725,6 +732,7 @@ watch_rebuild(agent_outputs *o)
 	char **old = o->wdrel;
 	size_t nold = o->nwdrel, i;
 
+	o->rebuilds++;
 	o->wdrel = NULL;
 	o->nwdrel = 0;
 	o->nwatches = 0;

@@ -196,6 +196,7 @@ typedef struct agent_outputs_hooks {
 void agent_outputs__set_hooks(const agent_outputs_hooks *h);
 unsigned agent_outputs__inflight(const agent_outputs *o);
 int  agent_outputs__watching(const agent_outputs *o);
+unsigned agent_outputs__rebuilds(const agent_outputs *o);
 #endif
 
 #endif

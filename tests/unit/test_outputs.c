@@ -595,12 +595,12 @@ test_classify_types(void **state)
 
 /* ---------------------------------------------------------------- scheduler */
 
-#define MAX_FAKE 64
+#define MAX_FAKE 20000     /* the overflow test makes 17,000 */
 
 struct fake_up {
 	civis_upload_opts o;
-	char path[PATH_MAX];
-	char name[512];
+	char path[256];
+	char name[128];
 	int live;
 	int canceled;
 	uint64_t started_ns;
@@ -1184,6 +1184,67 @@ test_new_creates_dir_and_rejects(void **state)
 	notes_clear();
 }
 
+static void
+test_sched_directory_renamed(void **state)
+{
+	struct sched s;
+	char a[PATH_MAX], b[PATH_MAX];
+
+	(void)state;
+	sched_setup(&s, NULL, 0, 0);
+	make_dir(s.dir, "sub");
+	spin(&s, 0);
+	snprintf(a, sizeof(a), "%s/sub", s.dir);
+	snprintf(b, sizeof(b), "%s/moved", s.dir);
+	assert_int_equal(rename(a, b), 0);
+	spin(&s, 0);
+	put_file(s.dir, "moved/f", "f");
+	spin(&s, 1);
+	assert_int_equal(nfakes, 1);
+	assert_string_equal(fakes[0].name, "moved%2Ff");
+	assert_non_null(strstr(fakes[0].path, "/moved/f"));
+	assert_true(agent_outputs__rebuilds(s.o) >= 1);
+	/* the old name is watched no more, the new one is */
+	assert_int_equal(agent_outputs__watching(s.o), 2);
+	finish_all(s.o);
+	agent_outputs_command_exited(s.o);
+	assert_int_equal(nregistered, 1);
+	sched_teardown(&s);
+}
+
+/* More events than the kernel queues: IN_Q_OVERFLOW, a rebuild of the
+ * watches, and whatever was missed goes at exit. */
+static void
+test_sched_queue_overflow(void **state)
+{
+	struct sched s;
+	char name[32];
+	int i, n = 17000;
+
+	(void)state;
+	sched_setup(&s, NULL, 0, 0);
+	make_dir(s.dir, "d");
+	spin(&s, 0);
+	for (i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "d/%05d", i);
+		put_file(s.dir, name, "x");
+	}
+	/* a later directory is still watched after the overflow */
+	spin(&s, 4);
+	assert_true(agent_outputs__rebuilds(s.o) >= 1);
+	make_dir(s.dir, "after");
+	spin(&s, 0);
+	assert_int_equal(agent_outputs__watching(s.o), 3);
+	agent_outputs_command_exited(s.o);
+	finish_all(s.o);
+	assert_true(agent_outputs_idle(s.o));
+	assert_int_equal(agent_outputs_failed(s.o), 0);
+	/* every file once, whether its event came or the overflow ate it */
+	assert_int_equal(nregistered, n);
+	assert_true(nfakes >= (size_t)n);
+	sched_teardown(&s);
+}
+
 int
 main(void)
 {
@@ -1209,6 +1270,8 @@ main(void)
 		cmocka_unit_test(test_sched_free_in_flight),
 		cmocka_unit_test(test_sched_cancel_removed_and_new_dir),
 		cmocka_unit_test(test_new_creates_dir_and_rejects),
+		cmocka_unit_test(test_sched_directory_renamed),
+		cmocka_unit_test(test_sched_queue_overflow),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
