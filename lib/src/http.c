@@ -22,6 +22,7 @@
 #include "civis/civis.h"
 #include "civis/client.h"
 #include "civis/http.h"
+#include "civis/tls.h"
 #include "loop_internal.h"
 
 #define DEFAULT_MAX_RESPONSE   (1u << 20)
@@ -43,6 +44,7 @@ struct civis_http {
 	unsigned pending;
 	uint64_t rng;
 	int closing;
+	char ca_file[PATH_MAX];     /* CURLOPT_CAINFO (tls.h), or "" for libcurl's */
 };
 
 struct civis_http_req {
@@ -585,6 +587,8 @@ start_try(civis_http_req *r)
 	SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	SET(CURLOPT_SSL_VERIFYPEER, 1L);
 	SET(CURLOPT_SSL_VERIFYHOST, 2L);
+	if (http->ca_file[0] != '\0')
+		SET(CURLOPT_CAINFO, http->ca_file);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)r->max_response);
 	SET(CURLOPT_WRITEFUNCTION, write_cb);
@@ -832,6 +836,14 @@ civis_http_new(civis_http **out, civis_loop *loop)
 	http->loop = loop;
 	http->multi = civis_loop_curl_multi(loop);
 	http->rng = rng_seed();
+	{
+		/* chosen once: the environment may change later, our copy not */
+		char buf[PATH_MAX];
+		const char *ca = civis_tls_ca_file(buf, sizeof(buf));
+
+		if (ca != NULL && strlen(ca) < sizeof(http->ca_file))
+			memcpy(http->ca_file, ca, strlen(ca) + 1);
+	}
 	http->share = curl_share_init();
 	if (http->share == NULL) {
 		rc = CIVIS_ENOMEM;
