@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""test_layer.py: the assembled base layer in an empty root, as a container runs it.
+
+The root holds only the layer (/opt/civis-agent) and a static busybox as the
+user's "image": no libc, no CA bundle, no /etc. It is entered with
+`unshare --pid --fork --mount` and `unshare --root --mount-proc`, so the
+agent runs as PID 1 of a new PID namespace, chrooted, with /proc mounted and
+/dev/null bound in as Docker provides them. The network namespace is shared,
+so 127.0.0.1 reaches the simulator (tests/sim). Checked:
+  - the command's stdout and stderr lines arrive in the run log (levels info/error);
+  - a file left in --output-dir is uploaded (same SHA-256) and registered;
+  - the command's exit status (3) is the agent's;
+  - the agent is PID 1 and the command sees exactly the container's environment
+    (nothing added by the launcher: no LD_LIBRARY_PATH, no LD_*);
+  - the launcher finds its prefix from /proc/self/exe (layer moved elsewhere)
+    and falls back to /opt/civis-agent without /proc;
+  - the layer's agent, run by its bundled loader, resolves no library outside
+    the layer (ld.so --list in the chroot).
+Needs root (namespaces, chroot), unshare (util-linux) and /bin/busybox
+(busybox-static). Prints "N passed, N failed" and the layer's size.
+
+    python3 tests/layer/test_layer.py --layer build/layer/opt/civis-agent"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "sim"))
+
+from harness import SimHarness  # noqa: E402
+
+PREFIX = "/opt/civis-agent"
+UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
+MOUNT = shutil.which("mount") or "/usr/bin/mount"
+HOST_SH = "/bin/sh"
+
+# The user's job, run by busybox sh inside the root.
+JOB = r"""
+echo "hello from busybox in an empty root"
+echo "to stderr" >&2
+echo "pid of the agent: $(cat /proc/1/comm 2>/dev/null) pid1=$(readlink /proc/1/exe)"
+i=1; while [ $i -le 5 ]; do echo "line $i"; i=$((i+1)); done
+printf 'a,b\n1,2\n' > /output/result.csv
+env > /tmp/child-env
+exit 3
+"""
+
+
+class Failed(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Failed(what)
+
+
+def build_root(layer, where):
+    """root/ with the layer, busybox and its applet links, empty /proc /dev /tmp /output."""
+    root = os.path.join(where, "root")
+    os.makedirs(os.path.dirname(os.path.join(root, PREFIX.lstrip("/"))))
+    shutil.copytree(layer, os.path.join(root, PREFIX.lstrip("/")), symlinks=True)
+    for d in ("bin", "proc", "dev", "tmp", "output"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    os.chmod(os.path.join(root, "tmp"), 0o1777)
+    shutil.copy2("/bin/busybox", os.path.join(root, "bin", "busybox"))
+    for applet in ("sh", "cat", "env", "echo", "printf", "readlink", "ls", "true", "sleep"):
+        os.symlink("busybox", os.path.join(root, "bin", applet))
+    open(os.path.join(root, "dev", "null"), "w").close()   # bind-mount target
+    return root
+
+
+def container_env(h, extra=None):
+    """A container's environment: nothing from the host but what a runtime sets."""
+    e = {"PATH": "/bin", "HOME": "/", "HOSTNAME": "civis-layer-test",
+         "CIVIS_API_ENDPOINT": h.endpoint, "CIVIS_API_KEY": h.api_key,
+         "CIVIS_JOB_ID": str(h.job_id), "CIVIS_RUN_ID": str(h.run_id),
+         "LAYER_TEST_MARK": "untouched value with spaces"}
+    e.update(extra or {})
+    return e
+
+
+def in_root(root, argv, proc=True):
+    """argv (inside root) as PID 1 of a new PID + mount namespace, chrooted."""
+    inner = [UNSHARE, "--root=" + root] + (["--mount-proc"] if proc else []) + argv
+    script = ('set -e; %s --bind /dev/null "$1/dev/null"; shift; exec "$@"' % MOUNT)
+    return [UNSHARE, "--pid", "--fork", "--mount", "--propagation", "private", "--",
+            HOST_SH, "-c", script, "sh", root] + inner
+
+
+def run(argv, env, timeout=60):
+    p = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+# ------------------------------------------------------------------ tests
+
+def test_job_in_empty_root(h, root):
+    h.reset()
+    env = container_env(h)
+    t0 = time.monotonic()
+    rc, out, err = run(in_root(root, [PREFIX + "/bin/civis-agent", "--output-dir", "/output",
+                                      "--", "/bin/sh", "-c", JOB]), env)
+    wall = time.monotonic() - t0
+    check(rc == 3, "exit status %r, want 3; stderr: %s" % (rc, err[-2000:]))
+    check("hello from busybox in an empty root" in out, "stdout not teed: %r" % out[-500:])
+    check("to stderr" in err, "stderr not teed: %r" % err[-500:])
+    logs = h.logs()
+    msgs = {m["message"]: m["level"] for m in logs}
+    for want in ["hello from busybox in an empty root"] + ["line %d" % i for i in range(1, 6)]:
+        check(msgs.get(want) == "info", "log line %r missing or not info: %r" % (want, logs))
+    check(msgs.get("to stderr") == "error", "stderr line not at level error: %r" % logs)
+    pid1 = [m for m in msgs if m.startswith("pid of the agent:")]
+    check(pid1 and ("pid1=" + PREFIX + "/lib/ld-linux") in pid1[0],
+          "PID 1 is not the layer's loader running the agent: %r" % pid1)
+    want = hashlib.sha256(b"a,b\n1,2\n").hexdigest()
+    outs = h.outputs()
+    files = {f["id"]: f for f in h.files()}
+    check(len(outs) == 1 and outs[0]["objectType"] == "File", "outputs: %r" % outs)
+    f = files.get(outs[0]["objectId"])
+    check(f is not None and f["name"] == "result.csv" and f["complete"], "file: %r" % f)
+    check(f["sha256"] == want and f["size"] == 8, "uploaded %r, want sha256 %s" % (f, want))
+    check(hashlib.sha256(h.file_data(f["id"])).hexdigest() == want, "stored bytes differ")
+    h.assert_no_violations()
+    return "exit 3, %d log lines, result.csv registered (%s...), %.2f s" % (len(logs), want[:12], wall)
+
+
+def test_child_environment_untouched(h, root):
+    path = os.path.join(root, "tmp", "child-env")
+    check(os.path.exists(path), "the job did not write its environment")
+    with open(path) as fh:
+        child = dict(line.rstrip("\n").split("=", 1) for line in fh if "=" in line)
+    env = container_env(h)
+    for k, v in env.items():
+        check(child.get(k) == v, "child sees %s=%r, container has %r" % (k, child.get(k), v))
+    extra = sorted(set(child) - set(env) - {"PWD", "SHLVL"})  # busybox sh sets these two
+    check(not [k for k in child if k.startswith("LD_")], "LD_* in the child: %r" % child)
+    check(not extra, "variables added to the child's environment: %r" % extra)
+    return "%d variables, identical to the container's" % len(env)
+
+
+def test_no_library_from_outside(h, root):
+    # the bundled loader lists what the agent would map, inside the empty root
+    rc, out, err = run(in_root(root, [PREFIX + "/lib/ld-linux-x86-64.so.2", "--library-path",
+                                      PREFIX + "/lib", "--list", PREFIX + "/libexec/civis-agent"]),
+                       {"PATH": "/bin"})
+    check(rc == 0, "ld.so --list failed (%d): %s %s" % (rc, out, err))
+    libs = [ln.split("=>")[1].split("(")[0].strip() for ln in out.splitlines() if "=>" in ln]
+    check(libs, "no libraries listed: %r" % out)
+    outside = [p for p in libs if not p.startswith(PREFIX + "/lib/")]
+    check(not outside, "resolved outside the layer: %r" % outside)
+    return "%d libraries, all from %s/lib" % (len(libs), PREFIX)
+
+
+def test_prefix_from_proc_self_exe(h, root):
+    moved = os.path.join(root, "usr", "local", "civis")
+    shutil.copytree(os.path.join(root, PREFIX.lstrip("/")), moved, symlinks=True)
+    try:
+        rc, out, err = run(in_root(root, ["/usr/local/civis/bin/civis-agent", "--version"]),
+                           {"PATH": "/bin"})
+        check(rc == 0 and out.startswith("civis-agent "), "moved layer: %d %r %r" % (rc, out, err))
+        # no /proc: the launcher falls back to its compiled-in /opt/civis-agent
+        rc, out2, err = run(in_root(root, ["/usr/local/civis/bin/civis-agent", "--version"],
+                                    proc=False), {"PATH": "/bin"})
+        check(rc == 0 and out2 == out, "no /proc: %d %r %r" % (rc, out2, err))
+        # and with neither, a clear error and 127
+        os.rename(os.path.join(root, PREFIX.lstrip("/")), os.path.join(root, "opt", "away"))
+        try:
+            rc, out3, err = run(in_root(root, ["/usr/local/civis/bin/civis-agent", "--version"],
+                                        proc=False), {"PATH": "/bin"})
+        finally:
+            os.rename(os.path.join(root, "opt", "away"), os.path.join(root, PREFIX.lstrip("/")))
+        check(rc == 127 and "civis-agent launcher: cannot run" in err,
+              "missing loader: %d %r" % (rc, err))
+    finally:
+        shutil.rmtree(moved)
+    return out.strip() + "; fallback without /proc; 127 when the loader is missing"
+
+
+def test_upload_subcommand_in_root(h, root):
+    """`civis-agent upload` from inside a job, through the launcher."""
+    h.reset()
+    job = "printf 'report\\n' > /tmp/r.txt && %s/bin/civis-agent upload /tmp/r.txt" % PREFIX
+    rc, out, err = run(in_root(root, [PREFIX + "/bin/civis-agent", "--", "/bin/sh", "-c", job]),
+                       container_env(h))
+    check(rc == 0, "upload subcommand: %d %s" % (rc, err[-1000:]))
+    outs = h.outputs()
+    files = {f["id"]: f for f in h.files()}
+    want = hashlib.sha256(b"report\n").hexdigest()
+    check(len(outs) == 1 and files[outs[0]["objectId"]]["sha256"] == want,
+          "upload subcommand outputs: %r files %r" % (outs, files))
+    return "r.txt registered"
+
+
+TESTS = [test_job_in_empty_root, test_child_environment_untouched, test_no_library_from_outside,
+         test_prefix_from_proc_self_exe, test_upload_subcommand_in_root]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layer", default=os.path.join(ROOT, "build", "layer", "opt", "civis-agent"))
+    ap.add_argument("--keep", action="store_true", help="keep the root directory")
+    a = ap.parse_args()
+    layer = os.path.abspath(a.layer)
+    if os.geteuid() != 0:
+        print("layer-test: needs root (namespaces, chroot)")
+        return 1
+    for need in (UNSHARE, MOUNT, "/bin/busybox", os.path.join(layer, "bin", "civis-agent")):
+        if not os.path.exists(need):
+            print("layer-test: %s is missing (make deps; make layer)" % need)
+            return 1
+    size = int(subprocess.run(["du", "-sb", layer], check=True, stdout=subprocess.PIPE)
+               .stdout.split()[0])
+    print("layer: %s, %d bytes (%.1f MiB), launcher %d bytes"
+          % (layer, size, size / 1048576.0, os.path.getsize(os.path.join(layer, "bin", "civis-agent"))))
+    tmp = tempfile.mkdtemp(prefix="civis-layer-")
+    passed = failed = 0
+    try:
+        root = build_root(layer, tmp)
+        with SimHarness() as h:
+            for t in TESTS:
+                name = t.__name__[len("test_"):]
+                try:
+                    note = t(h, root)
+                    passed += 1
+                    print("ok   %-32s %s" % (name, note))
+                except Failed as e:
+                    failed += 1
+                    print("FAIL %-32s %s" % (name, e))
+                except Exception:
+                    failed += 1
+                    print("FAIL %-32s\n%s" % (name, traceback.format_exc()))
+    finally:
+        if a.keep:
+            print("root kept in", tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print("layer-test: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
