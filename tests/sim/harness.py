@@ -25,9 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import http.client
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,8 +59,24 @@ def prism_available():
 _children = []
 _children_lock = threading.Lock()
 
+try:   # resolved here, so that the child after fork only makes the call
+    import ctypes
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (ImportError, OSError, AttributeError):
+    _prctl = None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
 
 def _spawn(argv, **kw):
+    # Own process group (killed as a whole); and, when started from the main
+    # thread, killed by the kernel should this process die without atexit
+    # (PR_SET_PDEATHSIG fires when the forking thread ends).
+    if _prctl is not None and threading.current_thread() is threading.main_thread():
+        kw["preexec_fn"] = _die_with_parent
     p = subprocess.Popen(argv, start_new_session=True, **kw)
     with _children_lock:
         _children.append(p)
@@ -385,9 +399,7 @@ class SimHarness:
                 if resp.status >= 400:
                     raise SimError("/_sim/%s: %d %s" % (path, resp.status, out[:500]))
                 return out if raw else json.loads(out)
-            except (ConnectionError, socket.timeout, http.client.HTTPException, OSError) as e:
-                if isinstance(e, SimError):
-                    raise
+            except (http.client.HTTPException, OSError) as e:   # refused, reset, timed out
                 last = e
                 time.sleep(0.05)
             finally:

@@ -742,10 +742,6 @@ class TestPrism(SimCase):
         self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 204)
 
 
-class CountingResult(unittest.TextTestResult):
-    pass
-
-
 def main():
     argv = [a for a in sys.argv[1:] if a not in ("-v", "--verbose")]
     verbosity = 2 if len(argv) != len(sys.argv) - 1 else 1
@@ -754,7 +750,7 @@ def main():
         suite = loader.loadTestsFromNames(argv, sys.modules[__name__])
     else:
         suite = loader.loadTestsFromModule(sys.modules[__name__])
-    runner = unittest.TextTestRunner(verbosity=verbosity, resultclass=CountingResult)
+    runner = unittest.TextTestRunner(verbosity=verbosity)
     res = runner.run(suite)
     failed = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
     passed = res.testsRun - failed - len(res.skipped)
