@@ -953,6 +953,42 @@ test_free_cancels_in_flight(void **state)
 	assert_string_equal(g2.error, "test: GET /: canceled");
 }
 
+#define MANY 500
+static struct step steps_many[MANY];
+
+static void
+test_keepalive_throughput(void **state)
+{
+	static struct got g[MANY];
+	civis_http_spec s;
+	uint64_t start, end;
+	int i;
+
+	(void)state;
+	memset(g, 0, sizeof(g));
+	for (i = 0; i < MANY; i++) {
+		steps_many[i].act = ANSWER;
+		steps_many[i].bytes = "HTTP/1.1 204 No Content\r\n\r\n";
+	}
+	server_start(steps_many, MANY);
+	start = civis_now_ns();
+	/* one after the other, like log batches: each reuses the connection */
+	for (i = 0; i < MANY; i++) {
+		s = spec_for("POST", "/logs", &g[i]);
+		s.body = "{\"messages\":[{\"message\":\"x\",\"level\":\"info\"}]}";
+		s.body_len = strlen(s.body);
+		assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+		run_until(&g[i], 5000 * MS);
+		assert_int_equal(g[i].status, CIVIS_OK);
+	}
+	end = civis_now_ns();
+	print_message("http: %d sequential POSTs in %.1f ms (%.0f us each), %d connection(s)\n",
+	              MANY, (double)(end - start) / 1e6, (double)(end - start) / 1e3 / MANY,
+	              S.accepts);
+	assert_int_equal(server_nreqs(), MAX_REQS);   /* the recorder keeps the first few */
+	assert_int_equal(S.accepts, 1);
+}
+
 /* ------------------------------------------------------ client over HTTP */
 
 static const char *
@@ -1107,6 +1143,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_auth_only_to_origin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_specs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_cancels_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keepalive_throughput, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_call_headers_and_401_latch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_refuses_other_urls, setup, teardown),
 	};
