@@ -953,6 +953,130 @@ test_free_cancels_in_flight(void **state)
 	assert_string_equal(g2.error, "test: GET /: canceled");
 }
 
+struct stream {
+	const char *data;
+	size_t len, pos;
+	int starts;
+};
+
+static size_t
+stream_read(char *buf, size_t size, size_t n, void *ud)
+{
+	struct stream *st = ud;
+	size_t k = size * n;
+
+	/* a few bytes at a time, to make curl come back for more */
+	if (k > 3)
+		k = 3;
+	if (k > st->len - st->pos)
+		k = st->len - st->pos;
+	memcpy(buf, st->data + st->pos, k);
+	st->pos += k;
+	return k;
+}
+
+static int
+stream_body(void *ud, CURL *easy)
+{
+	struct stream *st = ud;
+
+	st->pos = 0;
+	st->starts++;
+	if (curl_easy_setopt(easy, CURLOPT_READFUNCTION, stream_read) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_READDATA, st) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st->len) != CURLE_OK)
+		return CIVIS_EINVAL;
+	return CIVIS_OK;
+}
+
+static const struct step steps_methods[] = {
+	{ ANSWER, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nETag: \"part-1\"\r\nContent-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 204 No Content\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 204 No Content\r\n\r\n" },
+};
+
+static void
+test_body_fn_and_methods(void **state)
+{
+	struct got g1 = { 0 }, g2 = { 0 }, g3 = { 0 };
+	struct stream st = { "part one of the file", 20, 0, 0 };
+	civis_http_spec s;
+
+	(void)state;
+	server_start(steps_methods, 4);
+	/* a streamed PUT starts over on the retry, with an exact length */
+	s = spec_for("PUT", "/bucket/key?partNumber=1&X-Amz-Signature=zz", &g1);
+	s.body_fn = stream_body;
+	s.body_ud = &st;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g1, 5000 * MS);
+	assert_int_equal(g1.status, CIVIS_OK);
+	assert_int_equal(g1.attempts, 2);
+	assert_int_equal(st.starts, 2);
+	assert_string_equal(g1.etag, "\"part-1\"");
+	assert_non_null(strstr(S.reqs[1], "PUT /bucket/key?partNumber=1&X-Amz-Signature=zz HTTP/1.1\r\n"));
+	assert_non_null(strstr(S.reqs[1], "\r\nContent-Length: 20\r\n"));
+	assert_non_null(strstr(S.reqs[1], "\r\n\r\npart one of the file"));
+	assert_null(strcasestr(S.reqs[1], "\r\nTransfer-Encoding:"));
+
+	s = spec_for("PATCH", "/runs/1", &g2);
+	s.body = "{\"state\":\"running\"}";
+	s.body_len = strlen(s.body);
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g2, 5000 * MS);
+	assert_int_equal(g2.status, CIVIS_OK);
+	assert_non_null(strstr(S.reqs[2], "PATCH /runs/1 HTTP/1.1\r\n"));
+	assert_non_null(strstr(S.reqs[2], "\r\n\r\n{\"state\":\"running\"}"));
+
+	s = spec_for("DELETE", "/files/9", &g3);
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g3, 5000 * MS);
+	assert_int_equal(g3.status, CIVIS_OK);
+	assert_int_equal(g3.http_code, 204);
+	assert_non_null(strstr(S.reqs[3], "DELETE /files/9 HTTP/1.1\r\n"));
+}
+
+#define N503 40
+static struct step steps_503_forever[N503];
+
+static void
+test_deadline(void **state)
+{
+	struct got g = { 0 };
+	civis_http_spec s;
+	uint64_t start, took;
+	char want[128];
+	int i;
+
+	(void)state;
+	for (i = 0; i < N503; i++) {
+		steps_503_forever[i].act = ANSWER;
+		steps_503_forever[i].bytes = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+	}
+	server_start(steps_503_forever, N503);
+	/* unlimited attempts, waits of 0..100 ms, 350 ms in all: it stops
+	 * when the next wait would end past the deadline, not after it */
+	F.fast.max_attempts = 0;
+	F.fast.base_ms = 100;
+	F.fast.cap_ms = 100;
+	F.fast.deadline_ms = 350;
+	s = spec_for("GET", "/x", &g);
+	start = civis_now_ns();
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g, 5000 * MS);
+	took = civis_now_ns() - start;
+	print_message("deadline 350 ms: gave up after %.0f ms, %u tries\n", (double)took / 1e6,
+	              g.attempts);
+	assert_int_equal(g.status, CIVIS_EHTTP);
+	assert_int_equal(g.http_code, 503);
+	assert_true(g.attempts >= 2 && g.attempts < N503);
+	assert_true(took < 450 * MS);
+	snprintf(want, sizeof(want), "test: GET /x: HTTP 503 Service Unavailable (after %u tries)",
+	         g.attempts);
+	assert_string_equal(g.error, want);
+}
+
 #define MANY 500
 static struct step steps_many[MANY];
 
@@ -1143,6 +1267,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_auth_only_to_origin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_specs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_cancels_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_body_fn_and_methods, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keepalive_throughput, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_call_headers_and_401_latch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_refuses_other_urls, setup, teardown),
