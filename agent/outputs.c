@@ -153,7 +153,7 @@ onote(agent_outputs *o, const char *level, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	vsnprintf(text, sizeof(text), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): clang 14 false positive */
 	va_end(ap);
 	o->note(o->ud, level, text);
 }
@@ -195,7 +195,7 @@ static int
 tab_grow(agent_outputs *o)
 {
 	size_t nsize = o->tabsize ? o->tabsize * 2 : 256, i;
-	struct ent **nt = calloc(nsize, sizeof(*nt));
+	struct ent **nt = calloc(nsize, sizeof(struct ent *));
 
 	if (nt == NULL)
 		return CIVIS_ENOMEM;
@@ -606,7 +606,7 @@ maybe_register(agent_outputs *o)
 		if (e->present)
 			n++;
 	if (n > 0) {
-		o->regs = calloc(n, sizeof(*o->regs));
+		o->regs = calloc(n, sizeof(struct ent *));
 		if (o->regs == NULL) {
 			onote(o, "error", "cannot register the outputs: out of memory");
 			o->failed += (unsigned)n;
@@ -631,7 +631,7 @@ maybe_register(agent_outputs *o)
 		}
 	}
 	if (o->nregs > 1)
-		qsort(o->regs, o->nregs, sizeof(*o->regs), cmp_reg);
+		qsort(o->regs, o->nregs, sizeof(struct ent *), cmp_reg);
 	/* a (name, SHA-256) pair once */
 	for (i = 0, k = 0; i < o->nregs; i++) {
 		if (k > 0 && cmp_reg(&o->regs[k - 1], &o->regs[i]) == 0 && o->regs[i]->sha[0] != '\0') {

@@ -495,7 +495,7 @@ wnote(struct walk *w, const char *level, const char *fmt, ...)
 	if (w->note == NULL)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	vsnprintf(text, sizeof(text), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): clang 14 false positive */
 	va_end(ap);
 	w->note(w->ud, level, text);
 }

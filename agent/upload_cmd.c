@@ -86,14 +86,10 @@ agent_upload_cmd_usage(FILE *f)
 }
 
 static void
-fail_line(const char *arg, const char *fmt, ...)
+fail_line(const char *arg, const char *text)
 {
-	char shown[SHOW_MAX], text[1024];
-	va_list ap;
+	char shown[SHOW_MAX];
 
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
 	agent_outputs_quote(shown, sizeof(shown), arg);
 	fprintf(stderr, "civis-agent: upload: %s: %s\n", shown, text);
 }
@@ -105,9 +101,9 @@ job_fail(struct job *j, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	vsnprintf(text, sizeof(text), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): clang 14 false positive */
 	va_end(ap);
-	fail_line(j->arg, "%s", text);
+	fail_line(j->arg, text);
 	j->state = J_FAILED;
 	j->c->failed++;
 }
@@ -251,8 +247,10 @@ static void
 on_warn(void *ud, const char *text)
 {
 	struct job *j = ud;
+	char line[1024];
 
-	fail_line(j->arg, "warning: %s", text);
+	snprintf(line, sizeof(line), "warning: %s", text);
+	fail_line(j->arg, line);
 }
 
 static void
@@ -366,7 +364,7 @@ usage_error(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	vsnprintf(text, sizeof(text), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): clang 14 false positive */
 	va_end(ap);
 	fprintf(stderr, "civis-agent: upload: %s\n", text);
 	fprintf(stderr, "Try 'civis-agent upload --help'.\n");
