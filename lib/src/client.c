@@ -362,7 +362,9 @@ civis_client_new(civis_client **out, civis_loop *loop, civis_http *http,
 	c->cfg.endpoint = strdup(cfg->endpoint);
 	c->cfg.api_key = strdup(cfg->api_key);
 	klen = strlen(cfg->api_key);
-	c->userpwd = malloc(klen + 2);
+	/* Zeroed: civis_client_free wipes strlen(userpwd) bytes, also when a
+	 * strdup above failed before userpwd was filled in. */
+	c->userpwd = calloc(1, klen + 2);
 	if (c->cfg.endpoint == NULL || c->cfg.api_key == NULL || c->userpwd == NULL) {
 		rc = CIVIS_ENOMEM;
 		goto out;
