@@ -60,6 +60,7 @@ struct agent_logstream {
 	char *readbuf;
 	int tee_broken[2];
 	int auth_dead;
+	int start_failed;           /* the last request could not be started (said once) */
 	uint64_t spool_peak;        /* spool disk use at its largest, seen at ticks */
 	agent_logstream_stats stats;
 	char note[NOTE_MAX];
@@ -367,9 +368,13 @@ pump(agent_logstream *ls)
 		spec.url = ls->logs_path;
 		spec.what = "log batch";
 		spec.content_type = "application/json";
+		/* A spooled chunk is streamed from disk by body_setup, which sets
+		 * its own length: body_len goes with body only (http says EINVAL
+		 * otherwise, and then no spooled chunk would ever be sent). */
 		spec.body = civis_logq_chunk_mem(c);
-		spec.body_len = civis_logq_chunk_len(c);
-		if (!spec.body) {
+		if (spec.body) {
+			spec.body_len = civis_logq_chunk_len(c);
+		} else {
 			spec.body_fn = body_setup;
 			spec.body_ud = sd;
 		}
@@ -382,10 +387,17 @@ pump(agent_logstream *ls)
 			ls->inflight--;
 			sd->used = 0;
 			civis_logq_nack(ls->q, c);
-			if (rc == CIVIS_EAUTH)
+			if (rc == CIVIS_EAUTH) {
 				ls->auth_dead = 1;
+			} else if (!ls->start_failed) {
+				/* Never silent: the next tick tries again. */
+				ls->start_failed = 1;
+				fprintf(stderr, "civis-agent: cannot start a log request: %s\n",
+				        civis_strerror(rc));
+			}
 			return;
 		}
+		ls->start_failed = 0;
 	}
 }
 
