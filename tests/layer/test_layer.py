@@ -35,9 +35,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "sim"))
 
+sys.path.insert(0, os.path.join(ROOT, "docker"))
+
 from harness import SimHarness  # noqa: E402
+import check_dockerfile  # noqa: E402
 
 PREFIX = "/opt/civis-agent"
+LAYER = None   # the assembled layer (--layer)
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 MOUNT = shutil.which("mount") or "/usr/bin/mount"
 HOST_SH = "/bin/sh"
@@ -201,7 +205,46 @@ def test_upload_subcommand_in_root(h, root):
     return "r.txt registered"
 
 
-TESTS = [test_job_in_empty_root, test_child_environment_untouched, test_no_library_from_outside,
+def test_dockerfile_parses(h, root):
+    errs = check_dockerfile.check(os.path.join(ROOT, "docker", "Dockerfile"), ROOT, LAYER)
+    check(not errs, "\n".join(errs))
+    stages = check_dockerfile.stages_of(os.path.join(ROOT, "docker", "Dockerfile"))
+    check(list(stages)[-1] == "civis-agent", "the default (last) stage is %r" % list(stages)[-1])
+    return "stages %s" % ", ".join(stages)
+
+
+def test_dockerfile_build_stage(h, root):
+    """The build stage's RUN commands on a copy of the context (as COPY . . sees
+    it): they must give the tree `make layer` gave, file for file."""
+    scratch = tempfile.mkdtemp(prefix="civis-dockerbuild-")
+    try:
+        ok, log, mapping = check_dockerfile.run_build_stage(
+            os.path.join(ROOT, "docker", "Dockerfile"), ROOT, "build", scratch)
+        check(ok, "build stage failed:\n" + log[-3000:])
+        out = mapping.get("/out/opt/civis-agent")
+        check(out and os.path.isdir(out), "no /out/opt/civis-agent: %r" % mapping)
+
+        def tree(d):
+            res = {}
+            for dp, _, fs in os.walk(d):
+                for f in fs:
+                    p = os.path.join(dp, f)
+                    res[os.path.relpath(p, d)] = os.stat(p).st_mode & 0o7777
+            return res
+        a, b = tree(LAYER), tree(out)
+        check(a == b, "trees differ: only in make layer %s, only in the build stage %s, modes %s"
+              % (sorted(set(a) - set(b)), sorted(set(b) - set(a)),
+                 sorted(k for k in set(a) & set(b) if a[k] != b[k])))
+        for rel in a:
+            if rel.startswith("lib/") or rel.startswith("etc/"):
+                with open(os.path.join(LAYER, rel), "rb") as x, open(os.path.join(out, rel), "rb") as y:
+                    check(x.read() == y.read(), "%s differs" % rel)
+        return "%d files, same names, modes, libraries and CA bundle" % len(a)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+TESTS = [test_dockerfile_parses, test_dockerfile_build_stage, test_job_in_empty_root, test_child_environment_untouched, test_no_library_from_outside,
          test_prefix_from_proc_self_exe, test_upload_subcommand_in_root]
 
 
@@ -210,7 +253,8 @@ def main():
     ap.add_argument("--layer", default=os.path.join(ROOT, "build", "layer", "opt", "civis-agent"))
     ap.add_argument("--keep", action="store_true", help="keep the root directory")
     a = ap.parse_args()
-    layer = os.path.abspath(a.layer)
+    global LAYER
+    layer = LAYER = os.path.abspath(a.layer)
     if os.geteuid() != 0:
         print("layer-test: needs root (namespaces, chroot)")
         return 1
