@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""torture.py: allocation-failure torture, as curl's `runtests -t`.
+
+For each scenario: one run counts the allocations of the library's and the
+agent's own objects (CIVIS_COUNT_ALLOCS), then the scenario is run again with
+the Nth allocation failing (CIVIS_FAIL_ALLOC_AT=N), N = 1 .. count (evenly
+sampled past --max-points or the time budget, which the output says), under
+ASan+UBSan+LeakSanitizer and a timeout. Every run is classified:
+
+  ok         a clean end (a cmocka test may fail: that is the expected effect
+             of a failed allocation; what matters is how the program ends)
+  crash      killed by a signal, a sanitizer memory error, a UBSan report,
+             a cmocka "Test failed with exception"
+  hang       the timeout expired
+  leak       LeakSanitizer found a leak in a run where every test passed
+             (unit scenarios) or in the agent
+  status     (agent) the command ran but the agent's exit status is not 7
+  output     (agent) the command's output was not copied through
+  refused    (agent, not a failure) the agent stopped with a clean message
+             before starting the command (e.g. options could not be parsed)
+  leak-aborted (unit scenarios, not a failure) a leak in a run where a test
+             failed: cmocka leaves a failed test with a longjmp, abandoning
+             whatever that test had allocated, so these leaks are mostly the
+             test's own objects; reported, with the stacks kept, not counted
+
+Scenarios: unit:<name> = build/torture/tests/test_<name>; agent = a short
+`civis-agent -- sh -c 'echo a; echo b >&2; exit 7'` against the simulator
+(tests/sim/harness.py); agent-outputs = the same with --output-dir holding two
+files; agent-sticky = the agent with every allocation from the Nth on failing.
+
+Exit status: 0 if no crash, hang, leak, status or output failure; 1 otherwise;
+2 for a usage or setup error. Logs of failures go to BUILD/logs/."""
+
+import argparse
+import concurrent.futures
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "sim"))
+
+FAILURES = ("crash", "hang", "leak", "status", "output")
+SAN_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:allow_user_segv_handler=0:handle_abort=1:"
+                    "print_summary=1:symbolize=1:abort_on_error=0",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+    "LSAN_OPTIONS": "max_leaks=8",
+}
+# Extra environment per unit program (keep each run short).
+UNIT_ENV = {"logqueue": {"CIVIS_LOGQ_SOAK_MB": "1"}}
+AGENT_CMD = ["sh", "-c", "echo a; echo b >&2; exit 7"]
+FRAME_RE = re.compile(r"#\d+ 0x[0-9a-f]+ in (\S+) (\S*(?:lib/src|agent|tests)/[^\s:]+:\d+)")
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+class Result:
+    def __init__(self, n, kind, detail="", text="", injected=None):
+        self.n, self.kind, self.detail, self.text, self.injected = n, kind, detail, text, injected
+        self.allocs = None
+
+
+def read_count(path):
+    """(allocs, injected) from a CIVIS_COUNT_ALLOCS file, or (None, None)."""
+    try:
+        with open(path) as fh:
+            kv = dict(x.split("=", 1) for x in fh.read().split())
+        return int(kv["allocs"]), int(kv["injected"])
+    except (OSError, ValueError, KeyError):
+        return None, None
+
+
+def signature(text):
+    """Where a sanitizer report points in our code: the first frame in
+    lib/src, agent/ or tests/, else the report's first line."""
+    for m in FRAME_RE.finditer(text):
+        if "torture_alloc" in m.group(2):
+            continue
+        return "%s %s" % (m.group(1), m.group(2).split("/main/")[-1])
+    for ln in text.splitlines():
+        if "ERROR:" in ln or "runtime error" in ln or "exception" in ln:
+            return ln.strip()[:160]
+    return ""
+
+
+def sanitizer_kind(text):
+    if "runtime error:" in text:
+        return "crash", "UBSan"
+    if re.search(r"ERROR: AddressSanitizer", text):
+        m = re.search(r"ERROR: AddressSanitizer: (\S+)", text)
+        return "crash", "ASan " + (m.group(1) if m else "")
+    if "Test failed with exception" in text:
+        return "crash", "cmocka caught a signal"
+    if "ERROR: LeakSanitizer" in text:
+        return "leak", "LeakSanitizer"
+    return None, None
+
+
+def sample(count, cap):
+    """1..count, or cap points spread evenly over it (1 and count included)."""
+    if count <= cap:
+        return list(range(1, count + 1))
+    pts = {1 + (i * (count - 1)) // (cap - 1) for i in range(cap)}
+    return sorted(pts)
+
+
+class Torture:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.logdir = os.path.join(self.build, "logs")
+        shutil.rmtree(self.logdir, ignore_errors=True)
+        os.makedirs(self.logdir)
+        self.tmp = tempfile.mkdtemp(prefix="civis-torture-")
+        self.summary = []
+        self.lock = threading.Lock()
+
+    def env(self, extra=None, base=None):
+        e = dict(os.environ if base is None else base)
+        e.update(SAN_ENV)
+        for k in ("CIVIS_FAIL_ALLOC_AT", "CIVIS_FAIL_ALLOC_STICKY", "CIVIS_COUNT_ALLOCS"):
+            e.pop(k, None)
+        e.update(extra or {})
+        return e
+
+    def save(self, scen, r):
+        name = "%s-%d.txt" % (scen.replace(":", "_"), r.n)
+        with open(os.path.join(self.logdir, name), "w") as fh:
+            fh.write("N=%d kind=%s %s\n\n%s" % (r.n, r.kind, r.detail, r.text))
+        return name
+
+    # ------------------------------------------------------------ unit programs
+
+    def run_unit(self, binary, n, extra, cntfile):
+        env = self.env(dict(extra, CIVIS_COUNT_ALLOCS=cntfile))
+        if n:
+            env["CIVIS_FAIL_ALLOC_AT"] = str(n)
+        try:
+            p = subprocess.run([binary], env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=self.args.timeout, cwd=self.tmp)
+        except subprocess.TimeoutExpired as e:
+            return Result(n, "hang", "no end in %ss" % self.args.timeout,
+                          (e.stdout or b"").decode("utf-8", "replace"))
+        text = p.stdout.decode("utf-8", "replace")
+        allocs, injected = read_count(cntfile)
+        try:
+            os.unlink(cntfile)
+        except OSError:
+            pass
+        kind, detail = sanitizer_kind(text)
+        failed_tests = "[  FAILED  ]" in text or "[  ERROR   ]" in text
+        if p.returncode < 0 and kind is None:
+            kind, detail = "crash", "signal %d" % -p.returncode
+        if kind == "leak" and failed_tests:
+            kind = "leak-aborted"
+        if kind is None:
+            kind = "ok"
+            detail = "tests failed" if failed_tests else ""
+        r = Result(n, kind, detail, text, injected)
+        r.allocs = allocs
+        return r
+
+    def unit(self, name):
+        binary = os.path.join(self.build, "tests", "test_" + name)
+        scen = "unit:" + name
+        if not os.access(binary, os.X_OK):
+            log("== %s: %s not built; skipped" % (scen, binary))
+            self.summary.append((scen, 0, 0, {}, "not built"))
+            return
+        extra = UNIT_ENV.get(name, {})
+        t0 = time.monotonic()
+        base = self.run_unit(binary, 0, extra, os.path.join(self.tmp, "count-%s" % name))
+        dt = time.monotonic() - t0
+        allocs = base.allocs
+        if base.kind != "ok" or base.detail or allocs is None:
+            log("== %s: the run without injection does not pass (%s %s); skipped"
+                % (scen, base.kind, base.detail or "no count"))
+            self.save(scen, base)
+            self.summary.append((scen, 0, 0, {"crash": 1}, "baseline failed"))
+            return
+        if allocs == 0:
+            log("== %s: no allocation counted; nothing to torture" % scen)
+            self.summary.append((scen, 0, 0, {}, "none"))
+            return
+        self.points(scen, allocs, dt, lambda n: self.run_unit(
+            binary, n, extra, os.path.join(self.tmp, "c-%s-%d" % (name, n))))
+
+    # ------------------------------------------------------------ sweeping
+
+    def points(self, scen, allocs, dt, fn, cap=None):
+        cap = cap or self.args.max_points
+        budget_cap = max(50, int(self.args.budget * self.args.jobs / max(dt, 0.01)))
+        use = min(cap, budget_cap)
+        pts = sample(allocs, use)
+        how = "all" if len(pts) == allocs else \
+            "sampled evenly (cap %d%s)" % (use, ", time budget %ss" % self.args.budget
+                                            if budget_cap < cap else "")
+        log("== %s: %d allocations counted; torturing %d points, %s"
+            % (scen, allocs, len(pts), how))
+        results = self.sweep(scen, pts, fn)
+        self.report(scen, allocs, len(pts), results, how)
+
+    def sweep(self, scen, pts, fn):
+        results = []
+        with concurrent.futures.ThreadPoolExecutor(self.args.jobs) as ex:
+            for r in ex.map(fn, pts):
+                results.append(r)
+                if self.args.verbose and r.kind != "ok":
+                    log("   N=%d %s %s" % (r.n, r.kind, r.detail))
+        return results
+
+    def report(self, scen, allocs, npts, results, how):
+        kinds = {}
+        sigs = {}
+        for r in results:
+            kinds[r.kind] = kinds.get(r.kind, 0) + 1
+            if r.kind in FAILURES or r.kind == "leak-aborted":
+                key = (r.kind, signature(r.text) or r.detail)
+                if key not in sigs:
+                    sigs[key] = (r, self.save(scen, r), 0)
+                first, logname, c = sigs[key]
+                sigs[key] = (first, logname, c + 1)
+        nfail = sum(kinds.get(k, 0) for k in FAILURES)
+        log("   %s: %d points, %d failures; %s" % (
+            scen, npts, nfail, ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
+        for (kind, sig), (first, logname, c) in sorted(sigs.items(), key=lambda x: x[1][0].n):
+            tag = "FAIL" if kind in FAILURES else "info"
+            log("   %s %s x%d, first at N=%d: %s (log: %s)" % (
+                tag, kind, c, first.n, sig or first.detail, os.path.join("logs", logname)))
+        self.summary.append((scen, allocs, npts, kinds, how))
+
+    # ------------------------------------------------------------ the agent
+
+    def agent(self, name, outputs=False, sticky=False):
+        from harness import SimHarness
+        agent = os.path.join(self.build, "civis-agent")
+        if not os.access(agent, os.X_OK):
+            log("== %s: %s not built; skipped" % (name, agent))
+            self.summary.append((name, 0, 0, {}, "not built"))
+            return
+        with SimHarness() as h:
+            def run(n, keep_count=False):
+                cnt = os.path.join(self.tmp, "a-%s-%d" % (name, n))
+                extra = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                         "HOME": self.tmp, "TMPDIR": self.tmp,
+                         "DEPLOY_TOKEN": "torture-secret-0123456789",
+                         "CIVIS_COUNT_ALLOCS": cnt}
+                if n:
+                    extra["CIVIS_FAIL_ALLOC_AT"] = str(n)
+                    if sticky:
+                        extra["CIVIS_FAIL_ALLOC_STICKY"] = "1"
+                env = self.env(h.env(extra, base={}), base={})
+                args = ["--final-flush-timeout", "3s", "--heartbeat-interval", "1s"]
+                outdir = None
+                if outputs:
+                    outdir = os.path.join(self.tmp, "out-%s-%d" % (name, n))
+                    os.makedirs(os.path.join(outdir, "sub"), exist_ok=True)
+                    with open(os.path.join(outdir, "one.txt"), "w") as fh:
+                        fh.write("one\n")
+                    with open(os.path.join(outdir, "sub", "two.txt"), "w") as fh:
+                        fh.write("two\n" * 100)
+                    args += ["--output-dir", outdir]
+                res = h.run_agent(args + ["--"] + AGENT_CMD, env=env,
+                                  agent=agent, timeout=self.args.timeout)
+                if outdir:
+                    shutil.rmtree(outdir, ignore_errors=True)
+                allocs, injected = read_count(cnt)
+                try:
+                    os.unlink(cnt)
+                except OSError:
+                    pass
+                text = "rc=%r wall=%.2fs\n--- stdout\n%s\n--- stderr\n%s" % (
+                    res.returncode, res.wall, res.stdout.decode("utf-8", "replace"),
+                    res.stderr.decode("utf-8", "replace"))
+                r = self.classify_agent(n, res, text)
+                r.injected = injected
+                r.allocs = allocs
+                return r
+
+            t0 = time.monotonic()
+            base = run(0)
+            dt = time.monotonic() - t0
+            if base.kind != "ok" or base.allocs is None:
+                log("== %s: the run without injection fails (%s %s); skipped"
+                    % (name, base.kind, base.detail))
+                self.save(name, base)
+                self.summary.append((name, 0, 0, {base.kind: 1}, "baseline failed"))
+                return
+            # The count varies a little with timing (heartbeats, retries):
+            # go on past it until a run completes with nothing injected.
+            allocs = base.allocs
+            cap = self.args.agent_max_points
+            pts = sample(allocs, min(cap, allocs))
+            how = "all" if len(pts) == allocs else "sampled evenly (cap %d)" % cap
+            log("== %s: %d allocations counted (%.2fs a run); torturing %d points, %s%s"
+                % (name, allocs, dt, len(pts), how,
+                   ", every allocation from N on failing" if sticky else ""))
+            results = self.sweep(name, pts, run)
+            n = pts[-1]
+            extra_runs = 0
+            while len(pts) == allocs and extra_runs < 200:
+                if any(r.injected == 0 for r in results[-self.args.jobs:]):
+                    break
+                batch = list(range(n + 1, n + 1 + self.args.jobs))
+                results += self.sweep(name, batch, run)
+                n = batch[-1]
+                extra_runs += len(batch)
+            clean = [r.n for r in results if r.injected == 0]
+            if len(pts) == allocs:
+                log("   %s: a run completed with no failure injected at N=%s" % (
+                    name, clean[0] if clean else "(none within %d)" % n))
+            self.report(name, allocs, len(results), results, how)
+
+    def classify_agent(self, n, res, text):
+        kind, detail = sanitizer_kind(text)
+        if kind:
+            return Result(n, kind, detail, text)
+        if res.timed_out:
+            return Result(n, "hang", "killed after %ss" % self.args.timeout, text)
+        if res.returncode < 0:
+            return Result(n, "crash", "signal %d" % -res.returncode, text)
+        ran = res.stdout == b"a\n" and b"b\n" in res.stderr
+        started = b"a\n" in res.stdout or res.stderr.startswith(b"b\n") or b"\nb\n" in res.stderr
+        if ran:
+            if res.returncode != 7:
+                return Result(n, "status", "exit %d, want 7" % res.returncode, text)
+            return Result(n, "ok", "", text)
+        if started:
+            return Result(n, "output", "the command ran but its output was not copied "
+                          "through (stdout %r)" % res.stdout[:40], text)
+        if res.returncode in (2, 126) and b"civis-agent: " in res.stderr:
+            line = res.stderr.split(b"\n")[0].decode("utf-8", "replace")
+            return Result(n, "refused", line, text)
+        return Result(n, "status", "the command did not run and no clean message "
+                      "(exit %d)" % res.returncode, text)
+
+    # ------------------------------------------------------------ main
+
+    def main(self):
+        t0 = time.monotonic()
+        only = set(self.args.only or [])
+        for u in self.args.units.split():
+            if not only or ("unit:" + u) in only or u in only:
+                self.unit(u)
+        for name, kw in (("agent", {}), ("agent-outputs", {"outputs": True}),
+                         ("agent-sticky", {"sticky": True})):
+            if not only or name in only:
+                self.agent(name, **kw)
+        wall = time.monotonic() - t0
+        log("")
+        log("torture summary (%.0f s, %d jobs; failures: %s):" % (wall, self.args.jobs,
+                                                               "/".join(FAILURES)))
+        total_fail = 0
+        for scen, allocs, npts, kinds, how in self.summary:
+            nfail = sum(kinds.get(k, 0) for k in FAILURES)
+            total_fail += nfail
+            info = ", ".join("%s %d" % kv for kv in sorted(kinds.items()) if kv[0] not in FAILURES)
+            log("  %-22s %7d allocs %6d points tortured (%s) %4d failures%s" % (
+                scen, allocs, npts, how, nfail, ("; " + info) if info else ""))
+        log("%s: %d failures" % ("FAILED" if total_fail else "passed", total_fail))
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return 1 if total_fail else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build", "torture"))
+    ap.add_argument("--units", default="linebuf logbatch logqueue redact client options")
+    ap.add_argument("--only", action="append", help="scenario name (repeatable)")
+    ap.add_argument("--max-points", type=int, default=1500,
+                    help="points per unit scenario at most, sampled evenly beyond")
+    ap.add_argument("--agent-max-points", type=int, default=400)
+    ap.add_argument("--budget", type=float, default=25.0,
+                    help="seconds of wall time a unit scenario may take (sets the sample)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    try:
+        return Torture(args).main()
+    except KeyboardInterrupt:
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
