@@ -7,9 +7,10 @@ directory of reports (HTML, SVG, text) into the output directory. civis-agent
 uploads summary.csv as it is and reports/ as one archive, reports.tar.gz
 (--archive reports, or CIVIS_AGENT_ARCHIVE=reports as in the Dockerfile).
 
-Run it with PYTHONUNBUFFERED=1 (the Dockerfile sets it): otherwise Python
-buffers stdout in 8 KiB blocks when it is a pipe, and the lines reach the log
-late and out of step with stderr."""
+Run it with PYTHONUNBUFFERED=1 (the Dockerfile sets it): logging flushes each
+record, but print() does not, and Python buffers stdout in 8 KiB blocks when
+it is a pipe, as under the agent: a job that only print()s would reach the
+log at exit, all at once, after its stderr."""
 import csv
 import html
 import logging
@@ -106,8 +107,9 @@ def main():
     log.info("simulating %d days for %d regions", DAYS, len(REGIONS))
     data = simulate(random.Random(42))
     rows = summarize(data)
-    for r in rows:
+    for i, r in enumerate(rows, 1):
         time.sleep(pace)
+        print("progress: %s done (%d/%d)" % (r["region"], i, len(rows)))
         log.info("%s: total %d, mean %.2f, max %d", r["region"], r["total"], r["mean"], r["max"])
         if r["below_target"]:
             log.warning("%s was below the target of %d on %d days",
