@@ -7,4 +7,4 @@
 PYTHON ?= python3
 
 examples-test: $(AGENT)
-	$(PYTHON) examples/test_examples.py
+	CIVIS_AGENT=$(abspath $(AGENT)) $(PYTHON) examples/test_examples.py
