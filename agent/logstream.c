@@ -27,6 +27,7 @@ struct sending {
 	civis_logq_chunk *chunk;
 	civis_http_req *req;
 	size_t off;                 /* read position of the body, per try */
+	unsigned rewinds;           /* libcurl sent the body again by itself */
 	int used;
 };
 
@@ -260,6 +261,25 @@ body_read(char *buf, size_t size, size_t nitems, void *ud)
 	return got;
 }
 
+/* libcurl rewinds the body when it sends the request again by itself: on a
+ * reused connection that died before any answer, it retries on a fresh one
+ * without telling anyone. The server may have stored the first copy, so a
+ * rewind after bytes went out is a possible duplicate like any ambiguous
+ * failure, and is counted as one. */
+static int
+body_seek(void *ud, curl_off_t offset, int origin)
+{
+	struct sending *sd = ud;
+
+	if (origin != SEEK_SET || offset < 0 ||
+	    (uint64_t)offset > (uint64_t)civis_logq_chunk_len(sd->chunk))
+		return CURL_SEEKFUNC_FAIL;
+	if ((size_t)offset < sd->off)
+		sd->rewinds++;
+	sd->off = (size_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
 static int
 body_setup(void *ud, CURL *easy)
 {
@@ -269,6 +289,8 @@ body_setup(void *ud, CURL *easy)
 	if (curl_easy_setopt(easy, CURLOPT_POST, 1L) != CURLE_OK ||
 	    curl_easy_setopt(easy, CURLOPT_READFUNCTION, body_read) != CURLE_OK ||
 	    curl_easy_setopt(easy, CURLOPT_READDATA, sd) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, body_seek) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_SEEKDATA, sd) != CURLE_OK ||
 	    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
 	                     (curl_off_t)civis_logq_chunk_len(sd->chunk)) != CURLE_OK)
 		return CIVIS_EINVAL;
@@ -292,7 +314,7 @@ on_sent(void *ud, const civis_http_result *res)
 	agent_logstream *ls = sd->ls;
 	uint32_t n = civis_logq_chunk_lines(sd->chunk);
 
-	ls->stats.ambiguous += res->ambiguous;
+	ls->stats.ambiguous += res->ambiguous + sd->rewinds;
 	sd->used = 0;
 	sd->req = NULL;
 	ls->inflight--;
@@ -368,16 +390,12 @@ pump(agent_logstream *ls)
 		spec.url = ls->logs_path;
 		spec.what = "log batch";
 		spec.content_type = "application/json";
-		/* A spooled chunk is streamed from disk by body_setup, which sets
-		 * its own length: body_len goes with body only (http says EINVAL
-		 * otherwise, and then no spooled chunk would ever be sent). */
-		spec.body = civis_logq_chunk_mem(c);
-		if (spec.body) {
-			spec.body_len = civis_logq_chunk_len(c);
-		} else {
-			spec.body_fn = body_setup;
-			spec.body_ud = sd;
-		}
+		/* Every body is streamed by body_setup (memory or spool alike),
+		 * which sets its own length, so that libcurl's silent resends
+		 * are seen (body_seek); spec.body_len stays 0 without spec.body
+		 * (http says EINVAL otherwise). */
+		spec.body_fn = body_setup;
+		spec.body_ud = sd;
 		spec.retry = &ls->retry;
 		spec.done = on_sent;
 		spec.done_ud = sd;
