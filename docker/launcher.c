@@ -45,9 +45,13 @@ say(const char *s)
 	}
 }
 
-static _Noreturn void
+/* Print the error and _exit(code); "returns" code so callers can write
+ * `return die(...)` and every checker sees the path end. */
+static int
 die(const char *what, const char *path, int code)
 {
+	const char *why = strerror(errno);
+
 	say("civis-agent launcher: ");
 	say(what);
 	if (path != NULL) {
@@ -55,9 +59,10 @@ die(const char *what, const char *path, int code)
 		say(path);
 	}
 	say(": ");
-	say(strerror(errno));
+	say(why);
 	say("\n");
 	_exit(code);
+	return code;
 }
 
 /* out = a + b, or 0 when it does not fit cap. */
@@ -100,19 +105,19 @@ main(int argc, char **argv)
 			prefix[0] = '\0';  /* /civis-agent: the prefix is the root */
 	} else if (!join(prefix, sizeof(prefix), CIVIS_PREFIX, "")) {
 		errno = ENAMETOOLONG;
-		die("prefix too long", NULL, 126);
+		return die("prefix too long", NULL, 126);
 	}
 	if (!join(loader, sizeof(loader), prefix, "/lib/" CIVIS_LOADER) ||
 	    !join(libdir, sizeof(libdir), prefix, "/lib") ||
 	    !join(agent, sizeof(agent), prefix, "/libexec/civis-agent")) {
 		errno = ENAMETOOLONG;
-		die("path too long under", prefix, 126);
+		return die("path too long under", prefix, 126);
 	}
 	if (argc < 1)
 		argc = 0;
 	nargv = malloc(((size_t)argc + 8) * sizeof(*nargv));
 	if (nargv == NULL)
-		die("out of memory", NULL, 126);
+		return die("out of memory", NULL, 126);
 	k = 0;
 	nargv[k++] = loader;
 	nargv[k++] = "--library-path";
@@ -124,5 +129,5 @@ main(int argc, char **argv)
 		nargv[k++] = argv[i];
 	nargv[k] = NULL;
 	execve(loader, nargv, environ);
-	die("cannot run", loader, errno == ENOENT ? 127 : 126);
+	return die("cannot run", loader, errno == ENOENT ? 127 : 126);
 }

@@ -15,19 +15,28 @@ so 127.0.0.1 reaches the simulator (tests/sim). Checked:
   - the launcher finds its prefix from /proc/self/exe (layer moved elsewhere)
     and falls back to /opt/civis-agent without /proc;
   - the layer's agent, run by its bundled loader, resolves no library outside
-    the layer (ld.so --list in the chroot).
+    the layer (ld.so --list in the chroot);
+  - TLS: through a local TLS proxy in front of the simulator, with a throwaway
+    CA, the agent trusts the layer's own bundle (found beside the bundled
+    loader), prefers the image's /etc/ssl/certs/ca-certificates.crt to it, and
+    takes SSL_CERT_FILE; with none holding the CA, verification fails;
+  - the Dockerfile parses, and its build stage, replayed on a copy of the
+    context, gives the same tree as `make layer`.
 Needs root (namespaces, chroot), unshare (util-linux) and /bin/busybox
 (busybox-static). Prints "N passed, N failed" and the layer's size.
 
     python3 tests/layer/test_layer.py --layer build/layer/opt/civis-agent"""
 import argparse
 import hashlib
-import json
 import os
+import select
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -244,8 +253,135 @@ def test_dockerfile_build_stage(h, root):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-TESTS = [test_dockerfile_parses, test_dockerfile_build_stage, test_job_in_empty_root, test_child_environment_untouched, test_no_library_from_outside,
-         test_prefix_from_proc_self_exe, test_upload_subcommand_in_root]
+class TlsProxy:
+    """TLS on 127.0.0.1:port in front of the simulator's plain HTTP API port."""
+
+    def __init__(self, cert, key, target_port):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.handshake_errors = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(10)
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            self.handshake_errors.append(str(e))
+            conn.close()
+            return
+        up = socket.create_connection(("127.0.0.1", self.target))
+        try:
+            while True:
+                ready = [tls] if tls.pending() else select.select([tls, up], [], [], 30)[0]
+                if not ready:
+                    return
+                for src, dst in ((tls, up), (up, tls)):
+                    if src in ready:
+                        data = src.recv(65536)
+                        if not data:
+                            return
+                        dst.sendall(data)
+        except (ssl.SSLError, OSError):
+            return
+        finally:
+            up.close()
+            tls.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def make_ca(where):
+    """A throwaway self-signed certificate for IP 127.0.0.1: (cert, key)."""
+    cert, key = os.path.join(where, "test-ca.pem"), os.path.join(where, "test-ca.key")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=civis-layer-test", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-addext", "basicConstraints=critical,CA:TRUE",
+                        "-keyout", key, "-out", cert], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    check(r.returncode == 0, "openssl req failed: %s" % r.stdout[-500:])
+    return cert, key
+
+
+def tls_run(h, root, proxy, extra_env=None):
+    """`echo` through the agent in the root, API over TLS; (rc, stderr, messages)."""
+    h.reset()
+    env = container_env(h, dict({"CIVIS_API_ENDPOINT": "https://127.0.0.1:%d/" % proxy.port},
+                                **(extra_env or {})))
+    rc, out, err = run(in_root(root, [PREFIX + "/bin/civis-agent", "--final-flush-timeout", "3s",
+                                      "--", "/bin/sh", "-c", "echo over tls"]), env)
+    return rc, err, [m["message"] for m in h.logs()]
+
+
+def test_tls_ca_choice(h, root):
+    tmp = tempfile.mkdtemp(prefix="civis-tls-")
+    layer_ca = os.path.join(root, PREFIX.lstrip("/"), "etc", "ssl", "certs", "ca-certificates.crt")
+    image_ca = os.path.join(root, "etc", "ssl", "certs", "ca-certificates.crt")
+    with open(layer_ca, "rb") as fh:
+        layer_orig = fh.read()
+    proxy = None
+    try:
+        cert, key = make_ca(tmp)
+        with open(cert, "rb") as fh:
+            pem = fh.read()
+        proxy = TlsProxy(cert, key, h.api_port)
+        notes = []
+        # 1. nothing trusts the test CA: verification fails (the layer bundle was
+        #    loaded: a missing bundle would be a different error)
+        rc, err, msgs = tls_run(h, root, proxy)
+        check(rc == 0 and "over tls" not in msgs, "untrusted CA accepted? rc %d %r" % (rc, msgs))
+        check("certificate" in err.lower() and "error setting certificate" not in err.lower(),
+              "want a verification failure, got: %s" % err[-800:])
+        notes.append("unknown CA refused")
+        # 2. the layer's own bundle, found beside the bundled loader
+        with open(layer_ca, "ab") as fh:
+            fh.write(pem)
+        rc, err, msgs = tls_run(h, root, proxy)
+        check(rc == 0 and "over tls" in msgs, "layer bundle not used: %d %r %s" % (rc, msgs, err[-800:]))
+        notes.append("layer bundle")
+        # 3. the image's bundle wins over the layer's
+        with open(layer_ca, "wb") as fh:
+            fh.write(layer_orig)
+        os.makedirs(os.path.dirname(image_ca))
+        with open(image_ca, "wb") as fh:
+            fh.write(pem)
+        rc, err, msgs = tls_run(h, root, proxy)
+        check(rc == 0 and "over tls" in msgs, "image bundle not preferred: %d %r %s" % (rc, msgs, err[-800:]))
+        notes.append("image bundle first")
+        # 4. SSL_CERT_FILE wins over both
+        os.rename(image_ca, os.path.join(root, "etc", "test-ca.pem"))
+        with open(image_ca, "wb") as fh:
+            fh.write(layer_orig)
+        rc, err, msgs = tls_run(h, root, proxy, {"SSL_CERT_FILE": "/etc/test-ca.pem"})
+        check(rc == 0 and "over tls" in msgs, "SSL_CERT_FILE not taken: %d %r %s" % (rc, msgs, err[-800:]))
+        notes.append("SSL_CERT_FILE")
+        return ", ".join(notes)
+    finally:
+        if proxy:
+            proxy.close()
+        with open(layer_ca, "wb") as fh:
+            fh.write(layer_orig)
+        shutil.rmtree(os.path.join(root, "etc"), ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+TESTS = [test_dockerfile_parses, test_dockerfile_build_stage, test_job_in_empty_root,
+         test_child_environment_untouched, test_no_library_from_outside,
+         test_prefix_from_proc_self_exe, test_upload_subcommand_in_root, test_tls_ca_choice]
 
 
 def main():
