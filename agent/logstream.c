@@ -249,6 +249,18 @@ on_readable(civis_loop *loop, int fd, int revents, void *ud)
 
 /* ---------------------------------------------------------------- sending */
 
+/* The key was refused (by a log request, or by any other call: the client
+ * latches a 401): stop sending and say so once, whoever met it first. */
+static void
+auth_rejected(agent_logstream *ls)
+{
+	if (ls->auth_dead)
+		return;
+	ls->auth_dead = 1;
+	fprintf(stderr, "civis-agent: API key rejected (HTTP 401): no more API calls; "
+	        "the command keeps running. Check CIVIS_API_KEY.\n");
+}
+
 static size_t
 body_read(char *buf, size_t size, size_t nitems, void *ud)
 {
@@ -327,11 +339,7 @@ on_sent(void *ud, const civis_http_result *res)
 		return;
 	} else if (res->status == CIVIS_EAUTH) {
 		civis_logq_nack(ls->q, sd->chunk);
-		if (!ls->auth_dead) {
-			ls->auth_dead = 1;
-			fprintf(stderr, "civis-agent: API key rejected (HTTP 401): no more API calls; "
-			        "the command keeps running. Check CIVIS_API_KEY.\n");
-		}
+		auth_rejected(ls);
 		return;
 	} else if (res->http_code >= 400 && res->http_code < 500 && res->http_code != 408 &&
 	           res->http_code != 429) {
@@ -406,7 +414,7 @@ pump(agent_logstream *ls)
 			sd->used = 0;
 			civis_logq_nack(ls->q, c);
 			if (rc == CIVIS_EAUTH) {
-				ls->auth_dead = 1;
+				auth_rejected(ls);
 			} else if (!ls->start_failed) {
 				/* Never silent: the next tick tries again. */
 				ls->start_failed = 1;
@@ -443,6 +451,8 @@ on_tick(civis_loop *loop, void *ud)
 		if (qs.spool_disk > ls->spool_peak)
 			ls->spool_peak = qs.spool_disk;
 	}
+	if (!ls->auth_dead && civis_client_auth_rejected(ls->client))
+		auth_rejected(ls);
 	dropped = civis_logq_take_dropped(ls->q);
 	if (dropped) {
 		snprintf(ls->note, sizeof(ls->note), "civis-agent: %llu log lines were dropped: %s",
