@@ -1,5 +1,5 @@
 # make layer: the Docker base layer's file tree, assembled without Docker.
-#   LAYER_DIR (default build/layer/opt/civis-agent) receives exactly what the
+#   LAYER_DIR (default build/layer/opt/civis-agent; build/san/... with SAN=1) receives exactly what the
 #   final FROM scratch stage of docker/Dockerfile holds at /opt/civis-agent:
 #   the Dockerfile runs `make layer LAYER_DIR=/out/opt/civis-agent` too.
 # make layer-test: run that tree in an empty root (unshare + chroot, the
@@ -12,10 +12,10 @@
 # never uses. LAYER_STATIC_ARCHIVE=0 ships the plain build/civis-agent.
 .PHONY: layer layer-test layer-bench
 
-LAYER_DIR    ?= build/layer/opt/civis-agent
+LAYER_DIR    ?= $(BUILD)/layer/opt/civis-agent
 LAYER_PREFIX ?= /opt/civis-agent
 LAYER_STATIC_ARCHIVE ?= 1
-LAYER_AGENT  := build/layer/civis-agent
+LAYER_AGENT  := $(BUILD)/layer/civis-agent
 LAYER_BENCH_RUNS ?= 200
 PYTHON ?= python3
 # nettle: libarchive's digests (shared anyway: gnutls, under libcurl, needs it)
