@@ -228,8 +228,11 @@ def run_build_stage(dockerfile, context, stage, scratch, timeout=900):
             mapping[m.group(1)] = os.path.join(scratch, m.group(1).lstrip("/"))
             return mapping[m.group(1)]
         cmd = re.sub(r"(?<![\w.$-])(/(?:out|src)\b[\w./-]*)", to_scratch, args)
+        # a clean make: nothing of an outer make's command line (SAN=1...)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
         r = subprocess.run(["/bin/sh", "-c", cmd], cwd=src, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=timeout)
+                           stderr=subprocess.STDOUT, timeout=timeout, env=env)
         log.append("RUN (line %d) -> %d\n%s" % (n, r.returncode, r.stdout.decode("utf-8", "replace")))
         if r.returncode != 0:
             return False, "\n".join(log), mapping
