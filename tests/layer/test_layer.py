@@ -85,7 +85,7 @@ def build_root(layer, where):
         os.makedirs(os.path.join(root, d), exist_ok=True)
     os.chmod(os.path.join(root, "tmp"), 0o1777)
     shutil.copy2("/bin/busybox", os.path.join(root, "bin", "busybox"))
-    for applet in ("sh", "cat", "env", "echo", "printf", "readlink", "ls", "true", "sleep"):
+    for applet in ("sh", "cat", "env", "echo", "printf", "readlink", "ls", "true", "sleep", "id"):
         os.symlink("busybox", os.path.join(root, "bin", applet))
     open(os.path.join(root, "dev", "null"), "w").close()   # bind-mount target
     return root
@@ -101,9 +101,11 @@ def container_env(h, extra=None):
     return e
 
 
-def in_root(root, argv, proc=True):
-    """argv (inside root) as PID 1 of a new PID + mount namespace, chrooted."""
-    inner = [UNSHARE, "--root=" + root] + (["--mount-proc"] if proc else []) + argv
+def in_root(root, argv, proc=True, uid=None):
+    """argv (inside root) as PID 1 of a new PID + mount namespace, chrooted;
+    as uid:uid when given (what runAsUser does)."""
+    inner = [UNSHARE, "--root=" + root] + (["--mount-proc"] if proc else []) + \
+        (["--setuid", str(uid), "--setgid", str(uid)] if uid is not None else []) + argv
     script = ('set -e; %s --bind /dev/null "$1/dev/null"; shift; exec "$@"' % MOUNT)
     return [UNSHARE, "--pid", "--fork", "--mount", "--propagation", "private", "--",
             HOST_SH, "-c", script, "sh", root] + inner
@@ -390,9 +392,33 @@ def test_tls_ca_choice(h, root):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_non_root_user(h, root):
+    """As an unprivileged user (Kubernetes runAsUser, USER in a Dockerfile): the
+    layer's files must be readable and executable by anyone."""
+    h.reset()
+    out = os.path.join(root, "output")
+    for f in os.listdir(out):
+        os.unlink(os.path.join(out, f))
+    os.chown(out, 10001, 10001)
+    try:
+        rc, o, err = run(in_root(root, [PREFIX + "/bin/civis-agent", "--output-dir", "/output",
+                                        "--", "/bin/sh", "-c",
+                                        "echo uid=$(id -u 2>/dev/null || echo ?); "
+                                        "echo x > /output/u.txt"], uid=10001),
+                         container_env(h))
+    finally:
+        os.chown(out, 0, 0)
+    check(rc == 0, "as uid 10001: exit %d: %s" % (rc, err[-1000:]))
+    check("uid=10001" in [m["message"] for m in h.logs()], "log: %r" % h.logs())
+    names = [f["name"] for f in h.files() if f["complete"]]
+    check(names == ["u.txt"] and len(h.outputs()) == 1, "outputs as uid 10001: %r" % names)
+    return "uid 10001: log lines and u.txt registered"
+
+
 TESTS = [test_dockerfile_parses, test_dockerfile_build_stage, test_job_in_empty_root,
          test_child_environment_untouched, test_no_library_from_outside,
-         test_prefix_from_proc_self_exe, test_upload_subcommand_in_root, test_tls_ca_choice]
+         test_prefix_from_proc_self_exe, test_upload_subcommand_in_root, test_tls_ca_choice,
+         test_non_root_user]
 
 
 def main():
