@@ -835,6 +835,10 @@ civis_http_new(civis_http **out, civis_loop *loop)
 		return CIVIS_ENOMEM;
 	http->loop = loop;
 	http->multi = civis_loop_curl_multi(loop);
+	if (http->multi == NULL) {
+		free(http);
+		return CIVIS_ENOMEM;
+	}
 	http->rng = rng_seed();
 	{
 		/* chosen once: the environment may change later, our copy not */

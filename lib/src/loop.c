@@ -66,16 +66,8 @@ civis_loop_new(civis_loop **out)
 	loop = calloc(1, sizeof(*loop));
 	if (loop == NULL)
 		return CIVIS_ENOMEM;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		free(loop);
-		return CIVIS_ENOMEM;
-	}
-	loop->multi = curl_multi_init();
-	if (loop->multi == NULL) {
-		curl_global_cleanup();
-		free(loop);
-		return CIVIS_ENOMEM;
-	}
+	/* libcurl is set up on first use (civis_loop_curl_multi): a loop
+	 * that only moves bytes between fds never pays for its TLS init. */
 	loop->next_id = 1;
 	*out = loop;
 	return CIVIS_OK;
@@ -87,8 +79,10 @@ civis_loop_free(civis_loop *loop)
 {
 	if (loop == NULL)
 		return;
-	curl_multi_cleanup(loop->multi);
-	curl_global_cleanup();
+	if (loop->multi != NULL) {
+		curl_multi_cleanup(loop->multi);
+		curl_global_cleanup();
+	}
 	free(loop->heap);
 	free(loop);
 }
@@ -96,6 +90,13 @@ civis_loop_free(civis_loop *loop)
 void *
 civis_loop_curl_multi(civis_loop *loop)
 {
+	if (loop->multi == NULL) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			return NULL;
+		loop->multi = curl_multi_init();
+		if (loop->multi == NULL)
+			curl_global_cleanup();
+	}
 	return loop->multi;
 }
 
@@ -337,7 +338,8 @@ wait_ms(civis_loop *loop, uint64_t max_wait_ns)
 		if (until < wait_ns)
 			wait_ns = until;
 	}
-	if (curl_multi_timeout(loop->multi, &curl_ms) == CURLM_OK && curl_ms >= 0) {
+	if (loop->multi != NULL && curl_multi_timeout(loop->multi, &curl_ms) == CURLM_OK &&
+	    curl_ms >= 0) {
 		uint64_t c = (uint64_t)curl_ms * 1000000ull;
 
 		if (c < wait_ns)
@@ -374,16 +376,20 @@ civis_loop_run_once(civis_loop *loop, uint64_t max_wait_ns)
 		n++;
 	}
 
-	mc = curl_multi_poll(loop->multi, wfd, n, wait_ms(loop, max_wait_ns), NULL);
-	if (mc != CURLM_OK)
-		return CIVIS_ESYS;
+	if (loop->multi != NULL) {
+		mc = curl_multi_poll(loop->multi, wfd, n, wait_ms(loop, max_wait_ns), NULL);
+		if (mc != CURLM_OK)
+			return CIVIS_ESYS;
+	}
 
-	if (n > 0) {
-		int r;
+	if (n > 0 || loop->multi == NULL) {
+		int r, timeout = loop->multi != NULL ? 0 : wait_ms(loop, max_wait_ns);
 
 		do
-			r = poll(pfd, n, 0);
-		while (r < 0 && errno == EINTR);
+			r = poll(pfd, n, timeout);
+		while (r < 0 && errno == EINTR && timeout == 0);
+		if (r < 0 && errno == EINTR)
+			r = 0;
 		if (r < 0)
 			return CIVIS_ESYS;
 		/* Callbacks may add, pause or delete fds (their own or others):
@@ -404,10 +410,12 @@ civis_loop_run_once(civis_loop *loop, uint64_t max_wait_ns)
 		}
 	}
 
-	mc = curl_multi_perform(loop->multi, &running);
-	if (mc != CURLM_OK && mc != CURLM_CALL_MULTI_PERFORM)
-		return CIVIS_ESYS;
-	finish_transfers(loop);
+	if (loop->multi != NULL) {
+		mc = curl_multi_perform(loop->multi, &running);
+		if (mc != CURLM_OK && mc != CURLM_CALL_MULTI_PERFORM)
+			return CIVIS_ESYS;
+		finish_transfers(loop);
+	}
 	run_timers(loop);
 	return CIVIS_OK;
 }
@@ -415,7 +423,10 @@ civis_loop_run_once(civis_loop *loop, uint64_t max_wait_ns)
 void
 civis_loop_wakeup(civis_loop *loop)
 {
-	curl_multi_wakeup(loop->multi);
+	/* Without libcurl set up the wait is a plain poll bounded by its
+	 * timeout; nothing to wake. */
+	if (loop->multi != NULL)
+		curl_multi_wakeup(loop->multi);
 }
 
 #ifdef CIVIS_UNITTEST
