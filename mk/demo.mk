@@ -6,5 +6,5 @@
 PYTHON ?= python3
 
 demo: deps
-	@$(MAKE) --no-print-directory agent
+	@$(MAKE) --no-print-directory -s agent
 	@$(PYTHON) examples/demo.py --agent $(AGENT)
