@@ -474,21 +474,34 @@ note_to_log(agent_logstream *ls, const char *level, const char *text)
 	add_message(ls, text, strlen(text), level, civis_clock_realtime_ns());
 }
 
+/* Mask secrets in text; NULL when that failed (then say nothing). */
+static const char *
+mask(agent_logstream *ls, const char *text, char *buf, size_t len)
+{
+	int rc;
+
+	if (!ls->o.redact)
+		return text;
+	rc = civis_redact_string(ls->o.redact, text, buf, len);
+	/* ETOOBIG: cut to fit, still masked */
+	return rc == CIVIS_OK || rc == CIVIS_ETOOBIG ? buf : NULL;
+}
+
 void
 agent_logstream_note_log_only(agent_logstream *ls, const char *level, const char *text)
 {
-	char masked[NOTE_MAX];
+	char masked[NOTE_MAX * 2];
 
-	if (ls->o.redact && civis_redact_string(ls->o.redact, text, masked, sizeof(masked)) == CIVIS_OK)
-		text = masked;
-	note_to_log(ls, level, text);
+	text = mask(ls, text, masked, sizeof(masked));
+	if (text)
+		note_to_log(ls, level, text);
 }
 
 void
 agent_logstream_note(agent_logstream *ls, const char *level, const char *fmt, ...)
 {
-	char raw[NOTE_MAX], masked[NOTE_MAX + 16];
-	const char *text = raw;
+	char raw[NOTE_MAX], masked[NOTE_MAX * 2];
+	const char *text;
 	va_list ap;
 	int n;
 
@@ -496,8 +509,9 @@ agent_logstream_note(agent_logstream *ls, const char *level, const char *fmt, ..
 	va_start(ap, fmt);
 	vsnprintf(raw + n, sizeof(raw) - (size_t)n, fmt, ap);
 	va_end(ap);
-	if (ls->o.redact && civis_redact_string(ls->o.redact, raw, masked, sizeof(masked)) == CIVIS_OK)
-		text = masked;
+	text = mask(ls, raw, masked, sizeof(masked));
+	if (!text)
+		return;
 	fprintf(stderr, "%s\n", text);
 	note_to_log(ls, level, text);
 }
