@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "civis/civis.h"
@@ -53,11 +54,19 @@ say(const char *fmt, const char *a)
 	fputc('\n', stderr);
 }
 
+/* Notes from the outputs: warnings and errors on stderr and in the run
+ * log; routine ones ("uploaded x") only in the run log unless -v. */
 static void
 note_cb(void *ud, const char *level, const char *text)
 {
 	agent *ag = ud;
+	char line[1024];
 
+	if (strcmp(level, "info") == 0 && !ag->o.verbose) {
+		snprintf(line, sizeof(line), "civis-agent: %s", text);
+		agent_logstream_note_log_only(ag->ls, level, line);
+		return;
+	}
 	agent_logstream_note(ag->ls, level, "%s", text);
 }
 
@@ -139,9 +148,33 @@ static void
 verbose_report(agent *ag)
 {
 	agent_logstream_stats st;
+	struct rusage ru;
+
+	/* The agent's own footprint, for benchmarks and the curious. VmHWM is
+	 * the peak of this process alone: ru_maxrss also takes in what the
+	 * forked child touched before its exec. */
+	{
+		FILE *f = fopen("/proc/self/status", "r");
+		char l[256];
+
+		while (f && fgets(l, sizeof(l), f))
+			if (strncmp(l, "VmHWM:", 6) == 0)
+				fprintf(stderr, "civis-agent: agent peak RSS (VmHWM): %s", l + 6 + strspn(l + 6, " \t"));
+		if (f)
+			fclose(f);
+	}
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		fprintf(stderr, "civis-agent: agent usage: CPU %.3f s (user %.3f s, system %.3f s), "
+		        "peak RSS %ld KiB\n",
+		        (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6,
+		        (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
+		        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6,
+		        ru.ru_maxrss);
 
 	agent_logstream_stats_get(ag->ls, &st);
-	fprintf(stderr, "civis-agent: delivery: %llu of %llu lines delivered in %llu requests; "
+	fprintf(stderr, "civis-agent: delivery: %llu messages delivered (%llu lines from the "
+	        "command) in %llu requests; "
 	        "%llu possible duplicate tries; %llu dropped; %llu undelivered; "
 	        "log memory peak %llu bytes, spool %llu bytes\n",
 	        (unsigned long long)st.delivered, (unsigned long long)st.lines,
@@ -218,6 +251,11 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	/* The command may write into the output directory at once. */
+	if (api_on && ag.o.output_dir &&
+	    agent_outputs_mkdir(ag.o.output_dir, err, sizeof(err)) != CIVIS_OK)
+		say("%s", err);
+
 	/* The command first: no network call before it runs. */
 	{
 		agent_sup_opts so = { .signal_child_only = ag.o.signal_child_only };
@@ -234,9 +272,16 @@ main(int argc, char **argv)
 
 	/* Masking needs the secrets before any line is streamed. */
 	if (api_on || ag.o.redact_tee) {
-		if (civis_redact_new(&ag.redact) != CIVIS_OK ||
-		    civis_redact_add_env(ag.redact, environ, ag.o.redact, ag.o.nredact,
-		                         ag.o.default_redact) != CIVIS_OK) {
+		rc = civis_redact_new(&ag.redact);
+		if (rc == CIVIS_OK)
+			rc = civis_redact_add_env(ag.redact, environ, ag.o.redact, ag.o.nredact,
+			                          ag.o.default_redact);
+		if (rc == CIVIS_ETOOBIG) {
+			/* what fitted is masked; streaming the rest could leak */
+			say("%s", "the secrets to mask are over the 4 MiB limit; not streaming logs "
+			    "(the command's output is only copied through)");
+			api_on = 0;
+		} else if (rc != CIVIS_OK) {
 			say("%s", "cannot set up secret masking: out of memory; not streaming logs");
 			api_on = 0;
 		}
@@ -357,9 +402,12 @@ main(int argc, char **argv)
 			if (ag.stop_deadline && ag.stop_deadline < ag.flush_deadline)
 				ag.flush_deadline = ag.stop_deadline;
 		}
-		if (agent_logstream_idle(ag.ls) && (!ag.out || agent_outputs_idle(ag.out)))
-			break;
-		if (now >= ag.flush_deadline)
+		/* Logs get --final-flush-timeout; output uploads (bounded by
+		 * their own retries) run to their end, unless a SIGTERM, SIGINT
+		 * or cancel set a stop deadline. */
+		if ((agent_logstream_idle(ag.ls) || now >= ag.flush_deadline) &&
+		    (!ag.out || agent_outputs_idle(ag.out) ||
+		     (ag.stop_deadline && now >= ag.stop_deadline)))
 			break;
 	}
 
@@ -368,7 +416,10 @@ main(int argc, char **argv)
 		agent_logstream_stats st;
 
 		agent_logstream_stats_get(ag.ls, &st);
-		if (st.undelivered)
+		if (st.undelivered && ag.client && civis_client_auth_rejected(ag.client))
+			fprintf(stderr, "civis-agent: %llu log lines were not delivered: the API key "
+			        "was rejected\n", (unsigned long long)st.undelivered);
+		else if (st.undelivered)
 			fprintf(stderr, "civis-agent: %llu log lines could not be delivered to the "
 			        "run log in time (final flush timeout %.1f s)\n",
 			        (unsigned long long)st.undelivered, (double)ag.o.final_flush_ns / 1e9);

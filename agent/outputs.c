@@ -889,8 +889,8 @@ on_inotify(civis_loop *loop, int fd, int revents, void *ud)
 
 /* ---------------------------------------------------------------- public */
 
-static int
-mkdir_p(const char *dir, char *err, size_t errlen)
+int
+agent_outputs_mkdir(const char *dir, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	size_t n = strlen(dir), i;
@@ -985,7 +985,7 @@ agent_outputs_new(agent_outputs **out, civis_loop *loop, civis_client *client,
 	n = strlen(o->shown);
 	while (n > 1 && o->shown[n - 1] == '/')
 		o->shown[--n] = '\0';
-	rc = mkdir_p(o->shown, err, errlen);
+	rc = agent_outputs_mkdir(o->shown, err, errlen);
 	if (rc != CIVIS_OK)
 		goto out;
 	o->root = realpath(o->shown, NULL);

@@ -84,6 +84,9 @@ typedef struct agent_outputs_opts {
  * old kernel) everything is uploaded at exit, with a note. */
 int  agent_outputs_new(agent_outputs **out, civis_loop *loop, civis_client *client,
                        const agent_outputs_opts *o, char *err, size_t errlen);
+/* mkdir -p DIR (main.c calls it before the command starts, so the command
+ * can write into it at once). */
+int  agent_outputs_mkdir(const char *dir, char *err, size_t errlen);
 /* The final scan, archives, re-uploads, then registration. Once only. */
 void agent_outputs_command_exited(agent_outputs *o);
 /* No upload in flight or queued and no registration pending; after

@@ -209,10 +209,10 @@ agent_outputs_civis_name(char *buf, size_t len, const char *rel, const char *suf
 		size_t n = utf8_seq(p, &cp);
 		const char *src = (const char *)p;
 
-		if (n == 0 || *p == '/' || *p == '%') {
-			/* U+FFFD for a byte that is not UTF-8; the Files API takes no
-			 * '/' in a name, so '/' is "%2F" and '%' itself "%25" */
-			src = n == 0 ? "\xef\xbf\xbd" : *p == '/' ? "%2F" : "%25";
+		if (n == 0) {
+			/* U+FFFD for a byte that is not UTF-8: names are JSON strings.
+			 * '/' stays: the name is the path relative to the directory. */
+			src = "\xef\xbf\xbd";
 			if (len - used <= 3)
 				goto toobig;
 			memcpy(buf + used, src, 3);

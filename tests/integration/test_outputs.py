@@ -38,8 +38,8 @@ def file_sha(path):
 
 
 def civis_name(rel):
-    """The agent's Civis name for a path relative to the output directory."""
-    return rel.replace("%", "%25").replace("/", "%2F")
+    """The agent's Civis name: the path relative to the output directory."""
+    return rel
 
 
 def rel_of(name):

@@ -222,11 +222,11 @@ test_civis_name(void **state)
 
 	(void)state;
 	assert_int_equal(agent_outputs_civis_name(b, sizeof(b), "sub/a.csv", NULL), CIVIS_OK);
-	assert_string_equal(b, "sub%2Fa.csv");
+	assert_string_equal(b, "sub/a.csv");
 	assert_int_equal(agent_outputs_civis_name(b, sizeof(b), "a/b%2Fc%", NULL), CIVIS_OK);
-	assert_string_equal(b, "a%2Fb%252Fc%25");
+	assert_string_equal(b, "a/b%2Fc%");
 	assert_int_equal(agent_outputs_civis_name(b, sizeof(b), "a/b", ".tar.gz"), CIVIS_OK);
-	assert_string_equal(b, "a%2Fb.tar.gz");
+	assert_string_equal(b, "a/b.tar.gz");
 	assert_int_equal(agent_outputs_civis_name(b, sizeof(b), "a.csv", ".gz"), CIVIS_OK);
 	assert_string_equal(b, "a.csv.gz");
 	assert_int_equal(agent_outputs_civis_name(b, sizeof(b), "logs", ".tar.gz"), CIVIS_OK);
@@ -853,9 +853,9 @@ test_sched_changed_vanished_failed(void **state)
 	put_file(s.dir, "grows.txt", "g1");
 	spin(&s, 4);
 	assert_int_equal(nfakes, 4);
-	assert_non_null(fake_by_name("sub%2Fchanged.txt", 1));
+	assert_non_null(fake_by_name("sub/changed.txt", 1));
 	/* changed after its upload finished */
-	fake_finish((size_t)(fake_by_name("sub%2Fchanged.txt", 1) - fakes));
+	fake_finish((size_t)(fake_by_name("sub/changed.txt", 1) - fakes));
 	put_file(s.dir, "sub/changed.txt", "v2");
 	/* grows while it is uploaded */
 	put_file(s.dir, "grows.txt", "g1 and more");
@@ -873,11 +873,11 @@ test_sched_changed_vanished_failed(void **state)
 	assert_int_equal(nfakes, 4);
 
 	agent_outputs_command_exited(s.o);
-	/* at exit, in name order: bad.txt (retry), grows.txt, sub%2Fchanged.txt */
+	/* at exit, in name order: bad.txt (retry), grows.txt, sub/changed.txt */
 	assert_int_equal(nfakes, 7);
 	assert_string_equal(fakes[4].name, "bad.txt");
 	assert_string_equal(fakes[5].name, "grows.txt");
-	assert_string_equal(fakes[6].name, "sub%2Fchanged.txt");
+	assert_string_equal(fakes[6].name, "sub/changed.txt");
 	assert_false(agent_outputs_idle(s.o));
 	finish_all(s.o);
 	assert_true(agent_outputs_idle(s.o));
@@ -1201,7 +1201,7 @@ test_sched_directory_renamed(void **state)
 	put_file(s.dir, "moved/f", "f");
 	spin(&s, 1);
 	assert_int_equal(nfakes, 1);
-	assert_string_equal(fakes[0].name, "moved%2Ff");
+	assert_string_equal(fakes[0].name, "moved/f");
 	assert_non_null(strstr(fakes[0].path, "/moved/f"));
 	assert_true(agent_outputs__rebuilds(s.o) >= 1);
 	/* the old name is watched no more, the new one is */

@@ -1,0 +1,15 @@
+# make integration: the real agent against the simulator over loopback
+# (and through Prism where a test asks for it). SAN=1 runs the sanitizer
+# build; integration-valgrind runs the quick tests under valgrind memcheck.
+.PHONY: integration integration-valgrind
+INTEGRATION ?=
+integration: $(AGENT) tools
+	CIVIS_AGENT=$(abspath $(AGENT)) python3 tests/integration/run.py $(INTEGRATION)
+
+build/valgrind/civis-agent: tests/integration/valgrind-agent.sh
+	@mkdir -p $(dir $@)
+	cp $< $@ && chmod +x $@
+
+integration-valgrind: $(AGENT) tools build/valgrind/civis-agent
+	CIVIS_AGENT=$(abspath build/valgrind/civis-agent) CIVIS_TEST_QUICK=1 \
+	    CIVIS_REAL_AGENT=$(abspath $(AGENT)) python3 tests/integration/run.py $(INTEGRATION)
