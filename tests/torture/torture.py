@@ -10,25 +10,31 @@ ASan+UBSan+LeakSanitizer and a timeout. Every run is classified:
   ok         a clean end (a cmocka test may fail: that is the expected effect
              of a failed allocation; what matters is how the program ends)
   crash      killed by a signal, a sanitizer memory error, a UBSan report,
-             a cmocka "Test failed with exception"
+             a cmocka "Test failed with exception", an unexpected exit status
   hang       the timeout expired
-  leak       LeakSanitizer found a leak in a run where every test passed
-             (unit scenarios) or in the agent
+  leak       LeakSanitizer found a leak (driver and agent scenarios)
+  wrong      (driver) a call succeeded but its result is wrong: a failed
+             allocation lost or corrupted data behind a success
   status     (agent) the command ran but the agent's exit status is not 7
   output     (agent) the command's output was not copied through
   refused    (agent, not a failure) the agent stopped with a clean message
              before starting the command (e.g. options could not be parsed)
-  leak-aborted (unit scenarios, not a failure) a leak in a run where a test
-             failed: cmocka leaves a failed test with a longjmp, abandoning
-             whatever that test had allocated, so these leaks are mostly the
-             test's own objects; reported, with the stacks kept, not counted
 
-Scenarios: unit:<name> = build/torture/tests/test_<name>; agent = a short
-`civis-agent -- sh -c 'echo a; echo b >&2; exit 7'` against the simulator
-(tests/sim/harness.py); agent-outputs = the same with --output-dir holding two
-files; agent-sticky = the agent with every allocation from the Nth on failing.
+Scenarios:
+  driver:<name>  build/torture/tests/torture_driver <name> (tests/torture/
+                 driver.c): the pure modules' paths with every call checked and
+                 everything freed on any failure, so a leak is the library's.
+  unit:<name>    build/torture/tests/test_<name>, the cmocka unit programs, with
+                 LeakSanitizer off: cmocka leaves a failed test by longjmp,
+                 abandoning whatever the test had allocated, so leaks there say
+                 nothing about the library; crashes, memory errors, UB and
+                 hangs do.
+  agent          a short `civis-agent -- sh -c 'echo a; echo b >&2; exit 7'`
+                 against the simulator (tests/sim/harness.py)
+  agent-outputs  the same with --output-dir holding two files
+  agent-sticky   the agent with every allocation from the Nth on failing
 
-Exit status: 0 if no crash, hang, leak, status or output failure; 1 otherwise;
+Exit status: 0 if no crash, hang, leak, wrong, status or output failure; 1 otherwise;
 2 for a usage or setup error. Logs of failures go to BUILD/logs/."""
 
 import argparse
@@ -46,7 +52,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "sim"))
 
-FAILURES = ("crash", "hang", "leak", "status", "output")
+FAILURES = ("crash", "hang", "leak", "wrong", "status", "output")
 SAN_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:allow_user_segv_handler=0:handle_abort=1:"
                     "print_summary=1:symbolize=1:abort_on_error=0",
@@ -55,6 +61,7 @@ SAN_ENV = {
 }
 # Extra environment per unit program (keep each run short).
 UNIT_ENV = {"logqueue": {"CIVIS_LOGQ_SOAK_MB": "1"}}
+DRIVER_SCENARIOS = ("linebuf", "logbatch", "logqueue", "redact", "client", "options")
 AGENT_CMD = ["sh", "-c", "echo a; echo b >&2; exit 7"]
 FRAME_RE = re.compile(r"#\d+ 0x[0-9a-f]+ in (\S+) (\S*(?:lib/src|agent|tests)/[^\s:]+:\d+)")
 
@@ -138,14 +145,17 @@ class Torture:
             fh.write("N=%d kind=%s %s\n\n%s" % (r.n, r.kind, r.detail, r.text))
         return name
 
-    # ------------------------------------------------------------ unit programs
+    # ------------------------------------------------------------ programs
 
-    def run_unit(self, binary, n, extra, cntfile):
-        env = self.env(dict(extra, CIVIS_COUNT_ALLOCS=cntfile))
+    def run_prog(self, argv, n, extra, cntfile, driver):
+        """One run of a unit program (driver=False) or of the driver."""
+        env = self.env(dict(extra, CIVIS_COUNT_ALLOCS=cntfile, TMPDIR=self.tmp))
+        if not driver:
+            env["ASAN_OPTIONS"] += ":detect_leaks=0"
         if n:
             env["CIVIS_FAIL_ALLOC_AT"] = str(n)
         try:
-            p = subprocess.run([binary], env=env, stdin=subprocess.DEVNULL,
+            p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                timeout=self.args.timeout, cwd=self.tmp)
         except subprocess.TimeoutExpired as e:
@@ -158,32 +168,36 @@ class Torture:
         except OSError:
             pass
         kind, detail = sanitizer_kind(text)
-        failed_tests = "[  FAILED  ]" in text or "[  ERROR   ]" in text
-        if p.returncode < 0 and kind is None:
+        if kind is None and p.returncode < 0:
             kind, detail = "crash", "signal %d" % -p.returncode
-        if kind == "leak" and failed_tests:
-            kind = "leak-aborted"
+        if kind is None and driver:
+            if p.returncode == 3:
+                kind, detail = "wrong", text.strip().splitlines()[-1] if text.strip() else ""
+            elif p.returncode not in (0, 1):
+                kind, detail = "crash", "exit status %d" % p.returncode
+            elif p.returncode == 1 and not n:
+                kind, detail = "wrong", "fails without injection: " + text.strip()[:200]
+            else:
+                kind, detail = "ok", "clean error" if p.returncode else ""
         if kind is None:
-            kind = "ok"
-            detail = "tests failed" if failed_tests else ""
+            failed = "[  FAILED  ]" in text or "[  ERROR   ]" in text
+            kind, detail = "ok", "tests failed" if failed else ""
         r = Result(n, kind, detail, text, injected)
         r.allocs = allocs
         return r
 
-    def unit(self, name):
-        binary = os.path.join(self.build, "tests", "test_" + name)
-        scen = "unit:" + name
-        if not os.access(binary, os.X_OK):
-            log("== %s: %s not built; skipped" % (scen, binary))
+    def program(self, scen, argv, extra, driver):
+        if not os.access(argv[0], os.X_OK):
+            log("== %s: %s not built; skipped" % (scen, argv[0]))
             self.summary.append((scen, 0, 0, {}, "not built"))
             return
-        extra = UNIT_ENV.get(name, {})
+        tag = scen.replace(":", "-")
         t0 = time.monotonic()
-        base = self.run_unit(binary, 0, extra, os.path.join(self.tmp, "count-%s" % name))
+        base = self.run_prog(argv, 0, extra, os.path.join(self.tmp, "count-" + tag), driver)
         dt = time.monotonic() - t0
         allocs = base.allocs
         if base.kind != "ok" or base.detail or allocs is None:
-            log("== %s: the run without injection does not pass (%s %s); skipped"
+            log("== %s: the run without injection does not pass (%s %s); counted as a failure"
                 % (scen, base.kind, base.detail or "no count"))
             self.save(scen, base)
             self.summary.append((scen, 0, 0, {"crash": 1}, "baseline failed"))
@@ -192,8 +206,16 @@ class Torture:
             log("== %s: no allocation counted; nothing to torture" % scen)
             self.summary.append((scen, 0, 0, {}, "none"))
             return
-        self.points(scen, allocs, dt, lambda n: self.run_unit(
-            binary, n, extra, os.path.join(self.tmp, "c-%s-%d" % (name, n))))
+        self.points(scen, allocs, dt, lambda n: self.run_prog(
+            argv, n, extra, os.path.join(self.tmp, "c-%s-%d" % (tag, n)), driver))
+
+    def unit(self, name):
+        self.program("unit:" + name, [os.path.join(self.build, "tests", "test_" + name)],
+                     UNIT_ENV.get(name, {}), False)
+
+    def driver(self, name):
+        self.program("driver:" + name, [os.path.join(self.build, "tests", "torture_driver"), name],
+                     {}, True)
 
     # ------------------------------------------------------------ sweeping
 
@@ -224,7 +246,7 @@ class Torture:
         sigs = {}
         for r in results:
             kinds[r.kind] = kinds.get(r.kind, 0) + 1
-            if r.kind in FAILURES or r.kind == "leak-aborted":
+            if r.kind in FAILURES:
                 key = (r.kind, signature(r.text) or r.detail)
                 if key not in sigs:
                     sigs[key] = (r, self.save(scen, r), 0)
@@ -299,7 +321,7 @@ class Torture:
             # The count varies a little with timing (heartbeats, retries):
             # go on past it until a run completes with nothing injected.
             allocs = base.allocs
-            cap = self.args.agent_max_points
+            cap = self.args.outputs_max_points if outputs else self.args.agent_max_points
             pts = sample(allocs, min(cap, allocs))
             how = "all" if len(pts) == allocs else "sampled evenly (cap %d)" % cap
             log("== %s: %d allocations counted (%.2fs a run); torturing %d points, %s%s"
@@ -349,6 +371,9 @@ class Torture:
     def main(self):
         t0 = time.monotonic()
         only = set(self.args.only or [])
+        for d in DRIVER_SCENARIOS:
+            if not only or ("driver:" + d) in only or d in only:
+                self.driver(d)
         for u in self.args.units.split():
             if not only or ("unit:" + u) in only or u in only:
                 self.unit(u)
@@ -377,10 +402,12 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "torture"))
     ap.add_argument("--units", default="linebuf logbatch logqueue redact client options")
     ap.add_argument("--only", action="append", help="scenario name (repeatable)")
-    ap.add_argument("--max-points", type=int, default=1500,
+    ap.add_argument("--max-points", type=int, default=1000,
                     help="points per unit scenario at most, sampled evenly beyond")
     ap.add_argument("--agent-max-points", type=int, default=400)
-    ap.add_argument("--budget", type=float, default=25.0,
+    ap.add_argument("--outputs-max-points", type=int, default=100,
+                    help="points of agent-outputs at most (a run takes ~1 s)")
+    ap.add_argument("--budget", type=float, default=20.0,
                     help="seconds of wall time a unit scenario may take (sets the sample)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--timeout", type=float, default=60.0)
