@@ -402,6 +402,9 @@ main(int argc, char **argv)
 			if (ag.stop_deadline && ag.stop_deadline < ag.flush_deadline)
 				ag.flush_deadline = ag.stop_deadline;
 		}
+		/* Notes made now (uploads finishing, registrations) need not
+		 * wait for a flush tick: seal them at once. */
+		agent_logstream_finish(ag.ls);
 		/* Logs get --final-flush-timeout; output uploads (bounded by
 		 * their own retries) run to their end, unless a SIGTERM, SIGINT
 		 * or cancel set a stop deadline. */

@@ -8,8 +8,8 @@
 .PHONY: deps deps-apt prism
 
 DEPS_APT := libcurl4-openssl-dev libcjson-dev libarchive-dev zlib1g-dev libcmocka-dev \
-            pkg-config python3 nodejs npm clang valgrind cppcheck clang-tidy \
-            busybox-static hyperfine
+            pkg-config python3 nodejs npm clang libclang-rt-14-dev valgrind cppcheck clang-tidy \
+            busybox-static hyperfine musl-tools ca-certificates openssl curl
 PRISM_BIN := node_modules/.bin/prism
 
 deps: deps-apt prism
