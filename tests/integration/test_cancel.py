@@ -160,6 +160,37 @@ class TestCancel(CancelBase):
     def test_state_cancelled_stubborn(self):
         self.cancel_case({"state": "cancelled"}, "the run's state is cancelled", stubborn=True)
 
+    def test_cancel_silent_stubborn(self):
+        # Ignores SIGTERM and prints nothing: no pipe activity wakes the
+        # agent, its timers alone must bring the SIGKILL in time.
+        a = self.start(["sh", "-c", 'trap "" TERM; echo started; exec sleep 1000'])
+        self.wait_lines(1)
+        self.h.set_run(isCancelRequested=True)
+        rc = a.wait(POLL * 2 + GRACE + 30 + SLACK)
+        ended_ns = time.time_ns()      # the agent exits right after the command
+        ctx = "stderr:\n" + a.stderr()[-3000:]
+        self.assertEqual(rc, 137, ctx)
+        note = [r for r in self.h.logs() if r["message"].startswith("civis-agent: the run was "
+                                                                      "cancelled")]
+        self.assertEqual(len(note), 1, ctx)
+        took = (ended_ns - parse_ts(note[0]["createdAt"])) / 1e9
+        self.assertGreater(took, GRACE - 0.5, ctx)
+        self.assertLess(took, GRACE + 1.0, "SIGKILL %.3f s after the cancel was seen, grace "
+                        "%.1f s: %s" % (took, GRACE, ctx))
+
+    def test_sigterm_stubborn(self):
+        # docker stop on a command that ignores SIGTERM: SIGKILL after the grace period
+        a = self.start(["sh", "-c", STUBBORN])
+        self.wait_lines(20)
+        t = time.monotonic()
+        a.signal(signal.SIGTERM)
+        rc = a.wait(GRACE + 30 + SLACK)
+        ctx = "stderr:\n" + a.stderr()[-3000:]
+        self.assertEqual(rc, 137, ctx)
+        self.assertGreater(a.end - t, GRACE - 0.5, ctx)
+        self.assertLess(a.end - t, GRACE + 1.0 + SLACK, ctx)
+        self.assert_log_complete(a)
+
     def signal_case(self, sig):
         a = self.start(flood_cmd())
         self.wait_lines(20)
@@ -228,12 +259,20 @@ class TestCancel(CancelBase):
         self.assertIn("err1\n", err)
         self.assertIn("err2\n", err)
         self.assertEqual(err.count("API key rejected"), 1, err)
+        # what was not delivered is put down to the key, not to a timeout
+        self.assertNotIn("could not be delivered to the run log in time", err)
+        self.assertRegex(err, r"civis-agent: \d+ log lines were not delivered: the API key "
+                              r"was rejected\n")
         reqs = self.h.requests("api")
         self.assertTrue(reqs, "no API call at all")
         first401 = min((q for q in reqs if q["status"] == 401), key=lambda q: q["seq"], default=None)
         self.assertIsNotNone(first401, "no 401: %s" % reqs)
+        # Calls the agent started before it had read the 401 (in flight, or
+        # sent in the few ms until then) are fine; none may come later. With
+        # 1 s heartbeats, 0.5 s polls and 0.5 s log ticks, a 1 s window
+        # would see several new calls from an agent that went on.
         answered = first401["mono"] + (first401["duration"] or 0)
-        after = [q for q in reqs if q["mono"] > answered + 0.005]
+        after = [q for q in reqs if q["mono"] > answered + 1.0]
         self.assertEqual(after, [], "API calls after the 401 was answered: %s"
                          % [(q["seq"], q["method"], q["path"]) for q in after])
         self.assertEqual(self.h.logs(), [])

@@ -57,7 +57,9 @@ def wait_until(pred, timeout, interval=0.05, what="condition"):
 
 _VERBOSE = {
     "rss_kb": re.compile(r"agent peak RSS \(VmHWM\): (\d+) kB"),
-    "delivery": re.compile(r"delivery: (\d+) of (\d+) lines delivered in (\d+) requests; "
+    # "N of M lines delivered" (older) or "N messages delivered (M lines from the command)"
+    "delivery": re.compile(r"delivery: (\d+) (?:of (\d+) lines delivered|messages delivered "
+                           r"\((\d+) lines from the command\)) in (\d+) requests; "
                            r"(\d+) possible duplicate tries; (\d+) dropped; (\d+) undelivered; "
                            r"log memory peak (\d+) bytes, spool (\d+) bytes"),
     "heartbeats": re.compile(r"heartbeats: (\d+) sent, (\d+) failed; cancel polls: (\d+), (\d+) failed"),
@@ -78,9 +80,11 @@ def parse_verbose(stderr):
         out["rss_kb"] = int(m.group(1))
     m = _VERBOSE["delivery"].search(text)
     if m:
+        g = m.groups()
+        vals = (g[0], g[1] if g[1] is not None else g[2]) + g[3:]
         keys = ("delivered", "lines", "requests", "ambiguous", "dropped", "undelivered",
                 "mem_peak", "spool")
-        out.update(zip(keys, (int(x) for x in m.groups())))
+        out.update(zip(keys, (int(x) for x in vals)))
     m = _VERBOSE["heartbeats"].search(text)
     if m:
         out.update(zip(("hb_ok", "hb_failed", "polls_ok", "polls_failed"),
