@@ -39,8 +39,13 @@ if [ ! -x "$AGENT" ]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/civis-pid1.XXXXXX") || exit 2
-cleanup() { rm -rf "$WORK"; }
+BG=
+cleanup() {
+	[ -n "$BG" ] && kill_tree "$BG"
+	rm -rf "$WORK"
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 cd "$WORK" || exit 2
 ulimit -c 0                  # SIGQUIT and friends must not leave cores around
 exec </dev/null              # never hand our terminal to a test command
@@ -121,8 +126,26 @@ agent_pid() {
 
 waitfile() { "$H" waitfile "$1" "$((30 * SLOW))"; }
 
-# Wait for BG; RC is its status.
-finish_bg() { wait "$BG"; RC=$?; }
+# Wait for BG, at most 30 s (x10 under valgrind): a broken agent fails
+# the scenario, not the whole suite. RC is its status (137 when we killed).
+finish_bg() {
+	local i st
+	for ((i = 0; i < 3000 * SLOW; i++)); do
+		read -r _ _ st _ < "/proc/$BG/stat" 2>/dev/null || break
+		[ "$st" = Z ] && break
+		sleep 0.01
+	done
+	[ "$i" -lt $((3000 * SLOW)) ] || kill_tree "$BG"
+	wait "$BG"
+	RC=$?
+	BG=
+}
+# KILL a background run and everything under it (it is ours).
+kill_tree() {
+	local p=$1 c
+	for c in $(cat "/proc/$p/task/$p/children" 2>/dev/null); do kill_tree "$c"; done
+	kill -KILL "$p" 2>/dev/null
+}
 
 signum() { kill -l "$1"; }
 
@@ -190,7 +213,7 @@ s5_signals_kill() {
 		rm -f "$d/ready"
 		run_bg "$d" -- "$H" waitsig "$d/ready"
 		if ! waitfile "$d/ready"; then
-			kill -KILL "$BG" 2>/dev/null; finish_bg
+			kill_tree "$BG"; finish_bg
 			fail "5 [$MODE] SIG$sig: command never got ready"; continue
 		fi
 		a=$(agent_pid)
@@ -213,7 +236,7 @@ s6_all_signals() {
 	mkdir -p "$d/c"; rm -f "$d/c/"*
 	run_bg "$d" -- "$H" counter "$d/c"
 	if ! waitfile "$d/c/ready"; then
-		kill -KILL "$BG" 2>/dev/null; finish_bg
+		kill_tree "$BG"; finish_bg
 		fail "6 [$MODE] counter never got ready"; return
 	fi
 	a=$(agent_pid)
@@ -249,7 +272,7 @@ s7_group() {
 			"$([ "$RC" = 5 ] && [ "$(cat "$d/gc.out" 2>/dev/null)" = 10 ]; echo $?)" \
 			"exit $RC, child got: $(cat "$d/gc.out" 2>/dev/null)"
 	else
-		kill -KILL "$BG" 2>/dev/null; finish_bg; fail "7 [$MODE] never got ready"
+		kill_tree "$BG"; finish_bg; fail "7 [$MODE] never got ready"
 	fi
 	# Both catch it: the command and its child each get it once.
 	rm -f "$d/gc.out" "$d/gc.ready" "$d/c.out" "$d/c.ready"
@@ -262,7 +285,7 @@ s7_group() {
 			   [ "$(cat "$d/gc.out" 2>/dev/null)" = 10 ]; echo $?)" \
 			"exit $RC, command got: $(cat "$d/c.out" 2>/dev/null), child got: $(cat "$d/gc.out" 2>/dev/null)"
 	else
-		kill -KILL "$BG" 2>/dev/null; finish_bg; fail "7 [$MODE] never got ready"
+		kill_tree "$BG"; finish_bg; fail "7 [$MODE] never got ready"
 	fi
 	# --signal-child-only: only the command gets USR1; its child then gets
 	# the SIGTERM sent to the group when the command exits.
@@ -276,7 +299,7 @@ s7_group() {
 			   [ "$(cat "$d/gc.out" 2>/dev/null)" = 15 ]; echo $?)" \
 			"exit $RC, command got: $(cat "$d/c.out" 2>/dev/null), child got: $(cat "$d/gc.out" 2>/dev/null)"
 	else
-		kill -KILL "$BG" 2>/dev/null; finish_bg; fail "7 [$MODE] never got ready"
+		kill_tree "$BG"; finish_bg; fail "7 [$MODE] never got ready"
 	fi
 }
 
@@ -298,7 +321,7 @@ s8_orphaned_group() {
 	run_bg "$d" --grace-period 2s -- sh -c '"$1" survive "$2/gc.out" "$2/gc.ready" &
 		echo $! > "$2/gc.pid"; "$1" waitfile "$2/gc.ready" 60 || exit 90; exit 3' sh "$H" "$d"
 	if ! waitfile "$d/gc.ready"; then
-		kill -KILL "$BG" 2>/dev/null; finish_bg; fail "8 [$MODE] never got ready"; return
+		kill_tree "$BG"; finish_bg; fail "8 [$MODE] never got ready"; return
 	fi
 	t0=$(now)
 	finish_bg
