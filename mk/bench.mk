@@ -1,0 +1,22 @@
+# make bench: the project's figures, side by side, in one run (tests/bench/bench.py).
+#   make bench BENCH=startup,flood   a subset: startup tee flood latency slowapi redact
+#                                    upload outage layer
+#   make bench BENCH_QUICK=1         smaller sizes (a smoke run)
+# Results go to stdout (a table at the end); large temp files to build/bench/
+# (removed by make clean). Nothing here asserts a timing; a lost line or a
+# corrupted upload prints FAIL and fails the target.
+.PHONY: bench
+PYTHON ?= python3
+BENCH ?=
+BENCH_QUICK ?=
+BENCH_REDACT := build/bench_redact
+
+$(BENCH_REDACT): tests/bench/bench_redact.c lib/src/redact.c lib/src/status.c \
+                 lib/include/civis/redact.h lib/include/civis/civis.h
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -D_GNU_SOURCE -Ilib/include tests/bench/bench_redact.c lib/src/redact.c \
+	    lib/src/status.c -o $@
+
+bench: all tools $(BENCH_REDACT)
+	BENCH='$(BENCH)' BENCH_QUICK='$(BENCH_QUICK)' CIVIS_AGENT='$(abspath $(AGENT))' \
+	    $(PYTHON) tests/bench/bench.py
