@@ -20,6 +20,9 @@
  *                              wait until the agent has reaped them all.
  *   pid1h waitfile F SECS      exit 0 once F exists, 1 after SECS.
  *   pid1h fds                  print our open descriptors ("0 1 2").
+ *   pid1h strip-notes IN OUT   copy IN to OUT without the whole lines
+ *                              starting "civis-agent: " at its very start
+ *                              (the agent's own notes before the command ran).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -448,6 +451,39 @@ cmd_fds(void)
 	return 0;
 }
 
+static int
+cmd_strip_notes(const char *in, const char *out)
+{
+	static const char prefix[] = "civis-agent: ";
+	char buf[65536];
+	FILE *fi = fopen(in, "rb"), *fo;
+	size_t n, skip = 0, have;
+
+	if (fi == NULL)
+		die(in);
+	fo = fopen(out, "wb");
+	if (fo == NULL)
+		die(out);
+	have = fread(buf, 1, sizeof(buf), fi);
+	/* Leading notes are short lines: they fit in the first buffer. */
+	while (have - skip >= sizeof(prefix) - 1 &&
+	       memcmp(buf + skip, prefix, sizeof(prefix) - 1) == 0) {
+		char *nl = memchr(buf + skip, '\n', have - skip);
+		if (nl == NULL)
+			break;
+		skip = (size_t)(nl - buf) + 1;
+	}
+	if (fwrite(buf + skip, 1, have - skip, fo) != have - skip)
+		die(out);
+	while ((n = fread(buf, 1, sizeof(buf), fi)) > 0)
+		if (fwrite(buf, 1, n, fo) != n)
+			die(out);
+	fclose(fi);
+	if (fclose(fo) != 0)
+		die(out);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -474,6 +510,8 @@ main(int argc, char **argv)
 		return cmd_reap(num(argv[2], 1, 10000));
 	if (strcmp(argv[1], "waitfile") == 0 && argc == 4)
 		return cmd_waitfile(argv[2], num(argv[3], 0, 3600));
+	if (strcmp(argv[1], "strip-notes") == 0 && argc == 4)
+		return cmd_strip_notes(argv[2], argv[3]);
 	if (strcmp(argv[1], "fds") == 0 && argc == 2)
 		return cmd_fds();
 	fprintf(stderr, "pid1h: bad usage\n");
