@@ -385,6 +385,7 @@ def bench_flood(h):
     tf = os.path.join(BDIR, "flood.time")
     os.makedirs(BDIR, exist_ok=True)
     a_run, b_run, hwm, lpr, tail, rate_l, rate_b = [], [], [], [], [], [], []
+    c_run, c_cpu, d_run, a_cpu = [], [], [], []
     for i in range(size("flood_rounds")):
         r = flood_under_agent(h, n, tf)
         reqs = log_requests(h)
@@ -400,13 +401,26 @@ def bench_flood(h):
         rate_b.append(n * 100 / span / 1e6)
         b = flood_piped(n, tf)
         b_run.append(b)
+        # diagnosis: the agent without the API (tee only), and with the API but no tee
+        rc, _, err = run([AGENT, "-v", "--"] + flood_argv(n, tf), env=plain_env())
+        c = read_timefile(tf)
+        c_run.append(c[1] - c[0])
+        c_cpu.append(parse_v(err)["cpu"] or 0)
+        d = flood_under_agent(h, n, tf, ["--no-tee"])
+        d_run.append(d["run"])
+        a_cpu.append(r["v"]["cpu"] or 0)
         say("  round %d: command %.3f s under agent, %.3f s piped (%.2fx); last line at the sim "
             "%.3f s after the command's exit (%.3f s after its first write); %d log requests "
-            "(%.0f lines each); VmHWM %s kB; agent wall %.3f s%s" % (
+            "(%.0f lines each); VmHWM %s kB; agent CPU %.3f s, wall %.3f s%s" % (
                 i + 1, r["run"], b, r["run"] / b, last - r["exit"], span, nreq, lpr[-1],
-                r["v"]["hwm_kb"], r["wall"], "" if ok else "  (lines FAILED)"))
+                r["v"]["hwm_kb"], r["v"]["cpu"] or 0, r["wall"], "" if ok else "  (lines FAILED)"))
+        say("           diagnosis: command %.3f s under the agent without the API (tee only; "
+            "agent CPU %.3f s), %.3f s with the API and --no-tee" % (c_run[-1], c_cpu[-1], d_run[-1]))
     ratio = med(a_run) / med(b_run)
-    say("  median: command %.3f s under agent vs %.3f s piped: ratio %.3f" % (med(a_run), med(b_run), ratio))
+    say("  median: command %.3f s under agent vs %.3f s piped: ratio %.3f; tee only %.3f s (%.2fx), "
+        "API without tee %.3f s (%.2fx); agent CPU %.3f s with the API, %.3f s tee only" % (
+            med(a_run), med(b_run), ratio, med(c_run), med(c_run) / med(b_run), med(d_run),
+            med(d_run) / med(b_run), med(a_cpu), med(c_cpu)))
     say("  delivery: %.0f lines/s, %.1f MB/s of payload (first write -> last line stored); "
         "last line %.3f s after exit" % (med(rate_l), med(rate_b), med(tail)))
     ing_l, ing_mb = sim_ingest_rate(h)
@@ -416,6 +430,8 @@ def bench_flood(h):
         say("  -> the agent delivers at %.0f%% of what the simulator ingests alone: the simulator "
             "is (close to) the bottleneck" % (100 * med(rate_l) / ing_l))
     row("3 flood command time ratio", "%.3f" % ratio, "<= 1.15", ratio <= 1.15)
+    row("3 flood ratio, diagnosis", "tee only %.2f, API --no-tee %.2f" % (
+        med(c_run) / med(b_run), med(d_run) / med(b_run)))
     row("3 flood lines per request", "%.0f" % med(lpr), ">= 1000", med(lpr) >= 1000)
     row("3 flood agent peak RSS", "%.1f MiB" % mib(max(hwm)), "< 16 MiB", mib(max(hwm)) < 16)
     row("3 flood delivery rate", "%.0f lines/s, %.1f MB/s" % (med(rate_l), med(rate_b)),
@@ -717,34 +733,31 @@ def bench_outage(h):
     first, exit_ = read_timefile(tf)
     ok, _ = check_lines(h, n, "outage")
     reqs = log_requests(h)
-    back = refused_at + secs if refused_at else float("nan")
+    back = refused_at + secs if refused_at else float("nan")    # the listener reopens
     ok_after = [q["mono"] for q in reqs if q["mono"] >= back and q.get("status") == 204]
-    if ok_after:
-        back_seen = min(ok_after)
-    else:
-        back_seen = back
+    back_seen = min(ok_after) if ok_after else back              # the agent's first success
     # the backlog: lines written before the API came back (the flood is paced)
-    written = min(n, int(rate * max(0.0, back_seen - first)))
-    caught = next((t for t, c in samples if t >= back_seen and c >= written), None)
-    at_back = max([c for t, c in samples if t <= back_seen] or [0])
+    written = min(n, int(rate * max(0.0, back - first)))
+    at_back = max([c for t, c in samples if t <= back] or [0])
     last = max(q["mono"] + (q.get("duration") or 0) for q in reqs) if reqs else float("nan")
-    if caught is None:
-        caught = last
-        c_at = n
-    else:
-        c_at = next(c for t, c in samples if t == caught)
-    dt = caught - back_seen
-    drate = (c_at - at_back) / dt if dt > 0 else float("nan")
-    say("  command %.1f s; API back at %.1f s (first accepted log request); %d lines stored before, "
-        "%d written by then; backlog delivered %.2f s after the return (%.0f lines/s); last line "
-        "%.2f s after the command's exit; VmHWM %s kB; spool %s bytes; %s"
-        % (exit_ - first, back_seen - first, at_back, written, dt, drate, last - exit_,
-           v["hwm_kb"], v["spool"], v["delivery"]))
+    caught = next(((t, c) for t, c in samples if t >= back and c >= written), None)
+    if caught is None:      # caught up only in the final flush, after the last sample
+        caught = (last, n)
+    dt = caught[0] - back
+    busy = caught[0] - back_seen
+    drate = (caught[1] - at_back) / busy if busy > 0 else float("nan")
+    say("  command %.1f s; outage %.1f..%.1f s after the first write; %d lines stored before it, "
+        "%d written by the API's return; the agent's first accepted request %.2f s after the "
+        "return; backlog delivered %.2f s after the return (%.0f lines/s from the first accepted "
+        "request); last line %.2f s after the command's exit; VmHWM %s kB; spool %s bytes; %s"
+        % (exit_ - first, refused_at - first, back - first, at_back, written, back_seen - back, dt,
+           drate, last - exit_, v["hwm_kb"], v["spool"], v["delivery"]))
     if v["hwm_kb"]:
         row("8 outage agent peak RSS", "%.1f MiB" % mib(v["hwm_kb"]), "< 16 MiB",
             mib(v["hwm_kb"]) < 16)
-    row("8 outage spool / backlog", "%.0f MB; %.1f s at %.0f lines/s" % (
-        (v["spool"] or 0) / 1e6, dt, drate), "(none lost)", ok)
+    row("8 outage spool", "%.1f MB" % ((v["spool"] or 0) / 1e6), "(none lost)", ok)
+    row("8 outage backlog after return", "%.1f s (reconnect %.1f s), %.0f lines/s" % (
+        dt, back_seen - back, drate))
 
 
 # ------------------------------------------------------------------ 9. layer
