@@ -209,7 +209,9 @@ agent_sup_free(agent_sup *sup)
 		return;
 	if (sup->sigfd >= 0)
 		close(sup->sigfd);
-	sigprocmask(SIG_SETMASK, &sup->start_mask, NULL);
+	/* Signals stay blocked: one pending now (a late SIGTERM, a SIGPIPE of
+	 * our last tee write) must not kill the agent and change its exit
+	 * status on the way out. */
 	free(sup);
 }
 

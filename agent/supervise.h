@@ -66,8 +66,9 @@ typedef struct agent_sup_usage {
  * Returns CIVIS_OK, CIVIS_ENOMEM or CIVIS_ESYS. */
 int agent_sup_init(agent_sup **out, const agent_sup_opts *o);
 
-/* Close the signalfd and restore the signal mask the agent started with.
- * Does not touch the command. NULL is fine. */
+/* Close the signalfd. Signals stay blocked (so a late one cannot change the
+ * agent's exit status); the process is expected to exit. Does not touch the
+ * command. NULL is fine. */
 void agent_sup_free(agent_sup *sup);
 
 /* The signalfd (non-blocking, close-on-exec): watch it for POLLIN. */

@@ -237,9 +237,13 @@ s6_all_signals() {
 	local d=$1 a sig i sent=() missing= want got
 	local sigs
 	sigs=$(seq 1 31 | grep -vxE '9|17|19')
-	# Real-time signals too (valgrind keeps SIGRTMAX for itself).
-	sigs="$sigs 34 35 40 50 63"
-	[ "$VG" = 1 ] || sigs="$sigs 64"
+	# Real-time signals too.
+	sigs="$sigs 34 35 40 50 63 64"
+	# Under valgrind a kill(2) of SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV
+	# or SIGSYS is fatal whatever the mask (valgrind 3.19 takes them for
+	# faults of its own; "the 'impossible' happened"), so they are left out
+	# there; the plain and SAN=1 runs cover them.
+	[ "$VG" = 1 ] && sigs=$(echo $sigs | tr ' ' '\n' | grep -vxE '4|5|7|8|11|31')
 	mkdir -p "$d/c"; rm -f "$d/c/"*
 	run_bg "$d" -- "$H" counter "$d/c"
 	if ! waitfile "$d/c/ready"; then

@@ -24,6 +24,24 @@
 
 #define CAP 65536
 
+static sigset_t test_mask;   /* the test program's own mask, at start */
+
+/* agent_sup_free() leaves every signal blocked (the agent exits next);
+ * the tests go on, so they restore their mask. */
+static void
+sup_free(agent_sup *sup)
+{
+	struct timespec zero = { 0, 0 };
+	sigset_t all;
+
+	agent_sup_free(sup);
+	/* Drop what is still pending (SIGCHLD, our own SIGPIPE) first. */
+	sigfillset(&all);
+	while (sigtimedwait(&all, NULL, &zero) > 0)
+		;
+	assert_int_equal(sigprocmask(SIG_SETMASK, &test_mask, NULL), 0);
+}
+
 struct run {
 	char out[CAP];
 	size_t nout;
@@ -167,7 +185,7 @@ run_cmd(const agent_sup_opts *o, char *const argv[], struct run *r,
 		/* The SIGCHLD of the failed exec is handled without harm. */
 		assert_int_equal(agent_sup_handle_signals(sup, NULL), CIVIS_OK);
 	}
-	agent_sup_free(sup);
+	sup_free(sup);
 	return rc;
 }
 
@@ -338,7 +356,7 @@ test_pipes(void **state)
 	assert_memory_equal(r.out, "out\0put", 7);
 	assert_string_equal(r.err, "err");
 	assert_int_equal(agent_sup_child_signal(sup), 0);
-	agent_sup_free(sup);
+	sup_free(sup);
 }
 
 static void
@@ -363,7 +381,7 @@ test_usage(void **state)
 	assert_true(u.wall_ns > 0);
 	assert_true(u.user_us + u.sys_us > 0);
 	assert_true(u.maxrss_kb > 0);
-	agent_sup_free(sup);
+	sup_free(sup);
 }
 
 /* Send sig to ourselves from another process (our own signals are never
@@ -400,7 +418,7 @@ test_forward_term(void **state)
 	assert_true(r.events & AGENT_SUP_EV_CHILD_EXIT);
 	assert_int_equal(r.code, 143);
 	assert_int_equal(agent_sup_child_signal(sup), SIGTERM);
-	agent_sup_free(sup);
+	sup_free(sup);
 }
 
 static void
@@ -433,7 +451,22 @@ test_own_sigpipe_not_forwarded(void **state)
 	run_to_exit(sup, ofd, efd, &r);
 	assert_int_equal(r.code, 143);
 	assert_int_equal(agent_sup_group_alive(sup), 0);
+	/* A SIGPIPE of a last write, pending at free: still blocked after. */
+	assert_int_equal(pipe(p), 0);
+	close(p[0]);
+	assert_int_equal(write(p[1], "x", 1), -1);
+	close(p[1]);
 	agent_sup_free(sup);
+	{
+		sigset_t now, pend;
+		assert_int_equal(sigprocmask(SIG_SETMASK, NULL, &now), 0);
+		assert_int_equal(sigismember(&now, SIGPIPE), 1);
+		assert_int_equal(sigismember(&now, SIGTERM), 1);
+		assert_int_equal(sigpending(&pend), 0);
+		assert_int_equal(sigismember(&pend, SIGPIPE), 1);
+	}
+	sup = NULL;
+	sup_free(sup);   /* drains the SIGPIPE, restores our mask */
 }
 
 /* The "SigBlk:" and "SigIgn:" lines of a /proc status text. */
@@ -527,7 +560,7 @@ test_group_kill_and_orphans(void **state)
 	assert_int_equal(u.orphans_reaped, 1);
 	/* Harmless once the group is gone. */
 	assert_int_equal(agent_sup_kill_group(sup, SIGTERM), CIVIS_OK);
-	agent_sup_free(sup);
+	sup_free(sup);
 }
 
 static void
@@ -583,7 +616,7 @@ test_child_only(void **state)
 		(void)poll(&p, 1, 50);
 		assert_int_equal(agent_sup_handle_signals(sup, NULL), CIVIS_OK);
 	}
-	agent_sup_free(sup);
+	sup_free(sup);
 }
 
 static void
@@ -606,7 +639,7 @@ test_bad_args(void **state)
 	agent_sup_child_status(sup, &exited, &code);
 	assert_int_equal(exited, 1);
 	assert_int_equal(code, 126);
-	agent_sup_free(sup);
+	sup_free(sup);
 	agent_sup_free(NULL);
 }
 
@@ -629,5 +662,6 @@ main(void)
 		cmocka_unit_test(test_child_only),
 		cmocka_unit_test(test_bad_args),
 	};
+	sigprocmask(SIG_SETMASK, NULL, &test_mask);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
