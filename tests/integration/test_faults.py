@@ -316,6 +316,7 @@ class FaultScenarios(unittest.TestCase):
         self.assertEqual(len(refused), 1, "the refuse fault was not applied")
         # the API was away for 30 s: the memory cap (4 MiB) was passed, the spool used
         self.assertGreater(r["v"]["spool"], 0, "the spool was not used: %s" % r["v"])
+        self.assertLessEqual(r["v"]["mem_peak"], 4 << 20, "log memory over its 4 MiB cap")
         back = sc.api_back(r)
         d = delivery_after(r, "/" + _run_logs(), back)
         self.assertIsNotNone(d, "nothing delivered after the API came back")
@@ -340,10 +341,12 @@ class FaultScenarios(unittest.TestCase):
         for seq, rng in firsts.items():
             if seq in reqs:
                 by_range.setdefault(rng, []).append(seq)
+        paired = 0
         for q in q429:
             rng = firsts.get(q["seq"])
             if rng is None:
                 continue       # a 429 before the body was read: nothing to pair
+            paired += 1
             later = sorted(s for s in by_range[rng] if s > q["seq"])
             self.assertTrue(later, "the batch of request %d (429) was never sent again" % q["seq"])
             nxt = reqs[later[0]]
@@ -351,6 +354,7 @@ class FaultScenarios(unittest.TestCase):
             self.assertGreaterEqual(gap, 2.0, "request %d got 429 Retry-After: 2 and its batch "
                                     "was sent again after %.3f s (request %d)"
                                     % (q["seq"], gap, nxt["seq"]))
+        self.assertGreaterEqual(paired, 3, "too few 429'd log batches to pair with their retry")
 
     def test_4_delay_5s(self):
         _, r = self.check_complete("delay5")
