@@ -238,7 +238,8 @@ s6_all_signals() {
 	local sigs
 	sigs=$(seq 1 31 | grep -vxE '9|17|19')
 	# Real-time signals too.
-	sigs="$sigs 34 35 40 50 63 64"
+	sigs="$sigs 34 35 40 50 63"
+	[ "$VG" = 1 ] || sigs="$sigs 64"    # valgrind keeps SIGRTMAX for itself
 	# Under valgrind a kill(2) of SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV
 	# or SIGSYS is fatal whatever the mask (valgrind 3.19 takes them for
 	# faults of its own; "the 'impossible' happened"), so they are left out
@@ -389,8 +390,9 @@ s11_no_dashdash() {
 # ------------------------------------------------------------------ extras
 s13_fds() {
 	local d=$1 want
-	want=$("$H" fds)
-	run_fg "$d" -- "$H" fds
+	# valgrind's own log files leak into the command (not the agent's doing).
+	want=$("$H" fds "$WORK/vg/")
+	run_fg "$d" -- "$H" fds "$WORK/vg/"
 	check "13 [$MODE] the command inherits no agent descriptor (sees: $(cat "$d/out"))" \
 		"$([ "$RC" = 0 ] && [ "$(cat "$d/out")" = "$want" ]; echo $?)" "want: $want"
 }

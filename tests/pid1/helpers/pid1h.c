@@ -19,7 +19,8 @@
  *                              were adopted by our parent (the agent), then
  *                              wait until the agent has reaped them all.
  *   pid1h waitfile F SECS      exit 0 once F exists, 1 after SECS.
- *   pid1h fds                  print our open descriptors ("0 1 2").
+ *   pid1h fds [SKIP]           print our open descriptors ("0 1 2"), but
+ *                              those open on a path starting with SKIP.
  *   pid1h strip-notes IN OUT   copy IN to OUT without the whole lines
  *                              starting "civis-agent: " at its very start
  *                              (the agent's own notes before the command ran).
@@ -423,7 +424,7 @@ cmd_waitfile(const char *path, long secs)
 }
 
 static int
-cmd_fds(void)
+cmd_fds(const char *skip)
 {
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *e;
@@ -436,6 +437,18 @@ cmd_fds(void)
 		long fd = strtol(e->d_name, &end, 10);
 		if (end == e->d_name || *end != '\0' || fd == dirfd(d) || n >= 64)
 			continue;
+		if (skip != NULL) {
+			char path[300], target[4096];
+			ssize_t len;
+
+			snprintf(path, sizeof(path), "/proc/self/fd/%ld", fd);
+			len = readlink(path, target, sizeof(target) - 1);
+			if (len > 0) {
+				target[len] = '\0';
+				if (strncmp(target, skip, strlen(skip)) == 0)
+					continue;
+			}
+		}
 		seen[n++] = (int)fd;
 	}
 	closedir(d);
@@ -512,8 +525,8 @@ main(int argc, char **argv)
 		return cmd_waitfile(argv[2], num(argv[3], 0, 3600));
 	if (strcmp(argv[1], "strip-notes") == 0 && argc == 4)
 		return cmd_strip_notes(argv[2], argv[3]);
-	if (strcmp(argv[1], "fds") == 0 && argc == 2)
-		return cmd_fds();
+	if (strcmp(argv[1], "fds") == 0 && (argc == 2 || argc == 3))
+		return cmd_fds(argc == 3 ? argv[2] : NULL);
 	fprintf(stderr, "pid1h: bad usage\n");
 	return 99;
 }
