@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -569,4 +570,28 @@ int
 agent_sup_terminate(agent_sup *sup)
 {
 	return agent_sup_kill_group(sup, SIGTERM);
+}
+
+int
+agent_sup_wait_group(agent_sup *sup, uint64_t max_ns)
+{
+	uint64_t end = mono_ns() + max_ns;
+
+	if (sup == NULL)
+		return 1;
+	for (;;) {
+		struct pollfd p = { sup->sigfd, POLLIN, 0 };
+		uint64_t now;
+		int ms;
+
+		(void)agent_sup_handle_signals(sup, NULL);
+		if (!agent_sup_group_alive(sup))
+			return 1;
+		now = mono_ns();
+		if (now >= end)
+			return 0;
+		/* Wake on the next SIGCHLD, and poll now and then regardless. */
+		ms = (int)((end - now) / 1000000ULL) + 1;
+		(void)poll(&p, 1, ms < 20 ? ms : 20);
+	}
 }

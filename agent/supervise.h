@@ -121,6 +121,13 @@ int agent_sup_group_alive(agent_sup *sup);
  * agent_sup_kill_group() after its grace period). */
 int agent_sup_terminate(agent_sup *sup);
 
+/* At exit, after the last SIGKILL: handle signals (reaping, forwarding) until
+ * no process of the command's group is left, at most max_ns. Blocks. Returns
+ * 1 when the group is gone (and every member reaped), 0 on timeout. Without
+ * it a member killed just before exit becomes a zombie of the system's init
+ * when the agent is not PID 1. */
+int agent_sup_wait_group(agent_sup *sup, uint64_t max_ns);
+
 /* Shell exit code from a wait status: WEXITSTATUS, or 128+signal. */
 int agent_sup_status_code(int wstatus);
 
@@ -141,6 +148,7 @@ size_t agent_sup_exec_message(char *buf, size_t len, const char *cmd, int err,
  * shell): main.c calls agent_sup_kill_group(sup, SIGTERM) right away, keeps
  * draining the pipes, and calls agent_sup_kill_group(sup, SIGKILL) after the
  * grace period (--grace-period, 10 s) if agent_sup_group_alive() still says
- * 1. The agent's exit code stays the command's. */
+ * 1, then agent_sup_wait_group() before exiting so the killed ones are
+ * reaped. The agent's exit code stays the command's. */
 
 #endif

@@ -558,6 +558,7 @@ test_group_kill_and_orphans(void **state)
 	}
 	agent_sup_child_usage(sup, &u);
 	assert_int_equal(u.orphans_reaped, 1);
+	assert_int_equal(agent_sup_wait_group(sup, 0), 1);
 	/* Harmless once the group is gone. */
 	assert_int_equal(agent_sup_kill_group(sup, SIGTERM), CIVIS_OK);
 	sup_free(sup);
@@ -620,6 +621,41 @@ test_child_only(void **state)
 }
 
 static void
+test_wait_group(void **state)
+{
+	/* The command exits at once, leaving a sleeper in its group. */
+	char *argv[] = { "sh", "-c", "sleep 30 & exit 0", NULL };
+	agent_sup *sup = NULL;
+	agent_sup_usage u;
+	char err[256];
+	struct run r;
+	int ofd, efd;
+	uint64_t t0;
+	(void)state;
+
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(agent_sup_init(&sup, NULL), CIVIS_OK);
+	assert_int_equal(agent_sup_spawn(sup, argv, &ofd, &efd, err, sizeof(err)), CIVIS_OK);
+	run_until(sup, ofd, efd, &r, 0);
+	assert_int_equal(r.code, 0);
+	assert_int_equal(agent_sup_group_alive(sup), 1);
+	/* Nobody kills it: the wait times out, the sleeper lives on. */
+	t0 = ms_now();
+	assert_int_equal(agent_sup_wait_group(sup, 100000000ULL), 0);
+	assert_true(ms_now() - t0 >= 100);
+	assert_true(ms_now() - t0 < 2000);
+	/* SIGKILL, then the wait returns once it is reaped, not a zombie:
+	 * the group (whose id is the command's pid) is empty. */
+	assert_int_equal(agent_sup_kill_group(sup, SIGKILL), CIVIS_OK);
+	assert_int_equal(agent_sup_wait_group(sup, 5000000000ULL), 1);
+	agent_sup_child_usage(sup, &u);
+	assert_int_equal(u.orphans_reaped, 1);
+	assert_int_equal(kill(-agent_sup_child_pid(sup), 0), -1);
+	assert_int_equal(errno, ESRCH);
+	sup_free(sup);
+}
+
+static void
 test_bad_args(void **state)
 {
 	char *empty[] = { NULL };
@@ -660,6 +696,7 @@ main(void)
 		cmocka_unit_test(test_child_gets_start_mask),
 		cmocka_unit_test(test_group_kill_and_orphans),
 		cmocka_unit_test(test_child_only),
+		cmocka_unit_test(test_wait_group),
 		cmocka_unit_test(test_bad_args),
 	};
 	sigprocmask(SIG_SETMASK, NULL, &test_mask);
