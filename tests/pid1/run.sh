@@ -58,11 +58,14 @@ if ! ${CC:-cc} -std=c11 -O2 -D_GNU_SOURCE -Wall -Wextra -Werror \
 fi
 
 VG=0
+VGLOG=0
+RUNS=0
 read -r -a RUNNER_A <<< "$RUNNER"
 if [[ $RUNNER == *valgrind* ]]; then
 	VG=1
 	mkdir -p "$WORK/vg"
-	[[ $RUNNER == *--log-file* ]] || RUNNER_A+=("--log-file=$WORK/vg/%p.log")
+	# One log per run and process (as PID 1 every agent is pid 1).
+	[[ $RUNNER == *--log-file* ]] || VGLOG=1
 fi
 if [ "$VG" = 1 ]; then TMO=900; SLOW=10; else TMO=120; SLOW=1; fi
 
@@ -84,10 +87,12 @@ fcmp() { awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {
 # "pid1h launch" (the signal state the agent is started with).
 LAUNCH=()
 agent_cmd() {
-	local pre=()
+	local pre=() vg=()
 	[ "$MODE" = pid1 ] && pre=(unshare --pid --fork --mount-proc)
+	RUNS=$((RUNS + 1))
+	[ "$VGLOG" = 1 ] && vg=("--log-file=$WORK/vg/$MODE.$RUNS.%p.log")
 	CMD=(timeout -k 10 "$TMO" "${pre[@]}" "$H" launch "${LAUNCH[@]}" --
-	     "${RUNNER_A[@]}" "$AGENT" "${AGENT_ARGS_A[@]}" "$@")
+	     "${RUNNER_A[@]}" "${vg[@]}" "$AGENT" "${AGENT_ARGS_A[@]}" "$@")
 }
 
 # run_fg DIR AGENT-ARGS...: run to completion; RC, DIR/out, DIR/err.
@@ -437,11 +442,17 @@ done
 
 # ------------------------------------------------------------------ 12
 if [ "$VG" = 1 ]; then
-	bad=$(grep -L 'ERROR SUMMARY: 0 errors' "$WORK"/vg/*.log 2>/dev/null)
-	nlogs=$(ls "$WORK"/vg/*.log 2>/dev/null | wc -l)
-	if [ -n "$bad" ]; then
-		for f in $bad; do echo "--- $f"; cat "$f"; done
-	fi
+	# A log with no summary is the command's side of a fork that went on
+	# to exec (valgrind does not follow it); every other log must be clean.
+	bad= nlogs=0
+	for f in "$WORK"/vg/*.log; do
+		[ -e "$f" ] || continue
+		if grep -q "impossible' happened" "$f"; then bad="$bad $f"; continue; fi
+		grep -q 'ERROR SUMMARY:' "$f" || continue
+		nlogs=$((nlogs + 1))
+		grep -q 'ERROR SUMMARY: 0 errors' "$f" || bad="$bad $f"
+	done
+	for f in $bad; do echo "--- $f"; cat "$f"; done
 	check "12 valgrind: no error, no definite leak in $nlogs agent processes" \
 		"$([ -z "$bad" ] && [ "$nlogs" -gt 0 ]; echo $?)" "see logs above"
 else
