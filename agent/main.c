@@ -104,9 +104,15 @@ on_signal(civis_loop *loop, int fd, int revents, void *ud)
 
 		/* docker stop: the command got the signal; we get what is left
 		 * of the grace period to flush, then it is SIGKILL for us all. */
+		/* docker stop sends SIGKILL to us all when its own grace period
+		 * (like ours, 10 s) is over: SIGKILL the command a little before
+		 * that (a quarter of the grace period, at most 1 s), so its last
+		 * lines still get out. */
+		uint64_t reserve = ag->o.grace_ns / 4 < NS ? ag->o.grace_ns / 4 : NS;
+
 		ag->terminated = 1;
 		if (!ag->child_done && !ag->group_kill_at)
-			ag->group_kill_at = now + ag->o.grace_ns;
+			ag->group_kill_at = now + ag->o.grace_ns - reserve;
 		ag->stop_deadline = now + ag->o.grace_ns;
 	}
 }
@@ -357,7 +363,14 @@ main(int argc, char **argv)
 	for (;;) {
 		uint64_t now;
 
-		(void)civis_loop_run_once(ag.loop, ag.child_done ? 50000000ULL : 1000000000ULL);
+		uint64_t wait = ag.child_done ? 50000000ULL : 1000000000ULL;
+
+		/* Wake up for the SIGKILL deadline exactly, not up to a wait late. */
+		now = civis_now_ns();
+		if (ag.group_kill_at)
+			wait = ag.group_kill_at <= now ? 0 :
+			       ag.group_kill_at - now < wait ? ag.group_kill_at - now : wait;
+		(void)civis_loop_run_once(ag.loop, wait);
 		now = civis_now_ns();
 		if (!ag.child_done) {
 			agent_sup_child_status(ag.sup, &exited, &code);
@@ -422,6 +435,10 @@ main(int argc, char **argv)
 		if (st.undelivered && ag.client && civis_client_auth_rejected(ag.client))
 			fprintf(stderr, "civis-agent: %llu log lines were not delivered: the API key "
 			        "was rejected\n", (unsigned long long)st.undelivered);
+		else if (st.undelivered && ag.stop_deadline && ag.stop_deadline <= ag.flush_deadline)
+			fprintf(stderr, "civis-agent: %llu log lines could not be delivered to the "
+			        "run log in time (stopped: grace period %.1f s)\n",
+			        (unsigned long long)st.undelivered, (double)ag.o.grace_ns / 1e9);
 		else if (st.undelivered)
 			fprintf(stderr, "civis-agent: %llu log lines could not be delivered to the "
 			        "run log in time (final flush timeout %.1f s)\n",
@@ -432,6 +449,12 @@ main(int argc, char **argv)
 	}
 	if (ag.out && !agent_outputs_idle(ag.out))
 		agent_outputs_report_unfinished(ag.out);
+	/* Members SIGKILLed just now: reap them, or they become zombies of
+	 * the system's init when we are only a subreaper. */
+	if (agent_sup_group_alive(ag.sup)) {
+		(void)agent_sup_kill_group(ag.sup, SIGKILL);
+		(void)agent_sup_wait_group(ag.sup, NS);
+	}
 	if (ag.o.verbose)
 		verbose_report(&ag);
 	agent_sup_child_status(ag.sup, &exited, &code);
