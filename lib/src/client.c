@@ -11,8 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include <curl/curl.h>
-
+#include "dl.h"
 #include "civis/civis.h"
 #include "civis/client.h"
 
@@ -144,6 +143,10 @@ parse_endpoint(const char *v, char **out, char *err, size_t errlen)
 	int rc = CIVIS_ECONFIG;
 
 	*out = NULL;
+	/* The URL parser is libcurl's, loaded here on first use (never reached
+	 * without the CIVIS_* variables). Not ENOTFOUND: that means "not set". */
+	if (civis__dl_curl(err, errlen) != CIVIS_OK)
+		return CIVIS_ESYS;
 	quote(v, q, sizeof(q));
 	if (n > MAX_ENDPOINT_LEN) {
 		errf(err, errlen, "%s is longer than %u bytes", name, MAX_ENDPOINT_LEN);

@@ -17,8 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
+#include "dl.h"
 #include "civis/civis.h"
 #include "civis/client.h"
 #include "civis/http.h"
@@ -837,7 +836,8 @@ civis_http_new(civis_http **out, civis_loop *loop)
 	http->multi = civis_loop_curl_multi(loop);
 	if (http->multi == NULL) {
 		free(http);
-		return CIVIS_ENOMEM;
+		/* no libcurl to load is not a lack of memory */
+		return civis__dl_curl(NULL, 0) != CIVIS_OK ? CIVIS_ESYS : CIVIS_ENOMEM;
 	}
 	http->rng = rng_seed();
 	{

@@ -13,8 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <curl/curl.h>
-
+#include "dl.h"
 #include "civis/civis.h"
 #include "civis/loop.h"
 #include "loop_internal.h"
@@ -91,6 +90,10 @@ void *
 civis_loop_curl_multi(civis_loop *loop)
 {
 	if (loop->multi == NULL) {
+		/* libcurl is dlopen'ed here, not linked: a run without http never
+		 * pays for mapping it and its ~45 dependencies */
+		if (civis__dl_curl(NULL, 0) != CIVIS_OK)
+			return NULL;
 		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 			return NULL;
 		loop->multi = curl_multi_init();

@@ -13,7 +13,6 @@
  * 1 MiB per loop turn, alongside the parts. The fd is fstat'ed before and
  * after: a size or mtime change, or a short read, fails the upload. */
 #include <cJSON.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -22,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dl.h"
 #include "civis/civis.h"
 #include "civis/upload.h"
 #include "sha256.h"
@@ -1194,8 +1194,12 @@ civis_upload *
 civis__upload_test_form_new(const civis_file_post *fp, int fd, uint64_t size,
                             const char *filename)
 {
-	civis_upload *u = calloc(1, sizeof(*u));
+	civis_upload *u;
 
+	/* a real upload's http has loaded libcurl by now; this bare one has not */
+	if (civis__dl_curl(NULL, 0) != CIVIS_OK)
+		return NULL;
+	u = calloc(1, sizeof(*u));
 	if (u == NULL)
 		return NULL;
 	u->fd = fd;

@@ -1,7 +1,5 @@
 /* upload_stage.c: gzip a file or tar.gz a directory into an anonymous
  * temporary file, in bounded slices, hashing the staged bytes on the way. */
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "dl.h"
 #include "civis/civis.h"
 #include "upload_int.h"
 
@@ -643,6 +642,11 @@ tar_open(civis__stage *st, char *err, size_t errlen)
 	}
 	if (fstat(dfd, &sb) != 0 || realpath(st->path, st->root_real) == NULL) {
 		seterr(err, errlen, "%s: %s", st->path, strerror(errno));
+		(void)close(dfd);
+		return CIVIS_ESYS;
+	}
+	/* libarchive is dlopen'ed on the first directory, not linked */
+	if (civis__dl_archive(err, errlen) != CIVIS_OK) {
 		(void)close(dfd);
 		return CIVIS_ESYS;
 	}
