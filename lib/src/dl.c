@@ -105,6 +105,18 @@ _Static_assert(sizeof(civis__curl_fns) == (0 CURL_FUNCS(COUNT)) * sizeof(void *)
 _Static_assert(sizeof(civis__archive_fns) == (0 ARCHIVE_FUNCS(COUNT)) * sizeof(void *),
                "every civis__archive_fns member is in ARCHIVE_FUNCS");
 
+#ifdef CIVIS_DL_LINKED_ARCHIVE
+/* A build that links libarchive itself, statically (the Docker layer's
+ * agent: the shared one would bring libxml2 and ICU along), takes the
+ * functions from the link instead of opening libarchive.so.13. */
+#define LINKED_ARCHIVE(member, fn) civis__archive_api.member = &fn;
+static void
+link_archive(void)
+{
+	ARCHIVE_FUNCS(LINKED_ARCHIVE)
+}
+#endif
+
 #define MSG_MAX 320
 
 struct lib {
@@ -115,6 +127,7 @@ struct lib {
 	size_t nsyms;
 	void *table;
 	size_t table_size;
+	void (*linked)(void);     /* fills table from the link; NULL: dlopen */
 	int tried;
 	int rc;
 	void *handle;
@@ -124,12 +137,18 @@ struct lib {
 static struct lib curl_lib = {
 	CIVIS__DL_CURL_NAME, CIVIS__DL_CURL_NAME, "the Civis API is unavailable",
 	curl_syms, sizeof(curl_syms) / sizeof(curl_syms[0]),
-	&civis__curl_api, sizeof(civis__curl_api), 0, CIVIS_OK, NULL, ""
+	&civis__curl_api, sizeof(civis__curl_api), NULL, 0, CIVIS_OK, NULL, ""
 };
 static struct lib archive_lib = {
 	CIVIS__DL_ARCHIVE_NAME, CIVIS__DL_ARCHIVE_NAME, "a directory cannot be archived",
 	archive_syms, sizeof(archive_syms) / sizeof(archive_syms[0]),
-	&civis__archive_api, sizeof(civis__archive_api), 0, CIVIS_OK, NULL, ""
+	&civis__archive_api, sizeof(civis__archive_api),
+#ifdef CIVIS_DL_LINKED_ARCHIVE
+	link_archive,
+#else
+	NULL,
+#endif
+	0, CIVIS_OK, NULL, ""
 };
 static pthread_mutex_t dl_mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned dl_opens;
@@ -158,6 +177,12 @@ load(struct lib *l)
 	size_t i;
 
 	l->tried = 1;
+	if (l->linked != NULL) {
+		l->linked();
+		l->msg[0] = '\0';
+		l->rc = CIVIS_OK;
+		return;
+	}
 	dl_opens++;
 	(void)dlerror();
 	h = dlopen(l->name, RTLD_NOW | RTLD_LOCAL);
