@@ -3,7 +3,7 @@
 # Dockerfile's final (FROM scratch) stage holds, into a directory.
 #
 #   docker/make-layer.sh --out DIR [--agent build/civis-agent] [--prefix /opt/civis-agent]
-#                        [--ca-bundle /etc/ssl/certs/ca-certificates.crt]
+#                        [--ca-bundle /etc/ssl/certs/ca-certificates.crt] [--dlopen SONAME]...
 #
 # DIR becomes (DIR is what the image has at --prefix):
 #   bin/civis-agent          static launcher (docker/launcher.c)
@@ -20,7 +20,7 @@
 set -eu
 
 out= agent=build/civis-agent prefix=/opt/civis-agent
-ca=/etc/ssl/certs/ca-certificates.crt
+ca=/etc/ssl/certs/ca-certificates.crt dlopen=
 here=$(cd "$(dirname "$0")" && pwd)
 
 die() { echo "make-layer: $*" >&2; exit 1; }
@@ -31,6 +31,7 @@ while [ $# -gt 0 ]; do
 	--agent) agent=${2:?}; shift 2 ;;
 	--prefix) prefix=${2:?}; shift 2 ;;
 	--ca-bundle) ca=${2:?}; shift 2 ;;
+	--dlopen) dlopen="$dlopen ${2:?}"; shift 2 ;;
 	*) die "unknown argument: $1" ;;
 	esac
 done
@@ -72,14 +73,23 @@ cp "$agent" "$out/libexec/civis-agent"
 ${STRIP:-strip} --strip-unneeded "$out/libexec/civis-agent"
 chmod 0755 "$out/libexec/civis-agent"
 
-# 3. its libraries: "name => /path (addr)" lines, and the loader's own line
+# 3. its libraries: "name => /path (addr)" lines, and the loader's own line;
+# plus each library the agent dlopen()s on first use (--dlopen SONAME: not in
+# its ldd) with that library's own closure
 ldd "$agent" > "$out/lib/.ldd"
+for so in $dlopen; do
+	path=$(ldconfig -p | awk -v so="$so" '$1 == so && /x86-64/ { print $NF; exit }')
+	[ -n "$path" ] || path=$(ldconfig -p | awk -v so="$so" '$1 == so { print $NF; exit }')
+	[ -n "$path" ] || die "cannot find $so (ldconfig -p)"
+	echo "	$so => $path (0)" >> "$out/lib/.ldd"
+	ldd "$path" >> "$out/lib/.ldd"
+done
 if grep -q 'not found' "$out/lib/.ldd"; then
 	cat "$out/lib/.ldd" >&2
 	die "unresolved libraries"
 fi
 awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 } $1 ~ /^\// && $2 !~ /=>/ { n = split($1, p, "/"); print p[n], $1 }' \
-	"$out/lib/.ldd" > "$out/lib/.list"
+	"$out/lib/.ldd" | LC_ALL=C sort -u -k1,1 > "$out/lib/.list"
 gcc_s=$(${CC:-cc} -print-file-name=libgcc_s.so.1 2>/dev/null || true)
 case $gcc_s in
 /*) [ -e "$gcc_s" ] && ! grep -q '^libgcc_s.so.1 ' "$out/lib/.list" &&

@@ -19,22 +19,32 @@ LAYER_AGENT  := $(BUILD)/layer/civis-agent
 LAYER_BENCH_RUNS ?= 200
 PYTHON ?= python3
 # nettle: libarchive's digests (shared anyway: gnutls, under libcurl, needs it)
-LAYER_LDLIBS := $(filter-out -larchive -lz,$(PKG_LIBS)) -Wl,-Bstatic -larchive -Wl,-Bdynamic \
-                -lnettle -lz
+LAYER_LDLIBS := $(LINK_LIBS) -Wl,-Bstatic -larchive -Wl,-Bdynamic -lnettle -lz
+# libcurl stays loaded on first use (lib/src/dl.c), as in build/civis-agent:
+# make-layer.sh copies it and its libraries (--dlopen); libarchive is taken
+# from the static link (dl.c built with CIVIS_DL_LINKED_ARCHIVE).
+LAYER_DLOPEN := --dlopen libcurl.so.4
+LAYER_DL_OBJ := $(BUILD)/layer/dl_linked.o
+
+$(LAYER_DL_OBJ): lib/src/dl.c lib/src/dl.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DCIVIS_DL_LINKED_ARCHIVE $(ALL_CFLAGS) -fPIC -c -o $@ $<
 
 ifeq ($(LAYER_STATIC_ARCHIVE),1)
-$(LAYER_AGENT): $(AGENT_OBJ) $(STATICLIB)
+$(LAYER_AGENT): $(AGENT_OBJ) $(LAYER_DL_OBJ) $(STATICLIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Wl,--as-needed -Wl,--gc-sections -o $@ $(AGENT_OBJ) $(STATICLIB) \
-	    $(LDFLAGS) $(LAYER_LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Wl,--as-needed -Wl,--gc-sections -o $@ $(AGENT_OBJ) $(LAYER_DL_OBJ) \
+	    $(STATICLIB) $(LDFLAGS) $(LAYER_LDLIBS)
 else
+LAYER_DLOPEN += --dlopen libarchive.so.13
 $(LAYER_AGENT): $(AGENT)
 	@mkdir -p $(dir $@)
 	cp $(AGENT) $@
 endif
 
 layer: $(LAYER_AGENT)
-	sh docker/make-layer.sh --agent $(LAYER_AGENT) --out $(LAYER_DIR) --prefix $(LAYER_PREFIX)
+	sh docker/make-layer.sh --agent $(LAYER_AGENT) --out $(LAYER_DIR) --prefix $(LAYER_PREFIX) \
+	    $(LAYER_DLOPEN)
 
 layer-test: layer
 	$(PYTHON) tests/layer/test_layer.py --layer $(LAYER_DIR)

@@ -52,6 +52,7 @@ civis__archive_fns civis__archive_api;
 #define ARCHIVE_FUNCS(X) \
 	X(write_new, archive_write_new) \
 	X(write_set_format_pax_restricted, archive_write_set_format_pax_restricted) \
+	X(write_set_bytes_in_last_block, archive_write_set_bytes_in_last_block) \
 	X(write_add_filter_gzip, archive_write_add_filter_gzip) \
 	X(write_open, archive_write_open) \
 	X(write_header, archive_write_header) \

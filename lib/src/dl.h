@@ -75,6 +75,7 @@ typedef struct civis__curl_fns {
 typedef struct civis__archive_fns {
 	struct archive *(*write_new)(void);
 	int (*write_set_format_pax_restricted)(struct archive *a);
+	int (*write_set_bytes_in_last_block)(struct archive *a, int bytes_in_last_block);
 	int (*write_add_filter_gzip)(struct archive *a);
 	int (*write_open)(struct archive *a, void *client_data, archive_open_callback *opener,
 	                  archive_write_callback *writer, archive_close_callback *closer);
@@ -163,6 +164,8 @@ unsigned civis__dl_opens(void);
 #define archive_write_new       (civis__archive_api.write_new)
 #define archive_write_set_format_pax_restricted \
 	(civis__archive_api.write_set_format_pax_restricted)
+#define archive_write_set_bytes_in_last_block \
+	(civis__archive_api.write_set_bytes_in_last_block)
 #define archive_write_add_filter_gzip (civis__archive_api.write_add_filter_gzip)
 #define archive_write_open      (civis__archive_api.write_open)
 #define archive_write_header    (civis__archive_api.write_header)

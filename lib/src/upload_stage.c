@@ -656,7 +656,9 @@ tar_open(civis__stage *st, char *err, size_t errlen)
 		seterr(err, errlen, "out of memory");
 		return CIVIS_ENOMEM;
 	}
+	/* no padding of the last block to 10 KiB: a gzip stream needs none */
 	if (archive_write_set_format_pax_restricted(st->a) != ARCHIVE_OK ||
+	    archive_write_set_bytes_in_last_block(st->a, 1) != ARCHIVE_OK ||
 	    archive_write_add_filter_gzip(st->a) != ARCHIVE_OK ||
 	    archive_write_open(st->a, st, NULL, tar_write_cb, NULL) != ARCHIVE_OK) {
 		seterr(err, errlen, "archiving %s: %s", st->path,

@@ -103,6 +103,7 @@ real_archive(civis__archive_fns *t)
 	memset(t, 0, sizeof(*t));
 	t->write_new = &archive_write_new;
 	t->write_set_format_pax_restricted = &archive_write_set_format_pax_restricted;
+	t->write_set_bytes_in_last_block = &archive_write_set_bytes_in_last_block;
 	t->write_add_filter_gzip = &archive_write_add_filter_gzip;
 	t->write_open = &archive_write_open;
 	t->write_header = &archive_write_header;
