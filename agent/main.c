@@ -54,15 +54,16 @@ say(const char *fmt, const char *a)
 	fputc('\n', stderr);
 }
 
-/* Notes from the outputs: warnings and errors on stderr and in the run
- * log; routine ones ("uploaded x") only in the run log unless -v. */
+/* Notes from the outputs go to stderr and the run log, but for the routine
+ * "uploaded x as file N" lines: one per file, only in the run log unless -v
+ * (a thousand small outputs would bury stderr). */
 static void
 note_cb(void *ud, const char *level, const char *text)
 {
 	agent *ag = ud;
 	char line[1024];
 
-	if (strcmp(level, "info") == 0 && !ag->o.verbose) {
+	if (strcmp(level, "info") == 0 && strncmp(text, "uploaded ", 9) == 0 && !ag->o.verbose) {
 		snprintf(line, sizeof(line), "civis-agent: %s", text);
 		agent_logstream_note_log_only(ag->ls, level, line);
 		return;

@@ -1097,16 +1097,16 @@ agent_outputs_command_exited(agent_outputs *o)
 			continue;
 		show(o, shown, sizeof(shown), e->rel);
 		if (e->state == ST_UPLOADING && e->u != NULL) {
-			onote(o, "info", "%s was removed before the command exited: not uploaded",
+			onote(o, "warn", "%s was removed before the command exited: not uploaded",
 			      shown);
 			e->canceling = 1;
 			engine.upload_cancel(e->u);
 		} else if (e->state == ST_QUEUED) {
-			onote(o, "info", "%s was removed before the command exited: not uploaded",
+			onote(o, "warn", "%s was removed before the command exited: not uploaded",
 			      shown);
 			e->state = ST_FAILED;
 		} else if (e->state == ST_DONE) {
-			onote(o, "info", "%s was removed before the command exited: not registered",
+			onote(o, "warn", "%s was removed before the command exited: not registered",
 			      shown);
 		}
 	}

@@ -144,7 +144,7 @@ class TestDuringRun(OutputsBase):
         self.assertLess(min(early), end - 1.0, "early.txt went only at exit")
         self.assertLess(min(nested), end - 1.0, "a file in a new sub-directory went only at exit")
         # registered at exit, sorted by name, each once
-        self.assertEqual(self.registered_names(), ["early.txt", "late.txt", "sub%2Fdeep%2Fn.txt"])
+        self.assertEqual(self.registered_names(), ["early.txt", "late.txt", "sub/deep/n.txt"])
         for name, f in self.registered():
             src = os.path.join(self.out, rel_of(name))
             self.assertEqual(f["sha256"], file_sha(src), name)
@@ -179,7 +179,7 @@ class TestContent(OutputsBase):
                               "--multipart-threshold", "5M"] + sh("true"))
         self.assertEqual(res.returncode, 0, res)
         reg = dict(self.registered())
-        self.assertEqual(sorted(reg), ["a.csv", "big.bin", "empty", "logs.tar.gz", "nested%2Fb.bin"])
+        self.assertEqual(sorted(reg), ["a.csv", "big.bin", "empty", "logs.tar.gz", "nested/b.bin"])
         self.assertEqual(self.registered_names(), sorted(reg))
         for rel in ("a.csv", "empty", "nested/b.bin", "big.bin"):
             self.assertEqual(reg[civis_name(rel)]["sha256"], sha(srcs[rel]), rel)
@@ -234,7 +234,8 @@ class TestBadInput(OutputsBase):
         os.symlink("with space.txt", os.path.join(self.out, "inside"))
         script = ("sleep 0.7; printf tmp > '{o}/tmp.part'; mv '{o}/tmp.part' '{o}/final.txt'; "
                   "printf gone > '{o}/gone.txt'; sleep 0.5; rm '{o}/gone.txt'").format(o=self.out)
-        res = self.run_agent(["--output-dir", self.out] + sh(script))
+        # -v: the routine "uploaded <name>" lines go to stderr too
+        res = self.run_agent(["-v", "--output-dir", self.out] + sh(script))
         self.assertEqual(res.returncode, 0, res)
         err = res.stderr.decode("utf-8", "replace")
         o = self.out
@@ -249,7 +250,7 @@ class TestBadInput(OutputsBase):
         names = self.registered_names()
         self.assertEqual(names, sorted(names, key=lambda s: s.encode()))
         self.assertEqual(set(names), {
-            "with space.txt", "new\nline", "bad\ufffd.bin", long_name, "sub%2F" + long_name,
+            "with space.txt", "new\nline", "bad\ufffd.bin", long_name, "sub/" + long_name,
             "inside", "final.txt"})
         reg = dict(self.registered())
         self.assertEqual(reg["inside"]["sha256"], sha(b"s"))
