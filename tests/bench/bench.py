@@ -170,6 +170,8 @@ def parse_v(err):
     m = re.search(r"civis-agent: delivery: ([^\n]*)", err)
     if m:
         out["delivery"] = m.group(1)
+    m = re.search(r"(\d+) possible duplicate tries", err)
+    out["dup_tries"] = int(m.group(1)) if m else None
     m = re.search(r"in (\d+) requests", err)
     if m:
         out["requests"] = int(m.group(1))
@@ -250,7 +252,7 @@ def fetch_lines(h, page=200000):
             return out
 
 
-def check_lines(h, n, what):
+def check_lines(h, n, what, dup_ok=False):
     """All n flood lines arrived at the simulator, none twice, and in order by
     createdAt (the order the API serves a run log in; the agent may have two
     requests in flight, so whole batches can arrive out of order). Returns
@@ -259,14 +261,24 @@ def check_lines(h, n, what):
     by_time = [x[1] for x in sorted(lines, key=lambda x: x[0])]
     arrival = [x[1] for x in lines]
     ok = True
+    check_lines.dup = 0
     if by_time != list(range(n)):
         got = set(by_time)
         lost = n - len(got & set(range(n)))
         dup = len(by_time) - len(got)
-        inversions = sum(1 for a, b in zip(by_time, by_time[1:]) if b <= a)
-        fail("%s: %d of %d lines arrived: %d lost, %d twice, %d out of order by createdAt"
-             % (what, len(by_time), n, lost, dup, inversions))
-        ok = False
+        check_lines.dup = dup
+        once = []
+        for x in by_time:
+            if not once or x != once[-1]:
+                once.append(x)
+        inversions = sum(1 for a, b in zip(once, once[1:]) if b <= a)
+        msg = ("%s: %d of %d lines arrived: %d lost, %d twice, %d out of order by createdAt "
+               "(duplicates aside)" % (what, len(by_time), n, lost, dup, inversions))
+        if dup_ok and not lost and not inversions:
+            say("  NOTE " + msg)
+        else:
+            fail(msg)
+            ok = False
         if dup:     # which requests carried the lines stored twice
             seen, twice = {}, {}
             for _, sq, _, rs in lines:
@@ -762,7 +774,11 @@ def bench_outage(h):
         fail("outage: agent exit %d: %s" % (rc, err[-800:]))
     v = parse_v(err)
     first, exit_ = read_timefile(tf)
-    ok, _ = check_lines(h, n, "outage")
+    ok, _ = check_lines(h, n, "outage", dup_ok=True)
+    dup = check_lines.dup
+    if dup and not v.get("dup_tries"):
+        fail("outage: %d lines stored twice, but the agent's -v summary counts %s possible "
+             "duplicate tries" % (dup, v.get("dup_tries")))
     reqs = log_requests(h)
     back = refused_at + secs if refused_at else float("nan")    # the listener reopens
     ok_after = [q["mono"] for q in reqs if q["mono"] >= back and q.get("status") == 204]
@@ -787,7 +803,9 @@ def bench_outage(h):
         row("8 outage agent peak RSS", "%.1f MiB" % mib(v["hwm_kb"]), "< 16 MiB",
             mib(v["hwm_kb"]) < 16)
     row("8 outage spool", "%.1f MB" % ((v["spool"] or 0) / 1e6))
-    row("8 outage: every line once, in order", "yes" if ok else "NO", "all", ok)
+    row("8 outage: none lost, in order", "yes" if ok else "NO", "all", ok)
+    row("8 outage: lines stored twice", "%d (agent: %s possible dup. tries)" % (
+        dup, v.get("dup_tries")), "-")
     row("8 outage backlog after return", "%.1f s (reconnect %.1f s), %.0f lines/s" % (
         dt, back_seen - back, drate))
 
