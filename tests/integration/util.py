@@ -63,8 +63,10 @@ _VERBOSE = {
                            r"(\d+) possible duplicate tries; (\d+) dropped; (\d+) undelivered; "
                            r"log memory peak (\d+) bytes, spool (\d+) bytes"),
     "heartbeats": re.compile(r"heartbeats: (\d+) sent, (\d+) failed; cancel polls: (\d+), (\d+) failed"),
+    # cut by --final-flush-timeout, or by the grace period after a SIGTERM/SIGINT
     "undelivered_msg": re.compile(r"civis-agent: (\d+) log lines could not be delivered to the "
-                                  r"run log in time \(final flush timeout ([0-9.]+) s\)"),
+                                  r"run log in time \((?:final flush timeout|stopped: grace "
+                                  r"period) ([0-9.]+) s\)"),
 }
 
 
