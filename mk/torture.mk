@@ -20,9 +20,9 @@ TORT_SYMS    := $(TORT_DIR)/wrap.syms
 TORT_LIB_OBJ := $(LIB_SRC:%.c=$(TORT_DIR)/obj/%.o)
 TORT_AG_OBJ  := $(filter-out $(TORT_DIR)/obj/agent/main.o,$(AGENT_SRC:%.c=$(TORT_DIR)/obj/%.o))
 TORT_ALLOC   := $(TORT_DIR)/obj/tests/torture/torture_alloc.o
-# The unit programs of pure modules (no network, no long soak): fast enough
+# The unit programs that are fast enough (no long soak, no network waits)
 # to run once per allocation.
-TORT_UNITS   ?= linebuf logbatch logqueue redact client options sha256 tls
+TORT_UNITS   ?= linebuf logbatch logqueue redact client options upload loop sha256 tls
 TORT_UNIT_BIN := $(TORT_UNITS:%=$(TORT_DIR)/tests/test_%)
 TORT_DRIVER  := $(TORT_DIR)/tests/torture_driver
 TORT_AGENT   := $(TORT_DIR)/civis-agent

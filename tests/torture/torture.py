@@ -33,6 +33,10 @@ Scenarios:
                  against the simulator (tests/sim/harness.py)
   agent-outputs  the same with --output-dir holding two files
   agent-sticky   the agent with every allocation from the Nth on failing
+  agent-faults   the agent run with 503s on the log POST, deep JSON on the
+                 cancel poll and 500s on heartbeats (retry and error paths)
+  agent-upload   `civis-agent upload FILE`: 0 with "<id>\tf.txt", or 1/2 with
+                 one clean line
 
 Exit status: 0 if no crash, hang, leak, wrong, status or output failure; 1 otherwise;
 2 for a usage or setup error. Logs of failures go to BUILD/logs/."""
@@ -42,6 +46,7 @@ import concurrent.futures
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,6 +67,28 @@ SAN_ENV = {
 # Extra environment per unit program (keep each run short).
 UNIT_ENV = {"logqueue": {"CIVIS_LOGQ_SOAK_MB": "1"}}
 DRIVER_SCENARIOS = ("linebuf", "logbatch", "logqueue", "redact", "client", "options")
+RUN = "/scripts/containers/11/runs/22"
+# The agent's scenarios: keyword arguments of Torture.agent.
+AGENT_SCENARIOS = (
+    ("agent", {}),
+    ("agent-outputs", {"outputs": True}),
+    ("agent-sticky", {"sticky": True}),
+    # Retry and parse-error paths: every other log POST gets a 503, every
+    # other cancel poll a JSON nested too deep, every third heartbeat a 500.
+    ("agent-faults", {"max_points": 100,
+                      "args": ["--cancel-poll-interval", "100ms", "--heartbeat-interval", "150ms",
+                               "--log-flush-interval", "100ms"],
+                      "cmd": ["sh", "-c", "echo a; for i in 1 2 3 4 5 6; do sleep 0.1; "
+                              "echo x$i >&2; done; echo b >&2; exit 7"],
+                      "faults": [
+                          {"method": "POST", "path": RUN + "/logs", "action": "status",
+                           "status": 503, "every": 2, "retryAfter": "0"},
+                          {"method": "GET", "path": RUN, "action": "hostile",
+                           "kind": "deep_json", "depth": 2000, "every": 2},
+                          {"method": "POST", "path": RUN + "/heartbeats", "action": "status",
+                           "status": 500, "every": 3}]}),
+    ("agent-upload", {"upload": True}),
+)
 AGENT_CMD = ["sh", "-c", "echo a; echo b >&2; exit 7"]
 FRAME_RE = re.compile(r"#\d+ 0x[0-9a-f]+ in (\S+) (\S*(?:lib/src|agent|tests)/[^\s:]+:\d+)")
 
@@ -154,14 +181,27 @@ class Torture:
             env["ASAN_OPTIONS"] += ":detect_leaks=0"
         if n:
             env["CIVIS_FAIL_ALLOC_AT"] = str(n)
-        try:
-            p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               timeout=self.args.timeout, cwd=self.tmp)
-        except subprocess.TimeoutExpired as e:
-            return Result(n, "hang", "no end in %ss" % self.args.timeout,
-                          (e.stdout or b"").decode("utf-8", "replace"))
-        text = p.stdout.decode("utf-8", "replace")
+        # Own session, output to a file: a test's forked helper (a scripted
+        # server left waiting when its test failed) must not hold a pipe
+        # open past the program's end; the group is killed afterwards.
+        with tempfile.TemporaryFile(dir=self.tmp) as out:
+            p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, cwd=self.tmp,
+                                 start_new_session=True)
+            hung = False
+            try:
+                p.wait(self.args.timeout)
+            except subprocess.TimeoutExpired:
+                hung = True
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            p.wait()
+            out.seek(0)
+            text = out.read().decode("utf-8", "replace")
+        if hung:
+            return Result(n, "hang", "no end in %ss" % self.args.timeout, text)
         allocs, injected = read_count(cntfile)
         try:
             os.unlink(cntfile)
@@ -221,7 +261,7 @@ class Torture:
 
     def points(self, scen, allocs, dt, fn, cap=None):
         cap = cap or self.args.max_points
-        budget_cap = max(50, int(self.args.budget * self.args.jobs / max(dt, 0.01)))
+        budget_cap = max(150, int(self.args.budget * self.args.jobs / max(dt, 0.01)))
         use = min(cap, budget_cap)
         pts = sample(allocs, use)
         how = "all" if len(pts) == allocs else \
@@ -263,15 +303,19 @@ class Torture:
 
     # ------------------------------------------------------------ the agent
 
-    def agent(self, name, outputs=False, sticky=False):
+    def agent(self, name, outputs=False, sticky=False, faults=None, args=None, upload=False,
+              cmd=None, max_points=None):
         from harness import SimHarness
         agent = os.path.join(self.build, "civis-agent")
         if not os.access(agent, os.X_OK):
             log("== %s: %s not built; skipped" % (name, agent))
             self.summary.append((name, 0, 0, {}, "not built"))
             return
-        with SimHarness() as h:
-            def run(n, keep_count=False):
+        with SimHarness(job_id=11, run_id=22) as h:
+            if faults:
+                h.set_faults(faults)
+
+            def run(n):
                 cnt = os.path.join(self.tmp, "a-%s-%d" % (name, n))
                 extra = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                          "HOME": self.tmp, "TMPDIR": self.tmp,
@@ -282,7 +326,8 @@ class Torture:
                     if sticky:
                         extra["CIVIS_FAIL_ALLOC_STICKY"] = "1"
                 env = self.env(h.env(extra, base={}), base={})
-                args = ["--final-flush-timeout", "3s", "--heartbeat-interval", "1s"]
+                argv = ["--final-flush-timeout", "3s", "--heartbeat-interval", "1s"]
+                argv += args or []
                 outdir = None
                 if outputs:
                     outdir = os.path.join(self.tmp, "out-%s-%d" % (name, n))
@@ -291,9 +336,16 @@ class Torture:
                         fh.write("one\n")
                     with open(os.path.join(outdir, "sub", "two.txt"), "w") as fh:
                         fh.write("two\n" * 100)
-                    args += ["--output-dir", outdir]
-                res = h.run_agent(args + ["--"] + AGENT_CMD, env=env,
-                                  agent=agent, timeout=self.args.timeout)
+                    argv += ["--output-dir", outdir]
+                if upload:
+                    outdir = os.path.join(self.tmp, "up-%s-%d" % (name, n))
+                    os.makedirs(outdir, exist_ok=True)
+                    with open(os.path.join(outdir, "f.txt"), "w") as fh:
+                        fh.write("upload\n")
+                    argv = ["upload", os.path.join(outdir, "f.txt")]
+                else:
+                    argv += ["--"] + (cmd or AGENT_CMD)
+                res = h.run_agent(argv, env=env, agent=agent, timeout=self.args.timeout)
                 if outdir:
                     shutil.rmtree(outdir, ignore_errors=True)
                 allocs, injected = read_count(cnt)
@@ -304,7 +356,7 @@ class Torture:
                 text = "rc=%r wall=%.2fs\n--- stdout\n%s\n--- stderr\n%s" % (
                     res.returncode, res.wall, res.stdout.decode("utf-8", "replace"),
                     res.stderr.decode("utf-8", "replace"))
-                r = self.classify_agent(n, res, text)
+                r = (self.classify_upload if upload else self.classify_agent)(n, res, text)
                 r.injected = injected
                 r.allocs = allocs
                 return r
@@ -318,12 +370,20 @@ class Torture:
                 self.save(name, base)
                 self.summary.append((name, 0, 0, {base.kind: 1}, "baseline failed"))
                 return
+            st = h.state()
+            applied = sum(f.get("applied", 0) for f in st.get("faults", []))
+            log("== %s: the run without injection made %d API requests (%d faulted)"
+                % (name, st.get("requests", 0), applied))
             # The count varies a little with timing (heartbeats, retries):
             # go on past it until a run completes with nothing injected.
             allocs = base.allocs
-            cap = self.args.outputs_max_points if outputs else self.args.agent_max_points
-            pts = sample(allocs, min(cap, allocs))
-            how = "all" if len(pts) == allocs else "sampled evenly (cap %d)" % cap
+            cap = max_points or (self.args.outputs_max_points if outputs
+                                 else self.args.agent_max_points)
+            budget_cap = max(50, int(self.args.agent_budget * self.args.jobs / max(dt, 0.01)))
+            pts = sample(allocs, min(cap, budget_cap, allocs))
+            how = "all" if len(pts) == allocs else "sampled evenly (cap %d%s)" % (
+                min(cap, budget_cap), ", time budget %ss" % self.args.agent_budget
+                if budget_cap < cap else "")
             log("== %s: %d allocations counted (%.2fs a run); torturing %d points, %s%s"
                 % (name, allocs, dt, len(pts), how,
                    ", every allocation from N on failing" if sticky else ""))
@@ -342,6 +402,25 @@ class Torture:
                 log("   %s: a run completed with no failure injected at N=%s" % (
                     name, clean[0] if clean else "(none within %d)" % n))
             self.report(name, allocs, len(results), results, how)
+
+    def classify_upload(self, n, res, text):
+        """`civis-agent upload`: 0 with "<id>\tf.txt", or 1/2 with one clean line."""
+        kind, detail = sanitizer_kind(text)
+        if kind:
+            return Result(n, kind, detail, text)
+        if res.timed_out:
+            return Result(n, "hang", "killed after %ss" % self.args.timeout, text)
+        if res.returncode < 0:
+            return Result(n, "crash", "signal %d" % -res.returncode, text)
+        if res.returncode == 0:
+            if re.fullmatch(rb"\d+\tf\.txt\n", res.stdout):
+                return Result(n, "ok", "", text)
+            return Result(n, "output", "exit 0 but stdout %r" % res.stdout[:80], text)
+        err = res.stderr.decode("utf-8", "replace").strip()
+        if res.returncode in (1, 2) and err and all(ln.startswith("civis-agent")
+                                                    for ln in err.splitlines()):
+            return Result(n, "ok", "clean error: " + err.splitlines()[0][:120], text)
+        return Result(n, "status", "exit %d without a clean message" % res.returncode, text)
 
     def classify_agent(self, n, res, text):
         kind, detail = sanitizer_kind(text)
@@ -377,8 +456,7 @@ class Torture:
         for u in self.args.units.split():
             if not only or ("unit:" + u) in only or u in only:
                 self.unit(u)
-        for name, kw in (("agent", {}), ("agent-outputs", {"outputs": True}),
-                         ("agent-sticky", {"sticky": True})):
+        for name, kw in AGENT_SCENARIOS:
             if not only or name in only:
                 self.agent(name, **kw)
         wall = time.monotonic() - t0
@@ -400,13 +478,14 @@ class Torture:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "torture"))
-    ap.add_argument("--units", default="linebuf logbatch logqueue redact client options")
+    ap.add_argument("--units", default="linebuf logbatch logqueue redact client options upload loop")
     ap.add_argument("--only", action="append", help="scenario name (repeatable)")
     ap.add_argument("--max-points", type=int, default=1000,
                     help="points per unit scenario at most, sampled evenly beyond")
     ap.add_argument("--agent-max-points", type=int, default=400)
-    ap.add_argument("--outputs-max-points", type=int, default=100,
-                    help="points of agent-outputs at most (a run takes ~1 s)")
+    ap.add_argument("--outputs-max-points", type=int, default=400)
+    ap.add_argument("--agent-budget", type=float, default=45.0,
+                    help="seconds of wall time an agent scenario may take (sets the sample)")
     ap.add_argument("--budget", type=float, default=20.0,
                     help="seconds of wall time a unit scenario may take (sets the sample)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
