@@ -43,9 +43,12 @@ RUN_PATH = "/scripts/containers/%d/runs/%d" % (JOB, RUN)
 API_CAP = 65536            # lib/src/http.c: default answer cap
 LOG_CAP = 1048576          # the log POST's answer cap
 SCRIPT = "echo a; sleep 1; echo b >&2; exit 7"
+# Under valgrind (tests/integration/valgrind-agent.sh sets CIVIS_REAL_AGENT)
+# everything is slower, and the peak RSS is valgrind's.
+VALGRIND = bool(os.environ.get("CIVIS_REAL_AGENT"))
 # The cost bound of one hostile answer: the run takes the command's 1 s
 # plus at most this much.
-SLACK = 8.0
+SLACK = 25.0 if VALGRIND else 8.0
 
 
 class Listener:
@@ -138,6 +141,8 @@ class HostileBase(unittest.TestCase):
         self.assertLess(r.wall, seconds, "took %.1f s, bound %.1f s: %r" % (r.wall, seconds, r))
 
     def assert_peak_rss_below(self, r, kib):
+        if VALGRIND:
+            return
         m = re.search(r"^civis-agent: agent peak RSS \(VmHWM\): (\d+) kB$",
                       r.stderr.decode("utf-8", "replace"), re.M)
         self.assertIsNotNone(m, r)
