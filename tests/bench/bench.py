@@ -444,9 +444,10 @@ def bench_flood(h):
         a_cpu.append(r["v"]["cpu"] or 0)
         say("  round %d: command %.3f s under agent, %.3f s piped (%.2fx); last line at the sim "
             "%.3f s after the command's exit (%.3f s after its first write); %d log requests "
-            "(%.0f lines each); VmHWM %s kB; agent CPU %.3f s, wall %.3f s%s" % (
+            "(%.0f lines each); VmHWM %s kB; spool %s bytes; agent CPU %.3f s, wall %.3f s%s" % (
                 i + 1, r["run"], b, r["run"] / b, last - r["exit"], span, nreq, lpr[-1],
-                r["v"]["hwm_kb"], r["v"]["cpu"] or 0, r["wall"], "" if ok else "  (lines FAILED)"))
+                r["v"]["hwm_kb"], r["v"]["spool"], r["v"]["cpu"] or 0, r["wall"],
+                "" if ok else "  (lines FAILED)"))
         say("           diagnosis: command %.3f s under the agent without the API (tee only; "
             "agent CPU %.3f s), %.3f s with the API and --no-tee" % (c_run[-1], c_cpu[-1], d_run[-1]))
     ratio = med(a_run) / med(b_run)
