@@ -447,7 +447,10 @@ agent_opts_parse(agent_opts *o, int argc, char **argv, agent_getenv_fn get, void
 		longopts[i].flag = NULL;
 		longopts[i].val = opt_defs[i].id;
 	}
-	memset(&longopts[NOPTS], 0, sizeof(longopts[NOPTS]));
+	longopts[NOPTS].name = NULL;
+	longopts[NOPTS].has_arg = 0;
+	longopts[NOPTS].flag = NULL;
+	longopts[NOPTS].val = 0;
 
 	/* The command line first, remembering what it set: it wins. */
 	optind = 0;

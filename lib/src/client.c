@@ -64,7 +64,7 @@ quote(const char *v, char *buf, size_t len)
 {
 	size_t i, o = 0;
 
-	for (i = 0; v[i] != '\0' && i < QUOTE_MAX && o + 1 < len; i++) {
+	for (i = 0; i < QUOTE_MAX && v[i] != '\0' && o + 1 < len; i++) {
 		unsigned char c = (unsigned char)v[i];
 
 		buf[o++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;

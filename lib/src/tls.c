@@ -64,7 +64,7 @@ layer_bundle(char *buf, size_t len, const char *exe)
 	if (n >= sizeof(prefix))
 		return NULL;
 	memcpy(prefix, exe, n + 1);
-	if (!cut_last(prefix) || !cut_last(prefix))
+	if (!cut_last(prefix) || !cut_last(prefix)) /* NOLINT(misc-redundant-expression): two levels up, on purpose */
 		return NULL;
 	w = snprintf(buf, len, "%s%s", prefix, LAYER_BUNDLE);
 	if (w < 0 || (size_t)w >= len)
