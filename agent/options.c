@@ -112,11 +112,17 @@ agent_opts_usage(FILE *f)
 "see README.md for the status used when an output failed to upload.\n", f);
 }
 
+/* The message quotes what the user typed: keep it one line (control bytes
+ * become '?'; found by fuzz_options). */
 static int
 set_err(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
 {
-	if (errlen)
+	if (errlen) {
 		snprintf(err, errlen, fmt, a, b ? b : "");
+		for (char *p = err; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
+	}
 	return -1;
 }
 

@@ -29,8 +29,13 @@ fuzz: fuzz-build
 	    n=$$(basename $$t); n=$${n#fuzz_}; \
 	    mkdir -p $(FUZZ_DIR)/corpus/$$n tests/fuzz/corpus/$$n; \
 	    echo "== fuzz $$n for $(FUZZ_TIME) s"; \
-	    $$t -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -rss_limit_mb=2048 \
-	        -timeout=10 $(FUZZ_DIR)/corpus/$$n tests/fuzz/corpus/$$n 2>&1 \
-	        | grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|ERROR|Done)' ; \
-	    test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz $$n: FAILED"; exit 1; }; \
+	    rc=0; $$t -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -rss_limit_mb=2048 \
+	        -timeout=10 -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus/$$n tests/fuzz/corpus/$$n \
+	        > $(FUZZ_DIR)/$$n.log 2>&1 || rc=$$?; \
+	    grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|Done)' \
+	        $(FUZZ_DIR)/$$n.log || true; \
+	    if [ $$rc -ne 0 ]; then tail -40 $(FUZZ_DIR)/$$n.log; echo "fuzz $$n: FAILED"; exit 1; fi; \
 	done
+
+# keep the instrumented objects between runs
+.SECONDARY: $(FUZZ_OBJ)

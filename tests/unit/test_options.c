@@ -143,6 +143,10 @@ test_errors(void **state)
 	check_err("--archive: 'a/b' must name a sub-directory of the output directory, without '/'",
 	          "--archive", "a/b", "true");
 	check_err("--output-dir needs a directory", "--output-dir", "", "true");
+	/* fuzz_options: a control byte in an echoed word kept the message one line */
+	check_err("unknown option '--?x'", "--\nx", "true", NULL);
+	check_err("--grace-period: '1?s' is not a duration (e.g. 500ms, 30s, 2m)",
+	          "--grace-period", "1\ts", "true");
 	check_err("--log-batch-bytes must hold one line of --log-line-max bytes: raise it or "
 	          "lower --log-line-max", "--log-line-max=1M", "true", NULL);
 }
