@@ -33,6 +33,8 @@ Scenarios:
                  against the simulator (tests/sim/harness.py)
   agent-outputs  the same with --output-dir holding two files
   agent-sticky   the agent with every allocation from the Nth on failing
+  agent-outputs-sticky, agent-outputs-gzip (--gzip --archive-dirs --redact-tee):
+                 with --all or --only (slower: ~4 minutes together)
   agent-faults   the agent run with 503s on the log POST, deep JSON on the
                  cancel poll and 500s on heartbeats (retry and error paths)
   agent-upload   `civis-agent upload FILE`: 0 with "<id>\tf.txt", or 1/2 with
@@ -73,6 +75,12 @@ AGENT_SCENARIOS = (
     ("agent", {}),
     ("agent-outputs", {"outputs": True}),
     ("agent-sticky", {"sticky": True}),
+    # With --all only (about 4 minutes more: a failed upload waits for its
+    # retries up to the final flush timeout).
+    ("agent-outputs-sticky", {"outputs": True, "sticky": True, "extra": True}),
+    # gzip and tar.gz staging, masking of the copy on our stdout/stderr
+    ("agent-outputs-gzip", {"outputs": True, "extra": True,
+                            "args": ["--gzip", "--archive-dirs", "--redact-tee"]}),
     # Retry and parse-error paths: every other log POST gets a 503, every
     # other cancel poll a JSON nested too deep, every third heartbeat a 500.
     ("agent-faults", {"max_points": 100,
@@ -304,7 +312,7 @@ class Torture:
     # ------------------------------------------------------------ the agent
 
     def agent(self, name, outputs=False, sticky=False, faults=None, args=None, upload=False,
-              cmd=None, max_points=None):
+              cmd=None, max_points=None, extra=False):
         from harness import SimHarness
         agent = os.path.join(self.build, "civis-agent")
         if not os.access(agent, os.X_OK):
@@ -457,7 +465,7 @@ class Torture:
             if not only or ("unit:" + u) in only or u in only:
                 self.unit(u)
         for name, kw in AGENT_SCENARIOS:
-            if not only or name in only:
+            if (not only and (self.args.all or not kw.get("extra"))) or name in only:
                 self.agent(name, **kw)
         wall = time.monotonic() - t0
         log("")
@@ -490,6 +498,8 @@ def main():
                     help="seconds of wall time a unit scenario may take (sets the sample)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--all", action="store_true",
+                    help="also the scenarios marked extra (agent-outputs-sticky, -gzip)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     try:
