@@ -17,6 +17,7 @@
 #define READ_BUF      (256u << 10)  /* one read from a pipe at most */
 #define READS_PER_EV  4             /* reads per readiness, so one stream can't starve the rest */
 #define MAX_INFLIGHT  16
+#define BACKLOG_MIN_READ (16u << 10) /* reads this big go through the backlog */
 #define NOTE_MAX      2048
 
 struct stream;
@@ -41,6 +42,7 @@ struct stream {
 	civis_linebuf *lb;
 	uint64_t partial_since;     /* when a partial line or held bytes started waiting */
 	uint64_t read_ns;           /* realtime of the read being processed */
+	int finished;               /* its last line went out */
 };
 
 struct agent_logstream {
@@ -59,6 +61,17 @@ struct agent_logstream {
 	uint64_t batch_opened;      /* monotonic time of the batch's first message */
 	char logs_path[128];
 	char *readbuf;
+	/* The backlog: during a flood, reads are copied as they come (tee) and
+	 * appended raw, with their read time, to an unlinked file; lines are
+	 * made from it in slices between reads, so the command never waits on
+	 * the line/JSON/redaction work. Empty: reads are processed at once. */
+	int bl_fd;                  /* -1 until first needed */
+	uint64_t bl_woff, bl_roff;
+	uint64_t bl_peak;
+	int bl_broken;              /* cannot write it: process inline */
+	civis_timer_id bl_timer;
+	uint64_t bl_last_slice;     /* monotonic time of the last backlog slice */
+	uint64_t last_read;         /* monotonic time of the last read with data */
 	int tee_broken[2];
 	int auth_dead;
 	int start_failed;           /* the last request could not be started (said once) */
@@ -196,22 +209,196 @@ flush_stream(struct stream *s)
 
 /* ---------------------------------------------------------------- reading */
 
+/* The end of a stream's text: its last partial line goes out. */
+static void
+finish_stream(struct stream *s)
+{
+	if (s->finished || !s->ls->client)
+		return;
+	s->finished = 1;
+	if (s->rs)
+		(void)civis_redact_stream_flush(s->rs, redacted_out, s);
+	(void)civis_linebuf_finish(s->lb, on_line, s);
+	s->partial_since = 0;
+}
+
 static void
 close_stream(struct stream *s)
 {
+	agent_logstream *ls = s->ls;
+
 	if (s->fd < 0)
 		return;
-	(void)civis_loop_del_io(s->ls->loop, s->fd);
+	(void)civis_loop_del_io(ls->loop, s->fd);
 	close(s->fd);
 	s->fd = -1;
-	if (s->ls->client) {
-		if (s->rs)
-			(void)civis_redact_stream_flush(s->rs, redacted_out, s);
-		(void)civis_linebuf_finish(s->lb, on_line, s);
-		s->partial_since = 0;
-	}
+	/* with a backlog, its text is still to come: finish when drained */
+	if (ls->bl_woff == ls->bl_roff)
+		finish_stream(s);
 	if (s->tee_rs)
 		(void)civis_redact_stream_flush(s->tee_rs, tee_out, s);
+}
+
+/* ---------------------------------------------------------------- backlog */
+
+struct bl_hdr {
+	uint32_t len;
+	uint32_t stream;
+	uint64_t read_ns;
+};
+
+static int
+bl_open(agent_logstream *ls)
+{
+	const char *dir = ls->o.spool_dir;
+	char path[4096];
+	int fd;
+
+	if (!dir || !*dir)
+		dir = getenv("TMPDIR");
+	if (!dir || !*dir)
+		dir = "/tmp";
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		if (snprintf(path, sizeof(path), "%s/civis-agent-backlog-XXXXXX", dir) >= (int)sizeof(path))
+			return -1;
+		fd = mkostemp(path, O_CLOEXEC);
+		if (fd >= 0)
+			(void)unlink(path);
+	}
+	ls->bl_fd = fd;
+	return fd;
+}
+
+static int
+write_all_at(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int
+read_all_at(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static void bl_schedule(agent_logstream *ls);
+
+/* Append one read to the backlog; -1 when it cannot (then process inline). */
+static int
+bl_append(struct stream *s, const char *data, size_t len)
+{
+	agent_logstream *ls = s->ls;
+	struct bl_hdr h = { (uint32_t)len, (uint32_t)s->id, s->read_ns };
+
+	if (ls->bl_broken || (ls->bl_fd < 0 && bl_open(ls) < 0))
+		goto broken;
+	if (write_all_at(ls->bl_fd, &h, sizeof(h), ls->bl_woff) != 0 ||
+	    write_all_at(ls->bl_fd, data, len, ls->bl_woff + sizeof(h)) != 0)
+		goto broken;
+	ls->bl_woff += sizeof(h) + len;
+	if (ls->bl_woff - ls->bl_roff > ls->bl_peak)
+		ls->bl_peak = ls->bl_woff - ls->bl_roff;
+	bl_schedule(ls);
+	return 0;
+broken:
+	if (!ls->bl_broken)
+		fprintf(stderr, "civis-agent: cannot keep a log backlog file in %s (%s); lines are "
+		        "made as the output is read, which may slow the command down\n",
+		        ls->o.spool_dir ? ls->o.spool_dir : "$TMPDIR", strerror(errno));
+	ls->bl_broken = 1;
+	return -1;
+}
+
+/* Make lines from up to `budget` bytes of the backlog (UINT64_MAX: all). */
+static void
+bl_drain(agent_logstream *ls, uint64_t budget)
+{
+	while (ls->bl_roff < ls->bl_woff && budget > 0) {
+		struct bl_hdr h;
+		struct stream *s;
+
+		if (read_all_at(ls->bl_fd, &h, sizeof(h), ls->bl_roff) != 0 || h.len > READ_BUF ||
+		    h.stream > 1 || read_all_at(ls->bl_fd, ls->readbuf, h.len,
+		                                ls->bl_roff + sizeof(h)) != 0) {
+			/* our own file, just written: only a failing disk gets here */
+			fprintf(stderr, "civis-agent: the log backlog file cannot be read back (%s); "
+			        "%llu bytes of output are not in the run log\n", strerror(errno),
+			        (unsigned long long)(ls->bl_woff - ls->bl_roff));
+			ls->bl_roff = ls->bl_woff;
+			break;
+		}
+		ls->bl_roff += sizeof(h) + h.len;
+		budget = h.len >= budget ? 0 : budget - h.len;
+		s = &ls->st[h.stream];
+		s->read_ns = h.read_ns;
+		to_log(s, ls->readbuf, h.len);
+	}
+	if (ls->bl_roff == ls->bl_woff && ls->bl_woff > 0) {
+		/* caught up: give the space back and start over */
+		if (ftruncate(ls->bl_fd, 0) == 0)
+			ls->bl_roff = ls->bl_woff = 0;
+		for (int i = 0; i < 2; i++)
+			if (ls->st[i].fd < 0 && ls->st[i].lb)
+				finish_stream(&ls->st[i]);
+	}
+}
+
+#define BL_QUIET_NS  2000000ULL   /* the pipes count as busy this long after a read */
+#define BL_FLOOR_NS  50000000ULL  /* yet a slice at least this often */
+
+static void
+on_backlog(civis_loop *loop, void *ud)
+{
+	agent_logstream *ls = ud;
+	uint64_t now = civis_now_ns();
+
+	ls->bl_timer = 0;
+	/* While the command floods, the agent only reads, copies and appends:
+	 * line work (and the requests it feeds) would take CPU from the command
+	 * on a small machine. A slice now and then keeps the run log moving. */
+	if (now - ls->last_read < BL_QUIET_NS && now - ls->bl_last_slice < BL_FLOOR_NS) {
+		(void)civis_loop_add_timer(loop, now + BL_QUIET_NS, on_backlog, ls, &ls->bl_timer);
+		return;
+	}
+	ls->bl_last_slice = now;
+	/* one slice per loop turn: reads and transfers go on in between */
+	bl_drain(ls, 256u << 10);
+	if (ls->bl_roff < ls->bl_woff)
+		bl_schedule(ls);
+}
+
+static void
+bl_schedule(agent_logstream *ls)
+{
+	if (!ls->bl_timer)
+		(void)civis_loop_add_timer(ls->loop, civis_now_ns(), on_backlog, ls, &ls->bl_timer);
 }
 
 static void
@@ -235,12 +422,19 @@ on_readable(civis_loop *loop, int fd, int revents, void *ud)
 		}
 		ls->stats.bytes += (uint64_t)n;
 		s->read_ns = civis_clock_realtime_ns();
+		ls->last_read = civis_now_ns();
 		if (ls->o.tee && s->tee_fd >= 0) {
 			if (s->tee_rs)
 				(void)civis_redact_stream_feed(s->tee_rs, ls->readbuf, (size_t)n, tee_out, s);
 			else
 				tee_write(ls, s->id, s->tee_fd, ls->readbuf, (size_t)n);
 		}
+		/* A big read means a flood: keep the raw bytes for later rather
+		 * than make the command wait on the line work (a few lines, the
+		 * usual case, are made at once). */
+		if (ls->client && (ls->bl_woff > ls->bl_roff || (size_t)n >= BACKLOG_MIN_READ) &&
+		    bl_append(s, ls->readbuf, (size_t)n) == 0)
+			continue;
 		to_log(s, ls->readbuf, (size_t)n);
 		if ((size_t)n < READ_BUF)
 			return;
@@ -547,6 +741,7 @@ agent_logstream_new(agent_logstream **out, civis_loop *loop, const agent_logstre
 		ls->st[i].fd = -1;
 		ls->st[i].tee_fd = -1;
 	}
+	ls->bl_fd = -1;
 	ls->readbuf = malloc(READ_BUF);
 	if (!ls->readbuf)
 		goto fail;
@@ -608,7 +803,7 @@ agent_logstream_add_pipe(agent_logstream *ls, int stream, int fd, int tee_fd)
 int
 agent_logstream_eof(const agent_logstream *ls)
 {
-	return ls->st[0].fd < 0 && ls->st[1].fd < 0;
+	return ls->st[0].fd < 0 && ls->st[1].fd < 0 && ls->bl_roff == ls->bl_woff;
 }
 
 void
@@ -627,6 +822,7 @@ agent_logstream_close_pipes(agent_logstream *ls)
 		}
 		close_stream(s);
 	}
+	bl_drain(ls, UINT64_MAX);
 }
 
 void
@@ -634,6 +830,7 @@ agent_logstream_finish(agent_logstream *ls)
 {
 	if (!ls->client)
 		return;
+	bl_drain(ls, UINT64_MAX);
 	for (int i = 0; i < 2; i++)
 		flush_stream(&ls->st[i]);
 	seal(ls);
@@ -691,6 +888,10 @@ agent_logstream_free(agent_logstream *ls)
 	}
 	civis_batch_free(ls->batch);
 	civis_logq_free(ls->q);
+	if (ls->bl_timer)
+		civis_loop_cancel_timer(ls->loop, ls->bl_timer);
+	if (ls->bl_fd >= 0)
+		close(ls->bl_fd);
 	free(ls->readbuf);
 	free(ls);
 }
