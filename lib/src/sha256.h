@@ -25,4 +25,10 @@ void civis__sha256_final(civis_sha256 *s, unsigned char out[CIVIS_SHA256_LEN]);
 void civis__sha256_hex(const unsigned char dig[CIVIS_SHA256_LEN],
                        char out[CIVIS_SHA256_HEX_LEN]);
 
+#ifdef CIVIS_UNITTEST
+/* 0: use the portable code; otherwise the CPU's SHA extensions when it has
+ * them. Returns 1 when the extensions are in use. */
+int civis__sha256_set_ni(int on);
+#endif
+
 #endif
