@@ -345,7 +345,10 @@ class TestApi(SimCase):
         self.assertEqual(st, 400)
         port, path = url_port_path(mp["uploadUrls"][0])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("PUT", path, body=iter([b"abc"]), encode_chunked=True)
+        try:
+            conn.request("PUT", path, body=iter([b"abc"]), encode_chunked=True)
+        except (BrokenPipeError, ConnectionResetError):
+            pass    # S3-like: it answers 411 and closes before the last chunk
         r = conn.getresponse()
         r.read()
         conn.close()
