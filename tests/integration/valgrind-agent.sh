@@ -3,4 +3,4 @@
 # which the integration tests see as a wrong exit status.
 exec valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
     --errors-for-leak-kinds=definite,indirect --trace-children=no \
-    "${CIVIS_REAL_AGENT:?CIVIS_REAL_AGENT names the agent binary}" "$@"
+    "@AGENT@" "$@"
