@@ -16,6 +16,7 @@ struct agent_runwatch {
 	civis_retry_policy hb_retry, poll_retry;
 	char hb_path[128], run_path[128];
 	int cancelled;
+	int poll_warned;
 	uint64_t rnd;
 	agent_runwatch_stats stats;
 };
@@ -97,8 +98,12 @@ poll_done(void *ud, const civis_http_result *res)
 		return;
 	if (res->status != CIVIS_OK) {
 		rw->stats.polls_failed++;
-		if (rw->o.verbose)
-			fprintf(stderr, "civis-agent: cancel poll failed: %s\n", res->error);
+		/* a poll that keeps failing means a cancel would go unseen: say
+		 * so once, every time with -v */
+		if (rw->o.verbose || !rw->poll_warned)
+			fprintf(stderr, "civis-agent: cancel poll failed: %s%s\n", res->error,
+			        rw->o.verbose ? "" : " (further failures are shown with -v)");
+		rw->poll_warned = 1;
 		return;
 	}
 	if (civis_parse_run_state(res->body, res->body_len, &rs, err, sizeof(err)) != CIVIS_OK) {
