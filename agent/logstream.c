@@ -270,38 +270,19 @@ bl_open(agent_logstream *ls)
 	return fd;
 }
 
+/* All of len bytes at off, written (writing) or read; -1 on error or EOF. */
 static int
-write_all_at(int fd, const void *buf, size_t len, uint64_t off)
+all_at(int fd, char *buf, size_t len, uint64_t off, int writing)
 {
-	const char *p = buf;
-
 	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		ssize_t n = writing ? pwrite(fd, buf, len, (off_t)off)
+		                    : pread(fd, buf, len, (off_t)off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			return -1;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-static int
-read_all_at(int fd, void *buf, size_t len, uint64_t off)
-{
-	char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
+		buf += n;
 		len -= (size_t)n;
 		off += (uint64_t)n;
 	}
@@ -319,8 +300,8 @@ bl_append(struct stream *s, const char *data, size_t len)
 
 	if (ls->bl_broken || (ls->bl_fd < 0 && bl_open(ls) < 0))
 		goto broken;
-	if (write_all_at(ls->bl_fd, &h, sizeof(h), ls->bl_woff) != 0 ||
-	    write_all_at(ls->bl_fd, data, len, ls->bl_woff + sizeof(h)) != 0)
+	if (all_at(ls->bl_fd, (char *)&h, sizeof(h), ls->bl_woff, 1) != 0 ||
+	    all_at(ls->bl_fd, (char *)data, len, ls->bl_woff + sizeof(h), 1) != 0)
 		goto broken;
 	ls->bl_woff += sizeof(h) + len;
 	if (ls->bl_woff - ls->bl_roff > ls->bl_peak)
@@ -344,9 +325,9 @@ bl_drain(agent_logstream *ls, uint64_t budget)
 		struct bl_hdr h;
 		struct stream *s;
 
-		if (read_all_at(ls->bl_fd, &h, sizeof(h), ls->bl_roff) != 0 || h.len > READ_BUF ||
-		    h.stream > 1 || read_all_at(ls->bl_fd, ls->readbuf, h.len,
-		                                ls->bl_roff + sizeof(h)) != 0) {
+		if (all_at(ls->bl_fd, (char *)&h, sizeof(h), ls->bl_roff, 0) != 0 ||
+		    h.len > READ_BUF || h.stream > 1 ||
+		    all_at(ls->bl_fd, ls->readbuf, h.len, ls->bl_roff + sizeof(h), 0) != 0) {
 			/* our own file, just written: only a failing disk gets here */
 			fprintf(stderr, "civis-agent: the log backlog file cannot be read back (%s); "
 			        "%llu bytes of output are not in the run log\n", strerror(errno),
