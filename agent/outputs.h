@@ -128,6 +128,9 @@ int  agent_outputs_check_archive(char *buf, size_t len, const char *name,
  * CIVIS_ETOOBIG with a reason, else CIVIS_OK. */
 int  agent_outputs_check_size(uint64_t size, char *err, size_t errlen);
 
+/* "not a regular file (FIFO)" and the like, for what mode m is. */
+const char *agent_outputs_type_text(mode_t m);
+
 typedef enum agent_out_kind {
 	AGENT_OUT_FILE    = 0,  /* a regular file, or a symlink to one inside DIR */
 	AGENT_OUT_ARCHIVE = 1,  /* a directory packed as one .tar.gz */

@@ -360,8 +360,8 @@ agent_outputs_show(char *buf, size_t len, const agent_out_rules *r, const char *
 	agent_outputs_quote(buf, len, raw);
 }
 
-static const char *
-type_text(mode_t m)
+const char *
+agent_outputs_type_text(mode_t m)
 {
 	if (S_ISFIFO(m))
 		return "not a regular file (FIFO)";
@@ -429,7 +429,7 @@ agent_outputs_classify(const agent_out_rules *r, const char *rel, agent_out_stat
 		return agent_outputs_in_archive(r, rel, 1) == 2 ? AGENT_OUT_ARCHIVE : AGENT_OUT_DIR;
 	}
 	if (!S_ISLNK(sb.st_mode)) {
-		snprintf(reason, rlen, "%s", type_text(sb.st_mode));
+		snprintf(reason, rlen, "%s", agent_outputs_type_text(sb.st_mode));
 		return AGENT_OUT_SKIP;
 	}
 	/* a symlink: followed only when its final target is inside DIR */
@@ -464,7 +464,7 @@ agent_outputs_classify(const agent_out_rules *r, const char *rel, agent_out_stat
 		snprintf(reason, rlen, "symlink to a directory");
 		kind = AGENT_OUT_SKIP;
 	} else if (!S_ISREG(sb.st_mode)) {
-		snprintf(reason, rlen, "%s", type_text(sb.st_mode));
+		snprintf(reason, rlen, "%s", agent_outputs_type_text(sb.st_mode));
 		kind = AGENT_OUT_SKIP;
 	} else {
 		fill_stat(st, &sb);

@@ -108,20 +108,6 @@ job_fail(struct job *j, const char *fmt, ...)
 	j->c->failed++;
 }
 
-static const char *
-type_text(mode_t m)
-{
-	if (S_ISFIFO(m))
-		return "not a regular file (FIFO)";
-	if (S_ISSOCK(m))
-		return "not a regular file (socket)";
-	if (S_ISCHR(m))
-		return "not a regular file (character device)";
-	if (S_ISBLK(m))
-		return "not a regular file (block device)";
-	return "not a regular file";
-}
-
 /* The last component of path, trailing slashes ignored, into buf. */
 static int
 base_name(char *buf, size_t len, const char *path)
@@ -164,7 +150,7 @@ job_prepare(struct job *j, const char *name_opt, int gzip)
 			return;
 		}
 	} else {
-		job_fail(j, "%s", type_text(sb.st_mode));
+		job_fail(j, "%s", agent_outputs_type_text(sb.st_mode));
 		return;
 	}
 	if (name_opt != NULL) {
