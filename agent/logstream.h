@@ -33,6 +33,11 @@ typedef struct agent_logstream_opts {
 	unsigned max_inflight;      /* log requests at once; 0: 4 */
 	const civis_redact *redact; /* may be NULL */
 	civis_client *client;       /* NULL: tee only */
+	/* Told every message that goes to the run log, after masking, the
+	 * agent's own notes included (with the API on; none in tee-only mode).
+	 * msg is not NUL-terminated and valid only during the call. */
+	void (*on_message)(void *ud, const char *level, const char *msg, size_t len);
+	void *on_message_ud;
 } agent_logstream_opts;
 
 typedef struct agent_logstream_stats {

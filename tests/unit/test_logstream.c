@@ -32,6 +32,21 @@ struct fixture {
 	int tee[2];     /* where the copy goes */
 };
 
+/* What on_message saw, one "level|text" line each. */
+static char seen[8192];
+static size_t seen_len;
+
+static void
+on_message(void *ud, const char *level, const char *msg, size_t len)
+{
+	int n;
+
+	(void)ud;
+	n = snprintf(seen + seen_len, sizeof(seen) - seen_len, "%s|%.*s\n", level, (int)len, msg);
+	assert_true(n > 0 && (size_t)n < sizeof(seen) - seen_len);
+	seen_len += (size_t)n;
+}
+
 static void
 opts_default(agent_logstream_opts *o)
 {
@@ -71,7 +86,10 @@ setup_common(struct fixture *f, int api)
 		assert_int_equal(civis_redact_add(f->redact, "unit-test-key-123", 17), CIVIS_OK);
 		o.client = f->client;
 		o.redact = f->redact;
+		o.on_message = on_message;
 	}
+	seen_len = 0;
+	seen[0] = '\0';
 	assert_int_equal(agent_logstream_new(&f->ls, f->loop, &o, err, sizeof(err)), CIVIS_OK);
 	assert_int_equal(agent_logstream_add_pipe(f->ls, AGENT_STDOUT, f->in[0], f->tee[1]), CIVIS_OK);
 }
@@ -211,6 +229,34 @@ test_note_masks_secret(void **state)
 	assert_int_equal((int)st.undelivered, 1);   /* the note went to the run log too */
 }
 
+/* M4: every message for the run log is told to on_message, masked, the
+ * agent's notes included, and a partial line only once it is flushed. */
+static void
+test_on_message_masked(void **state)
+{
+	struct fixture *f = *state;
+	int errpipe[2], saved;
+
+	assert_int_equal(write(f->in[1], "a unit-test-key-123 b\nhalf", 27), 27);
+	spin(f, 50 * MS);
+	assert_string_equal(seen, "info|a [REDACTED] b\n");
+	assert_int_equal(pipe2(errpipe, O_NONBLOCK), 0);
+	saved = dup(2);
+	dup2(errpipe[1], 2);
+	agent_logstream_note(f->ls, "warn", "key %s", "unit-test-key-123");
+	dup2(saved, 2);
+	close(saved);
+	close(errpipe[0]);
+	close(errpipe[1]);
+	close(f->in[1]);
+	f->in[1] = -1;
+	spin(f, 50 * MS);
+	agent_logstream_finish(f->ls);
+	assert_string_equal(seen, "info|a [REDACTED] b\n"
+	                          "warn|civis-agent: key [REDACTED]\n"
+	                          "info|half\n");
+}
+
 int
 main(void)
 {
@@ -218,6 +264,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_tee_byte_exact, setup_tee, teardown),
 		cmocka_unit_test_setup_teardown(test_lines_partial_and_undelivered, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_note_masks_secret, setup_api, teardown),
+		cmocka_unit_test_setup_teardown(test_on_message_masked, setup_api, teardown),
 	};
 	return cmocka_run_group_tests_name("logstream", tests, NULL, NULL);
 }
