@@ -81,15 +81,15 @@ close_stream(struct stream *s)
 	agent_tee_end(s);
 }
 
+/* A few reads of s; none once its tee is stalled, unless `anyway` (the
+ * drain at the end, which takes what is left in the pipe). */
 static void
-on_readable(civis_loop *loop, int fd, int revents, void *ud)
+read_some(struct stream *s, int anyway)
 {
-	struct stream *s = ud;
 	agent_logstream *ls = s->ls;
+	int fd = s->fd;
 
-	(void)loop;
-	(void)revents;
-	for (int i = 0; i < READS_PER_EV && s->fd == fd; i++) {
+	for (int i = 0; i < READS_PER_EV && s->fd == fd && (anyway || !agent_tee_stalled(s)); i++) {
 		ssize_t n = read(fd, ls->readbuf, READ_BUF);
 
 		if (n < 0 && errno == EINTR)
@@ -103,6 +103,7 @@ on_readable(civis_loop *loop, int fd, int revents, void *ud)
 		ls->stats.bytes += (uint64_t)n;
 		s->read_ns = civis_clock_realtime_ns();
 		ls->last_read = civis_now_ns();
+		s->last_in = ls->last_read;
 		agent_tee_copy(s, ls->readbuf, (size_t)n);
 		/* A big read means a flood: keep the raw bytes for later rather
 		 * than make the command wait on the line work (a few lines, the
@@ -114,6 +115,17 @@ on_readable(civis_loop *loop, int fd, int revents, void *ud)
 		if ((size_t)n < READ_BUF)
 			return;
 	}
+}
+
+static void
+on_readable(civis_loop *loop, int fd, int revents, void *ud)
+{
+	struct stream *s = ud;
+
+	(void)loop;
+	(void)revents;
+	if (s->fd == fd)
+		read_some(s, 0);
 }
 
 /* ---------------------------------------------------------------- sending */
@@ -308,7 +320,14 @@ on_tick(civis_loop *loop, void *ud)
 	for (int i = 0; i < 2; i++) {
 		struct stream *s = &ls->st[i];
 
-		if (s->partial_since && now - s->partial_since >= half)
+		/* A partial line goes out once its stream has been idle (no
+		 * bytes arrived) for the flush interval: a writer that is still
+		 * writing (a block-buffered one, every 50 ms) keeps its lines
+		 * whole and its secrets held. Never while the rest may already
+		 * be here unread: in the backlog, or in a pipe paused for a
+		 * stalled copy. */
+		if (s->partial_since && agent_backlog_empty(ls) && !agent_tee_stalled(s) &&
+		    now - s->last_in >= ls->o.flush_ns)
 			agent_lines_flush(s);
 	}
 	if (ls->batch_opened && now - ls->batch_opened >= half)
@@ -363,6 +382,7 @@ agent_logstream_new(agent_logstream **out, civis_loop *loop, const agent_logstre
 		ls->st[i].id = i;
 		ls->st[i].fd = -1;
 		ls->st[i].tee_fd = -1;
+		ls->st[i].tee_saved_fl = -1;
 	}
 	ls->bl_fd = -1;
 	ls->readbuf = malloc(READ_BUF);
@@ -419,7 +439,7 @@ agent_logstream_add_pipe(agent_logstream *ls, int stream, int fd, int tee_fd)
 	struct stream *s = &ls->st[stream];
 
 	s->fd = fd;
-	s->tee_fd = tee_fd;
+	agent_tee_setup(s, tee_fd);
 	return civis_loop_add_io(ls->loop, fd, POLLIN, on_readable, s);
 }
 
@@ -441,7 +461,7 @@ agent_logstream_close_pipes(agent_logstream *ls)
 
 			if (poll(&p, 1, 0) <= 0)
 				break;
-			on_readable(ls->loop, s->fd, p.revents, s);
+			read_some(s, 1);
 		}
 		close_stream(s);
 	}
@@ -464,6 +484,9 @@ agent_logstream_idle(const agent_logstream *ls)
 {
 	struct civis_logq_stats qs;
 
+	for (int i = 0; i < 2; i++)
+		if (agent_tee_stalled(&ls->st[i]))
+			return 0;      /* the copy is part of delivery too */
 	if (!ls->client || ls->auth_dead)
 		return 1;
 	if (ls->inflight || civis_batch_count(ls->batch))
@@ -509,6 +532,10 @@ agent_logstream_free(agent_logstream *ls)
 		civis_redact_stream_free(ls->st[i].rs);
 		civis_redact_stream_free(ls->st[i].tee_rs);
 	}
+	/* stderr first: with both on one shared description, stdout's flags
+	 * are the ones from before the agent */
+	for (int i = 1; i >= 0; i--)
+		agent_tee_free(&ls->st[i]);
 	civis_batch_free(ls->batch);
 	civis_logq_free(ls->q);
 	agent_backlog_free(ls);

@@ -23,7 +23,8 @@ typedef struct agent_logstream_opts {
 	int redact_tee;             /* mask secrets in the copy too */
 	int verbose;
 	const char *level[2];       /* run-log level of stdout, stderr lines */
-	uint64_t flush_ns;          /* batches go out this often; partial lines wait this long */
+	uint64_t flush_ns;          /* batches go out this often; a partial line goes once
+	                             * its stream was idle this long */
 	size_t line_max;
 	size_t batch_lines;
 	size_t batch_bytes;

@@ -44,7 +44,15 @@ struct stream {
 	civis_redact_stream *rs;    /* mask for the run log */
 	civis_redact_stream *tee_rs;/* mask for the copy, with --redact-tee */
 	civis_linebuf *lb;
+	/* The tee's bytes its reader has not taken yet (tee.c): while there
+	 * are any, the pipe is not read, so the command waits, as under cat. */
+	char *tee_buf;
+	size_t tee_off, tee_len, tee_cap;
+	int tee_watch;              /* POLLOUT watch on tee_fd is on */
+	int tee_own;                /* tee_fd is our own reopening: close it */
+	int tee_saved_fl;           /* file status flags to restore, or -1 */
 	uint64_t partial_since;     /* when a partial line or held bytes started waiting */
+	uint64_t last_in;           /* monotonic time bytes last arrived from the pipe */
 	uint64_t read_ns;           /* realtime of the read being processed */
 	int finished;               /* its last line went out */
 };
@@ -90,6 +98,14 @@ void agent_ls_emit(agent_logstream *ls, const char *level, const char *msg, size
                    uint64_t read_ns);
 
 /* tee.c */
+/* Copy s's output to fd from now on; see tee.c for when fd is made
+ * non-blocking. */
+void agent_tee_setup(struct stream *s, int fd);
+/* The copy has bytes its reader has not taken (s's pipe is paused). */
+int  agent_tee_stalled(const struct stream *s);
+/* Write what is left, waiting as long as the reader is there (the end of
+ * the agent: nothing else to do), then undo agent_tee_setup. */
+void agent_tee_free(struct stream *s);
 /* Copy one read of s to its tee fd (masked with --redact-tee). */
 void agent_tee_copy(struct stream *s, const char *data, size_t len);
 /* The stream ended: what the tee's masker holds goes out. */

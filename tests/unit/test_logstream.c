@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -204,6 +205,46 @@ test_lines_partial_and_undelivered(void **state)
 	assert_false(agent_logstream_idle(f->ls));
 }
 
+/* A reader that takes nothing does not stop the loop: the pipe is no
+ * longer read (the command would block on it), and once the reader comes
+ * back the copy is byte exact. */
+static void
+test_tee_stalled_reader(void **state)
+{
+	struct fixture *f = *state;
+	static char in[120000], out[120000];
+	size_t got = 0;
+	uint64_t t0;
+	int avail = 0;
+
+	assert_true(fcntl(f->tee[1], F_SETPIPE_SZ, 4096) > 0);
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (char)(i * 131 + i / 7);
+	assert_int_equal(write(f->in[1], in, 60000), 60000);
+	t0 = civis_now_ns();
+	spin(f, 100 * MS);
+	assert_int_equal(write(f->in[1], in + 60000, 60000), 60000);
+	spin(f, 100 * MS);
+	assert_true(civis_now_ns() - t0 < 1000 * MS);   /* the loop went on */
+	assert_int_equal(ioctl(f->in[0], FIONREAD, &avail), 0);
+	assert_int_equal(avail, 60000);                   /* not read while stalled */
+	assert_false(agent_logstream_idle(f->ls));       /* the copy is still owed */
+	close(f->in[1]);
+	f->in[1] = -1;
+	for (int i = 0; i < 2000 && got < sizeof(out); i++) {
+		ssize_t n;
+
+		(void)civis_loop_run_once(f->loop, 5 * MS);
+		while (got < sizeof(out) && (n = read(f->tee[0], out + got, sizeof(out) - got)) > 0)
+			got += (size_t)n;
+	}
+	assert_int_equal(got, sizeof(in));
+	assert_memory_equal(in, out, sizeof(in));
+	spin(f, 20 * MS);
+	assert_true(agent_logstream_eof(f->ls));
+	assert_true(agent_logstream_idle(f->ls));
+}
+
 /* The agent's own notes never carry a registered secret, on stderr either. */
 static void
 test_note_masks_secret(void **state)
@@ -262,6 +303,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_tee_byte_exact, setup_tee, teardown),
+		cmocka_unit_test_setup_teardown(test_tee_stalled_reader, setup_tee, teardown),
 		cmocka_unit_test_setup_teardown(test_lines_partial_and_undelivered, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_note_masks_secret, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_on_message_masked, setup_api, teardown),
