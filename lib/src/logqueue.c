@@ -16,6 +16,7 @@
  * is truncated to 0 and the offsets restart. */
 #include "civis/logqueue.h"
 #include "civis/civis.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -268,101 +269,26 @@ hdr_encode(unsigned char *b, const struct rec_hdr *h)
 	put_u32(b + 44, (uint32_t)crc32(0L, b, 44));
 }
 
-/* All n bytes at off, or -1 with errno (ENOSPC for a write that makes no progress). */
-static int
-full_pwritev(int fd, struct iovec *iov, int cnt, uint64_t off)
-{
-	while (cnt > 0) {
-		ssize_t w = pwritev(fd, iov, cnt, (off_t)off);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (w == 0) {
-			errno = ENOSPC;
-			return -1;
-		}
-		off += (uint64_t)w;
-		while (cnt > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt > 0) {
-			iov->iov_base = (char *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
-	}
-	return 0;
-}
-
-/* Up to n bytes at off; *got < n only at end of file. -1 with errno. */
-static int
-full_pread(int fd, void *buf, size_t n, uint64_t off, size_t *got)
-{
-	size_t done = 0;
-
-	while (done < n) {
-		ssize_t r = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			*got = done;
-			return -1;
-		}
-		if (r == 0)
-			break;
-		done += (size_t)r;
-	}
-	*got = done;
-	return 0;
-}
-
 /* ---------------------------------------------------------------- spool file */
 
 static int
 spool_open(civis_logq *q)
 {
-	char tmpl[PATH_MAX];
+	char err[CIVIS_LOGQ_ERRLEN];
 	struct stat st;
-	int fd, n;
+	unsigned flags = 0;
+	int fd, rc;
 
 	if (q->fd >= 0)
 		return CIVIS_OK;
-	fd = open(q->dir, O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
 #ifdef CIVIS_UNITTEST
-	if (q->ut_no_tmpfile && fd >= 0) {
-		close(fd);
-		fd = -1;
-	}
+	if (q->ut_no_tmpfile)
+		flags |= CIVIS__TMPFILE_NO_OTMPFILE;
 #endif
-	if (fd < 0) {
-		/* Filesystems without O_TMPFILE say EOPNOTSUPP/EISDIR/EINVAL;
-		 * a missing or read-only directory fails mkstemp the same way. */
-		n = snprintf(tmpl, sizeof tmpl, "%s/civis-logq-XXXXXX", q->dir);
-		if (n < 0 || (size_t)n >= sizeof tmpl) {
-			set_err(q, "log spool: directory name too long: %.64s...", q->dir);
-			return CIVIS_ECONFIG;
-		}
-		fd = mkostemp(tmpl, O_CLOEXEC);
-		if (fd < 0) {
-			set_err(q, "log spool: cannot create a file in %s: %s", q->dir,
-			        strerror(errno));
-			return CIVIS_ESYS;
-		}
-		if (unlink(tmpl) != 0) {
-			set_err(q, "log spool: cannot unlink %s: %s", tmpl, strerror(errno));
-			close(fd);
-			return CIVIS_ESYS;
-		}
-		if (fchmod(fd, 0600) != 0) {
-			set_err(q, "log spool: chmod 0600 in %s: %s", q->dir, strerror(errno));
-			close(fd);
-			return CIVIS_ESYS;
-		}
+	rc = civis__tmpfile(q->dir, "civis-logq", flags, &fd, err, sizeof err);
+	if (rc != CIVIS_OK) {
+		set_err(q, "log spool: %s", err);
+		return rc;
 	}
 	q->fd = fd;
 	q->blk = DEF_BLOCK;
@@ -463,7 +389,7 @@ spool_head(civis_logq *q, struct rec_hdr *out)
 		*out = q->head;
 		return CIVIS_OK;
 	}
-	if (full_pread(q->fd, b, sizeof b, q->rd, &got) != 0) {
+	if (civis__pread_all(q->fd, b, sizeof b, q->rd, &got) != 0) {
 		set_err(q, "log spool: read at offset %" PRIu64 ": %s", q->rd, strerror(errno));
 		return CIVIS_ESYS;
 	}
@@ -518,7 +444,7 @@ spool_check_body(civis_logq *q, uint64_t off, const struct rec_hdr *h)
 
 	while (pos < end) {
 		want = end - pos < sizeof buf ? (size_t)(end - pos) : sizeof buf;
-		if (full_pread(q->fd, buf, want, pos, &got) != 0) {
+		if (civis__pread_all(q->fd, buf, want, pos, &got) != 0) {
 			set_err(q, "log spool: read at offset %" PRIu64 ": %s", pos,
 			        strerror(errno));
 			return CIVIS_ESYS;
@@ -619,7 +545,7 @@ spool_push(civis_logq *q, const char *body, uint32_t len, uint32_t nlines,
 	iov[0].iov_len = sizeof b;
 	iov[1].iov_base = (void *)(uintptr_t)body;
 	iov[1].iov_len = len;
-	if (full_pwritev(q->fd, iov, 2, q->wr) != 0) {
+	if (civis__pwritev_all(q->fd, iov, 2, q->wr) != 0) {
 		/* Bytes past wr are never read: the next record overwrites them. */
 		set_err(q, "log spool: write of %" PRIu64 " bytes at offset %" PRIu64 " in %s: %s",
 		        reclen, q->wr, q->dir, strerror(errno));
@@ -956,7 +882,7 @@ civis_logq_chunk_read(civis_logq *q, const civis_logq_chunk *c, size_t off,
 	}
 	if (q->fd < 0)
 		return CIVIS_EINVAL;
-	if (full_pread(q->fd, buf, want, c->off + HDR_SIZE + off, got) != 0) {
+	if (civis__pread_all(q->fd, buf, want, c->off + HDR_SIZE + off, got) != 0) {
 		set_err(q, "log spool: read at offset %" PRIu64 ": %s",
 		        c->off + HDR_SIZE + off, strerror(errno));
 		return CIVIS_ESYS;
