@@ -17,6 +17,7 @@
 
 #include "civis/civis.h"
 #include "civis/logqueue.h"
+#include "../../lib/src/logqueue_int.h"
 
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)

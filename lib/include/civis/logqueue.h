@@ -115,18 +115,6 @@ uint64_t civis_logq_take_dropped(civis_logq *q);
 /* One line about the last failure or drop, "" when none. */
 const char *civis_logq_last_error(const civis_logq *q);
 
-#ifdef CIVIS_UNITTEST
-/* The spool file descriptor (-1 before the first overflow). */
-int civis__logq_spool_fd(const civis_logq *q);
-/* Chunk structs alive now and at most at once (memory and disk ones). */
-void civis__logq_alloc_counts(const civis_logq *q, uint64_t *live, uint64_t *peak);
-/* Make the chunk allocation after the next n succeed... fail once (n = 0:
- * the next one fails); -1 turns it off. */
-void civis__logq_fail_alloc(civis_logq *q, int n);
-/* 1: skip O_TMPFILE and take the mkstemp + unlink path. */
-void civis__logq_force_mkstemp(civis_logq *q, int on);
-#endif
-
 #ifdef __cplusplus
 }
 #endif
