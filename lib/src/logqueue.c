@@ -7,8 +7,10 @@
  * holds whatever mix of memory, disk, nacks and out-of-order acks happens. */
 #include "logqueue_int.h"
 #include "civis/civis.h"
+#include "civis/logbatch.h"
 #include "fileio.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -141,6 +143,94 @@ civis__logq_count_drop(civis_logq *q, uint64_t chunks, uint64_t lines)
 	q->dropped_unreported += lines;
 }
 
+/* ---------------------------------------------------------------- drop notes */
+
+#define NOTE_ROOM  256u                 /* body of a note, at most */
+#define NOTE_CAP   (64u << 10)          /* memory of all live notes */
+#define NOTE_COST  ((uint64_t)sizeof(civis_logq_chunk) + NOTE_ROOM)
+
+/* The body of note c saying q->note_lines lines: CIVIS_OK or an error. */
+static int
+note_body(civis_logq *q, civis_logq_chunk *c, uint64_t lines)
+{
+	char text[128];
+	const char *body;
+	size_t len;
+	int n, rc;
+
+	n = snprintf(text, sizeof text, "civis-agent: %" PRIu64 " lines dropped here: spool full",
+	             lines);
+	if (n < 0 || (size_t)n >= sizeof text)
+		return CIVIS_EINVAL;
+	if (q->note_batch == NULL &&
+	    (rc = civis_batch_new(&q->note_batch, 1, CIVIS_BATCH_FLOOR_BYTES + sizeof text * 6)) !=
+	        CIVIS_OK)
+		return rc;
+	civis_batch_reset(q->note_batch);
+	rc = civis_batch_add(q->note_batch, text, (size_t)n, "warn", c->first_ns);
+	if (rc != CIVIS_OK)
+		return rc;
+	body = civis_batch_body(q->note_batch, &len);
+	if (len > NOTE_ROOM)
+		return CIVIS_ETOOBIG;
+	memcpy(c->body, body, len);
+	c->len = (uint32_t)len;
+	return CIVIS_OK;
+}
+
+/* A new note for the stretch starting at chunk seq, in the memory list by
+ * its seq. Without memory for it (NOTE_CAP, an allocation) the lines are
+ * still counted, and reported by civis_logq_take_dropped. */
+static void
+note_new(civis_logq *q, uint64_t seq, uint32_t nlines, uint64_t first_ns)
+{
+	civis_logq_chunk *c;
+
+	if (q->note_bytes + NOTE_COST > NOTE_CAP || (c = civis__logq_chunk_alloc(q, NOTE_ROOM)) == NULL)
+		return;
+	c->seq = seq;
+	c->first_ns = c->last_ns = first_ns;
+	c->nlines = 1;
+	c->where = WHERE_MEM;
+	c->state = ST_QUEUED;
+	c->note = 1;
+	if (note_body(q, c, nlines) != CIVIS_OK) {
+		civis__logq_chunk_release(q, c);
+		return;
+	}
+	list_insert_sorted(&q->mem, c);
+	q->mq_lines += c->nlines;
+	q->mq_bytes += c->len;
+	q->note_bytes += NOTE_COST;
+	q->note_chunks++;
+	q->pushed_chunks++;
+	q->pushed_lines++;
+	q->note = c;
+	q->note_next = seq + 1;
+	q->note_lines = nlines;
+}
+
+void
+civis__logq_drop(civis_logq *q, uint64_t seq, uint32_t nlines, uint64_t first_ns)
+{
+	civis_logq_chunk *c = q->note;
+	uint32_t old;
+
+	civis__logq_count_drop(q, 1, nlines);
+	if (c != NULL && c->state == ST_QUEUED && seq == q->note_next) {
+		/* The stretch goes on: the same note says more. */
+		old = c->len;
+		if (note_body(q, c, q->note_lines + nlines) == CIVIS_OK) {
+			q->mq_bytes += c->len;
+			q->mq_bytes -= old;
+			q->note_lines += nlines;
+			q->note_next = seq + 1;
+			return;
+		}
+	}
+	note_new(q, seq, nlines, first_ns);
+}
+
 static int
 mem_push(civis_logq *q, const char *body, uint32_t len, uint32_t nlines,
          uint64_t first_ns, uint64_t last_ns, uint64_t seq)
@@ -220,6 +310,7 @@ civis_logq_free(civis_logq *q)
 	list_free_all(q, &q->mem);
 	list_free_all(q, &q->nacked);
 	list_free_all(q, &q->inflight);
+	civis_batch_free(q->note_batch);
 	if (q->fd >= 0)
 		close(q->fd);
 	free(q);
@@ -268,7 +359,7 @@ civis_logq_push(civis_logq *q, const char *body, size_t len, uint32_t nlines,
 	if (want_mem &&
 	    mem_push(q, body, (uint32_t)len, nlines, first_ns, last_ns, seq) == CIVIS_OK)
 		return CIVIS_OK;
-	rc = civis__logq_spool_push(q, body, (uint32_t)len, nlines, first_ns, last_ns, seq);
+	rc = civis__logq_spool_push(q, body, (uint32_t)len, nlines, first_ns, last_ns, seq, 0);
 	if (rc == CIVIS_OK)
 		return CIVIS_OK;
 	/* The spool failed (disk full, unusable directory): memory if it fits.
@@ -281,8 +372,18 @@ civis_logq_push(civis_logq *q, const char *body, size_t len, uint32_t nlines,
 			return CIVIS_OK;
 		}
 	}
+	/* The disk is full: the oldest queued spooled chunks make room, so
+	 * what is lost is one stretch and the end of the output stays. */
+	if (rc == CIVIS_ESYS && (q->spool_errno == ENOSPC || q->spool_errno == EDQUOT)) {
+		rc = civis__logq_spool_push(q, body, (uint32_t)len, nlines, first_ns, last_ns, seq, 1);
+		if (rc == CIVIS_OK)
+			return CIVIS_OK;
+	}
+	civis__logq_drop(q, seq, nlines, first_ns);
+	goto failed;
 dropped:
 	civis__logq_count_drop(q, 1, nlines);
+failed:
 	if (snprintf(cause, sizeof cause, "%s", q->err) < 0)
 		cause[0] = '\0';
 	civis__logq_err(q, "log chunk of %" PRIu32 " lines dropped: %s", nlines, cause);
@@ -327,6 +428,8 @@ civis_logq_take(civis_logq *q, civis_logq_chunk **out)
 	} else {
 		return CIVIS_ENOTFOUND;
 	}
+	if (c == q->note)
+		q->note = NULL;     /* on its way: a later stretch gets its own */
 	c->state = ST_INFLIGHT;
 	list_push_tail(&q->inflight, c);
 	q->if_lines += c->nlines;
@@ -358,7 +461,10 @@ civis_logq_ack(civis_logq *q, civis_logq_chunk *c)
 	q->acked_chunks++;
 	q->acked_lines += c->nlines;
 	if (c->where == WHERE_MEM) {
-		q->mem_used -= mem_cost(c->len);
+		if (c->note)
+			q->note_bytes -= NOTE_COST;
+		else
+			q->mem_used -= mem_cost(c->len);
 		civis__logq_chunk_release(q, c);
 		return;
 	}
@@ -464,6 +570,7 @@ civis_logq_stats(const civis_logq *q, struct civis_logq_stats *out)
 	out->dropped_chunks = q->dropped_chunks;
 	out->dropped_lines = q->dropped_lines;
 	out->dropped_lines_unreported = q->dropped_unreported;
+	out->note_chunks = q->note_chunks;
 	out->mem_used = q->mem_used;
 	out->mem_peak = q->mem_peak;
 	out->mem_cap = q->mem_cap;
@@ -519,5 +626,10 @@ void
 civis__logq_force_mkstemp(civis_logq *q, int on)
 {
 	q->ut_no_tmpfile = on;
+}
+void
+civis__logq_disk_size(civis_logq *q, uint64_t bytes)
+{
+	q->ut_disk_cap = bytes;
 }
 #endif

@@ -25,6 +25,7 @@ struct civis_logq_chunk {
 	uint64_t off;                   /* disk: offset of the record header */
 	uint32_t len, nlines, crc;
 	unsigned char where, state;
+	unsigned char note;             /* a drop note the queue made (memory) */
 	char body[];                    /* memory chunks only */
 };
 
@@ -69,11 +70,23 @@ struct civis_logq {
 	uint64_t mem_used, mem_peak;
 	uint64_t structs_live, structs_peak;
 	uint64_t corruptions;           /* spool_corrupt calls, to keep its text */
+	int spool_errno;                /* errno of the last failed record write, else 0 */
+
+	/* Drop notes: each contiguous stretch of dropped chunks is replaced by
+	 * one memory chunk saying so, with the stretch's first createdAt and
+	 * sequence number, so it sorts where the stretch was. */
+	civis_logq_chunk *note;         /* the newest note while still queued */
+	uint64_t note_next;             /* seq right after the stretch it covers */
+	uint64_t note_lines;            /* lines it says */
+	uint64_t note_bytes;            /* memory of the notes alive */
+	uint64_t note_chunks;           /* notes made */
+	struct civis_batch *note_batch; /* builds their bodies */
 
 	char err[CIVIS_LOGQ_ERRLEN];
 #ifdef CIVIS_UNITTEST
 	int ut_fail_alloc;              /* allocations left before one fails; -1 never */
 	int ut_no_tmpfile;
+	uint64_t ut_disk_cap;           /* > 0: spool writes past it fail with ENOSPC */
 #endif
 };
 
@@ -86,14 +99,20 @@ void civis__logq_count_drop(civis_logq *q, uint64_t chunks, uint64_t lines);
 civis_logq_chunk *civis__logq_chunk_alloc(civis_logq *q, size_t body_len);
 void civis__logq_chunk_release(civis_logq *q, civis_logq_chunk *c);
 void civis__logq_list_remove(struct chunk_list *l, civis_logq_chunk *c);
+/* Chunk seq (nlines lines from first_ns on) is lost: count it and mark its
+ * place in the log with a note (one per contiguous stretch). */
+void civis__logq_drop(civis_logq *q, uint64_t seq, uint32_t nlines, uint64_t first_ns);
 
 /* ---- logqueue_spool.c */
 
 /* Create the spool file if there is none: CIVIS_OK, else last error set. */
 int  civis__logq_spool_open(civis_logq *q);
-/* Append a record: CIVIS_OK, CIVIS_ETOOBIG (cap), CIVIS_ESYS (write), ... */
+/* Append a record: CIVIS_OK, CIVIS_ETOOBIG (cap), CIVIS_ESYS (write:
+ * q->spool_errno says why), ... With make_room, a write that fails for want
+ * of space (ENOSPC, EDQUOT) drops the oldest queued spooled chunks, one at
+ * a time, and tries again, as the cap does. */
 int  civis__logq_spool_push(civis_logq *q, const char *body, uint32_t len, uint32_t nlines,
-                            uint64_t first_ns, uint64_t last_ns, uint64_t seq);
+                            uint64_t first_ns, uint64_t last_ns, uint64_t seq, int make_room);
 /* The header of the oldest queued record: CIVIS_OK, CIVIS_ENOTFOUND when
  * none, CIVIS_ESYS (read error, nothing changed), CIVIS_EPROTO (corrupt:
  * the queued records were dropped). */
@@ -119,6 +138,10 @@ void civis__logq_alloc_counts(const civis_logq *q, uint64_t *live, uint64_t *pea
 void civis__logq_fail_alloc(civis_logq *q, int n);
 /* 1: skip O_TMPFILE and take the mkstemp + unlink path. */
 void civis__logq_force_mkstemp(civis_logq *q, int on);
+/* A filesystem of `bytes` for the spool (0: the real one): a record write
+ * that would take the file's allocated blocks past it fails with ENOSPC,
+ * like a full disk; blocks given back by punching or truncation count. */
+void civis__logq_disk_size(civis_logq *q, uint64_t bytes);
 #endif
 
 #endif

@@ -267,7 +267,7 @@ drop_nacked_head(civis_logq *q)
 	q->nk_lines -= c->nlines;
 	q->nk_bytes -= c->len;
 	q->spool_live -= reclen;
-	civis__logq_count_drop(q, 1, c->nlines);
+	civis__logq_drop(q, c->seq, c->nlines, c->first_ns);
 	civis__logq_spool_release(q, c->off, reclen);
 	civis__logq_chunk_release(q, c);
 }
@@ -293,17 +293,62 @@ drop_spool_oldest(civis_logq *q)
 	off = q->rd;
 	spool_advance(q, &h);
 	q->spool_live -= HDR_SIZE + (uint64_t)h.len;
-	civis__logq_count_drop(q, 1, h.nlines);
+	civis__logq_drop(q, h.seq, h.nlines, h.first_ns);
 	civis__logq_spool_release(q, off, HDR_SIZE + (uint64_t)h.len);
 	return 1;
 }
 
-int
-civis__logq_spool_push(civis_logq *q, const char *body, uint32_t len, uint32_t nlines,
-           uint64_t first_ns, uint64_t last_ns, uint64_t seq)
+#ifdef CIVIS_UNITTEST
+static int
+ut_disk_full(civis_logq *q, uint64_t reclen)
+{
+	struct stat st;
+
+	if (q->ut_disk_cap == 0 || fstat(q->fd, &st) != 0 ||
+	    (uint64_t)st.st_blocks * 512u + reclen <= q->ut_disk_cap)
+		return 0;
+	errno = ENOSPC;
+	return 1;
+}
+#else
+#define ut_disk_full(q, reclen) 0
+#endif
+
+/* Write the record at wr. 0, or -1 with q->spool_errno set and the bytes a
+ * partial write left past wr given back (nothing past wr is ever read). */
+static int
+spool_write(civis_logq *q, const struct civis__logq_rec *h, const char *body)
 {
 	unsigned char b[HDR_SIZE];
 	struct iovec iov[2];
+	uint64_t reclen = HDR_SIZE + (uint64_t)h->len;
+
+	hdr_encode(b, h);
+	iov[0].iov_base = b;
+	iov[0].iov_len = sizeof b;
+	iov[1].iov_base = (void *)(uintptr_t)body;
+	iov[1].iov_len = h->len;
+	q->spool_errno = 0;
+	if (!ut_disk_full(q, reclen) && civis__pwritev_all(q->fd, iov, 2, q->wr) == 0)
+		return 0;
+	q->spool_errno = errno;
+	civis__logq_err(q, "log spool: write of %" PRIu64 " bytes at offset %" PRIu64 " in %s: %s",
+	                reclen, q->wr, q->dir, strerror(q->spool_errno));
+	if (ftruncate(q->fd, (off_t)q->wr) != 0)
+		q->punch = q->punch;   /* the next record overwrites them anyway */
+	return -1;
+}
+
+static int
+no_space(int e)
+{
+	return e == ENOSPC || e == EDQUOT;
+}
+
+int
+civis__logq_spool_push(civis_logq *q, const char *body, uint32_t len, uint32_t nlines,
+                       uint64_t first_ns, uint64_t last_ns, uint64_t seq, int make_room)
+{
 	struct civis__logq_rec h;
 	uint64_t reclen = HDR_SIZE + (uint64_t)len, before, corruptions;
 	int rc;
@@ -340,17 +385,21 @@ civis__logq_spool_push(civis_logq *q, const char *body, uint32_t len, uint32_t n
 	h.seq = seq;
 	h.first_ns = first_ns;
 	h.last_ns = last_ns;
-	hdr_encode(b, &h);
-	iov[0].iov_base = b;
-	iov[0].iov_len = sizeof b;
-	iov[1].iov_base = (void *)(uintptr_t)body;
-	iov[1].iov_len = len;
-	if (civis__pwritev_all(q->fd, iov, 2, q->wr) != 0) {
-		/* Bytes past wr are never read: the next record overwrites them. */
-		civis__logq_err(q, "log spool: write of %" PRIu64 " bytes at offset %" PRIu64 " in %s: %s",
-		                reclen, q->wr, q->dir, strerror(errno));
-		return CIVIS_ESYS;
+	before = q->dropped_lines;
+	corruptions = q->corruptions;
+	while (spool_write(q, &h, body) != 0) {
+		/* The disk is full: make room as the cap would, oldest first. */
+		if (!make_room || !no_space(q->spool_errno) || !drop_spool_oldest(q))
+			return CIVIS_ESYS;
+		civis__logq_spool_reclaim(q);
+		if (q->wr > (uint64_t)INT64_MAX - reclen) {
+			civis__logq_err(q, "log spool: file offset overflow");
+			return CIVIS_ESYS;
+		}
 	}
+	if (q->dropped_lines != before && q->corruptions == corruptions)
+		civis__logq_err(q, "log spool: no space left in %s: %" PRIu64
+		                " oldest queued lines dropped", q->dir, q->dropped_lines - before);
 	q->wr += reclen;
 	q->spool_live += reclen;
 	q->sp_chunks++;
