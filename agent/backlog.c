@@ -1,12 +1,13 @@
 /* backlog.c: a flood's raw reads, kept on disk and made into lines in
  * slices. See logstream_int.h. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include "../lib/src/fileio.h"   /* the library's one temp file and pread/pwrite loops */
 #include "logstream_int.h"
 
 #define BL_QUIET_NS  2000000ULL   /* the pipes count as busy this long after a read */
@@ -18,46 +19,14 @@ struct bl_hdr {
 	uint64_t read_ns;
 };
 
+/* The file, made on first use; -1 with the reason in why. */
 static int
-bl_open(agent_logstream *ls)
+bl_open(agent_logstream *ls, char *why, size_t whylen)
 {
-	const char *dir = ls->o.spool_dir;
-	char path[4096];
-	int fd;
-
-	if (!dir || !*dir)
-		dir = getenv("TMPDIR");
-	if (!dir || !*dir)
-		dir = "/tmp";
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		if (snprintf(path, sizeof(path), "%s/civis-agent-backlog-XXXXXX", dir) >= (int)sizeof(path))
-			return -1;
-		fd = mkostemp(path, O_CLOEXEC);
-		if (fd >= 0)
-			(void)unlink(path);
-	}
-	ls->bl_fd = fd;
-	return fd;
-}
-
-/* All of len bytes at off, written (writing) or read; -1 on error or EOF. */
-static int
-all_at(int fd, char *buf, size_t len, uint64_t off, int writing)
-{
-	while (len > 0) {
-		ssize_t n = writing ? pwrite(fd, buf, len, (off_t)off)
-		                    : pread(fd, buf, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		buf += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	if (civis__tmpfile(ls->o.spool_dir, "civis-agent-backlog", 0, &ls->bl_fd, why,
+	                   whylen) != CIVIS_OK)
+		return -1;
+	return ls->bl_fd;
 }
 
 static void
@@ -75,22 +44,26 @@ agent_backlog_append(struct stream *s, const char *data, size_t len)
 {
 	agent_logstream *ls = s->ls;
 	struct bl_hdr h = { (uint32_t)len, (uint32_t)s->id, s->read_ns };
+	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)data, len } };
+	char why[512];
 
-	if (ls->bl_broken || (ls->bl_fd < 0 && bl_open(ls) < 0))
+	if (ls->bl_broken)
+		return -1;
+	if (ls->bl_fd < 0 && bl_open(ls, why, sizeof(why)) < 0)
 		goto broken;
-	if (all_at(ls->bl_fd, (char *)&h, sizeof(h), ls->bl_woff, 1) != 0 ||
-	    all_at(ls->bl_fd, (char *)data, len, ls->bl_woff + sizeof(h), 1) != 0)
+	if (civis__pwritev_all(ls->bl_fd, iov, 2, ls->bl_woff) != 0) {
+		snprintf(why, sizeof(why), "cannot write it in %s: %s",
+		         ls->o.spool_dir ? ls->o.spool_dir : "$TMPDIR", strerror(errno));
 		goto broken;
+	}
 	ls->bl_woff += sizeof(h) + len;
 	if (ls->bl_woff - ls->bl_roff > ls->bl_peak)
 		ls->bl_peak = ls->bl_woff - ls->bl_roff;
 	bl_schedule(ls);
 	return 0;
 broken:
-	if (!ls->bl_broken)
-		fprintf(stderr, "civis-agent: cannot keep a log backlog file in %s (%s); lines are "
-		        "made as the output is read, which may slow the command down\n",
-		        ls->o.spool_dir ? ls->o.spool_dir : "$TMPDIR", strerror(errno));
+	fprintf(stderr, "civis-agent: cannot keep a log backlog file (%s); lines are "
+	        "made as the output is read, which may slow the command down\n", why);
 	ls->bl_broken = 1;
 	return -1;
 }
@@ -101,10 +74,12 @@ agent_backlog_drain(agent_logstream *ls, uint64_t budget)
 	while (ls->bl_roff < ls->bl_woff && budget > 0) {
 		struct bl_hdr h;
 		struct stream *s;
+		size_t got = 0, got2 = 0;
 
-		if (all_at(ls->bl_fd, (char *)&h, sizeof(h), ls->bl_roff, 0) != 0 ||
-		    h.len > READ_BUF || h.stream > 1 ||
-		    all_at(ls->bl_fd, ls->readbuf, h.len, ls->bl_roff + sizeof(h), 0) != 0) {
+		if (civis__pread_all(ls->bl_fd, &h, sizeof(h), ls->bl_roff, &got) != 0 ||
+		    got != sizeof(h) || h.len > READ_BUF || h.stream > 1 ||
+		    civis__pread_all(ls->bl_fd, ls->readbuf, h.len, ls->bl_roff + sizeof(h), &got2) != 0 ||
+		    got2 != h.len) {
 			/* our own file, just written: only a failing disk gets here */
 			fprintf(stderr, "civis-agent: the log backlog file cannot be read back (%s); "
 			        "%llu bytes of output are not in the run log\n", strerror(errno),
