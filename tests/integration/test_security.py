@@ -9,6 +9,7 @@ import random
 import shlex
 import string
 import sys
+import tempfile
 import time
 import unittest
 
@@ -56,9 +57,9 @@ class SecurityTest(unittest.TestCase):
     def command_messages(self):
         return [m for m in self.messages() if not m.startswith("civis-agent: ")]
 
-    def python(self, args, code, env=None, timeout=60):
-        """Run the agent on `python3 -c code` (stdout a pipe: block-buffered)."""
-        return self.sim.run_agent(list(args) + ["--", PY, "-c", code],
+    def python(self, args, code, env=None, timeout=60, argv=()):
+        """Run the agent on `python3 -c code argv...` (stdout a pipe)."""
+        return self.sim.run_agent(list(args) + ["--", PY, "-c", code] + list(argv),
                                   env=self.sim.env(env or {}), timeout=timeout)
 
     def assert_no_piece(self, secret, ordinary, msgs):
@@ -95,6 +96,124 @@ class SecurityTest(unittest.TestCase):
         r = self.sim.run_command(["sh", "-c", cmd], env=self.sim.env(), timeout=60)
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual(r.stdout, b"from-agent\nnonblock=0\nnonblock=0\n")
+
+    # ------------------------------------------------------------ point 1: secrets and flushes
+
+    SECRET = "Sup3rS3cretValue"
+
+    def block_text(self, block, nblocks):
+        """Ordinary lines, and the secret straddling every block boundary
+        (it starts 7 bytes before it)."""
+        text, n = "", 0
+        for k in range(1, nblocks + 1):
+            b = k * block
+            while True:
+                line = "line %05d of ordinary output, nothing to hide here\n" % n
+                if len(text) + len(line) > b - 40:
+                    break
+                text += line
+                n += 1
+            text += "x" * (b - 7 - len(text) - 6) + "token=" + self.SECRET + " end\n"
+        return text
+
+    def check_block_buffered(self, block):
+        # What Python's own stdout does into a pipe: one write of `block`
+        # bytes whenever its buffer is full, here every 50 ms.
+        text = self.block_text(block, 30)
+        self.assertIn("token=" + self.SECRET, text)
+        code = ("import os, sys, time\n"
+                "data = open(sys.argv[1], 'rb').read()\n"
+                "for i in range(0, len(data), %d):\n"
+                "    os.write(1, data[i:i + %d]); time.sleep(0.05)\n" % (block, block))
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as fh:
+            fh.write(text)
+            fh.flush()
+            r = self.python([], code, env={"DB_PASSWORD": self.SECRET}, argv=[fh.name])
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(r.stdout, text.encode())
+        msgs = self.command_messages()
+        # every line whole, in one message, the secret masked: nothing else
+        self.assertEqual(msgs, text.replace(self.SECRET, "[REDACTED]").splitlines())
+        self.assert_no_piece(self.SECRET, text.replace(self.SECRET, ""), msgs)
+
+    def test_block_buffered_writer_4096_keeps_lines_whole_and_secret_masked(self):
+        self.check_block_buffered(4096)
+
+    def test_block_buffered_writer_8192_keeps_lines_whole_and_secret_masked(self):
+        self.check_block_buffered(8192)
+
+    def test_pause_inside_a_secret_never_shows_its_start(self):
+        # The writer stops in the middle of the secret for longer than the
+        # flush interval: the flush may not wait for ever, but what it must
+        # release of a possible secret goes out as [REDACTED].
+        code = ("import os, time\n"
+                "os.write(1, b'before Sup3rS3c'); time.sleep(1.2)\n"
+                "os.write(1, b'retValue after\\n')\n")
+        r = self.python(["--log-flush-interval", "300ms"], code, env={"DB_PASSWORD": self.SECRET})
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(r.stdout, b"before Sup3rS3cretValue after\n")
+        msgs = self.command_messages()
+        self.assert_no_piece(self.SECRET, "before  after", msgs)
+        self.assertGreaterEqual(len(msgs), 2, "the partial line went out during the pause")
+        self.assertEqual(msgs[0], "before [REDACTED]")
+        self.assertEqual("".join(msgs).replace("[REDACTED]", ""), "before  after")
+
+    def test_flood_with_short_flush_interval_never_shows_a_secret_piece(self):
+        # A flood through the backlog with a 10 ms flush interval: no flush
+        # may fall between backlog slices whose next bytes are on disk.
+        line = "flood line with some ordinary words and the value %s inside it\n"
+        code = ("import os\n"
+                "buf = b''.join((%r %% (b'Sup3rS3cretValue' if i %% 7 == 0 else b'-' * 16))"
+                " for i in range(200000))\n"
+                "for i in range(0, len(buf), 65536):\n"
+                "    os.write(1, buf[i:i + 65536])\n" % line.encode())
+        r = self.python(["--log-flush-interval", "10ms"], code, env={"DB_PASSWORD": self.SECRET},
+                        timeout=120)
+        self.assertEqual(r.returncode, 0, r)
+        msgs = self.command_messages()
+        self.assert_no_piece(self.SECRET, line % ("-" * 16), msgs)
+        want = "".join((line % (self.SECRET if i % 7 == 0 else "-" * 16))[:-1] for i in range(200000))
+        self.assertEqual("".join(msgs).replace("[REDACTED]", ""), want.replace(self.SECRET, ""))
+
+    def test_random_secrets_splits_and_pauses_never_show_a_secret_piece(self):
+        # Random secrets (8..24 bytes of upper case and digits, which the
+        # lower-case ordinary text never contains, so any 4-byte piece of one
+        # in a message is a leak), written in random pieces with random
+        # pauses around the 200 ms flush interval.
+        seed = int(os.environ.get("CIVIS_TEST_SEED") or time.time())
+        rnd = random.Random(seed)
+        alpha = string.ascii_uppercase + string.digits
+        for run in range(2 if QUICK else 3):
+            secrets = ["".join(rnd.choice(alpha) for _ in range(rnd.randint(8, 24)))
+                       for _ in range(rnd.randint(1, 4))]
+            words, text = ["alpha", "beta", "gamma", "delta", "log", "x"], ""
+            while len(text) < 3000:
+                text += rnd.choice(words + secrets) + rnd.choice([" ", " ", " ", "\n"])
+            text += "\n"
+            plan, i = [], 0
+            while i < len(text):
+                j = min(len(text), i + rnd.choice([1, 3, 10, 50, 400]))
+                plan.append((text[i:j], rnd.choice([0, 0, 0.01, 0.05, 0.25, 0.5])))
+                i = j
+            plan = plan[:40] + [(text[sum(len(c) for c, _ in plan[:40]):], 0)]
+            code = ("import json, os, sys, time\n"
+                    "for c, t in json.loads(os.environ['PLAN']):\n"
+                    "    os.write(1, c.encode()); time.sleep(t)\n")
+            env = {"RNDSEC_%d" % k: v for k, v in enumerate(secrets)}
+            env["PLAN"] = json.dumps(plan)
+            self.sim.reset()
+            r = self.python(["--log-flush-interval", "200ms", "--redact", "RNDSEC_*"], code, env=env)
+            what = "seed %d run %d secrets %r" % (seed, run, secrets)
+            self.assertEqual(r.returncode, 0, what)
+            self.assertEqual(r.stdout, text.encode(), what)
+            msgs = [m.replace("[REDACTED]", "\x00") for m in self.command_messages()]
+            for sec in secrets:
+                leaks = [m for m in msgs for k in range(len(sec) - PIECE + 1) if sec[k:k + PIECE] in m]
+                self.assertEqual(leaks, [], what)
+            plain = text
+            for sec in sorted(secrets, key=len, reverse=True):
+                plain = plain.replace(sec, "")
+            self.assertEqual("".join(msgs).replace("\x00", ""), plain.replace("\n", ""), what)
 
 
 if __name__ == "__main__":
