@@ -33,6 +33,26 @@ static void
 on_backlog(civis_loop *loop, void *ud);
 
 static void
+bl_set_full(agent_logstream *ls, int full)
+{
+	uint64_t now = civis_now_ns();
+
+	ls->bl_full = full;
+	if (full) {
+		if (ls->bl_full_times++ == 0)
+			agent_logstream_note(ls, "warn", "the log backlog reached its cap of %llu bytes "
+			                     "(--spool-max): the command's output is read only as fast as "
+			                     "it is made into lines; nothing is dropped",
+			                     (unsigned long long)ls->bl_cap);
+		ls->bl_full_since = now;
+	} else {
+		ls->bl_full_ns += now - ls->bl_full_since;
+	}
+	for (int i = 0; i < 2; i++)
+		agent_ls_reading(&ls->st[i]);
+}
+
+static void
 bl_schedule(agent_logstream *ls)
 {
 	if (!ls->bl_timer)
@@ -59,6 +79,8 @@ agent_backlog_append(struct stream *s, const char *data, size_t len)
 	ls->bl_woff += sizeof(h) + len;
 	if (ls->bl_woff - ls->bl_roff > ls->bl_peak)
 		ls->bl_peak = ls->bl_woff - ls->bl_roff;
+	if (!ls->bl_full && ls->bl_woff - ls->bl_roff >= ls->bl_cap)
+		bl_set_full(ls, 1);
 	bl_schedule(ls);
 	return 0;
 broken:
@@ -93,6 +115,8 @@ agent_backlog_drain(agent_logstream *ls, uint64_t budget)
 		s->read_ns = h.read_ns;
 		agent_lines_feed(s, ls->readbuf, h.len);
 	}
+	if (ls->bl_full && ls->bl_woff - ls->bl_roff <= ls->bl_cap / 2)
+		bl_set_full(ls, 0);
 	if (ls->bl_roff == ls->bl_woff && ls->bl_woff > 0) {
 		/* caught up: give the space back and start over */
 		if (ftruncate(ls->bl_fd, 0) == 0)
@@ -122,6 +146,24 @@ on_backlog(civis_loop *loop, void *ud)
 	agent_backlog_drain(ls, 256u << 10);
 	if (ls->bl_roff < ls->bl_woff)
 		bl_schedule(ls);
+}
+
+int
+agent_backlog_full(const agent_logstream *ls)
+{
+	return ls->bl_full;
+}
+
+void
+agent_backlog_report(agent_logstream *ls)
+{
+	if (ls->bl_said || ls->bl_full_times == 0)
+		return;
+	ls->bl_said = 1;
+	agent_logstream_note(ls, "info", "the log backlog cap (%llu bytes) paused reading the "
+	                     "command's output %llu times, %.1f s in all; no output was dropped",
+	                     (unsigned long long)ls->bl_cap, (unsigned long long)ls->bl_full_times,
+	                     (double)ls->bl_full_ns / 1e9);
 }
 
 int

@@ -89,7 +89,8 @@ read_some(struct stream *s, int anyway)
 	agent_logstream *ls = s->ls;
 	int fd = s->fd;
 
-	for (int i = 0; i < READS_PER_EV && s->fd == fd && (anyway || !agent_tee_stalled(s)); i++) {
+	for (int i = 0; i < READS_PER_EV && s->fd == fd &&
+	                (anyway || (!agent_tee_stalled(s) && !agent_backlog_full(ls))); i++) {
 		ssize_t n = read(fd, ls->readbuf, READ_BUF);
 
 		if (n < 0 && errno == EINTR)
@@ -115,6 +116,14 @@ read_some(struct stream *s, int anyway)
 		if ((size_t)n < READ_BUF)
 			return;
 	}
+}
+
+void
+agent_ls_reading(struct stream *s)
+{
+	if (s->fd >= 0)
+		(void)civis_loop_set_io(s->ls->loop, s->fd,
+		                        agent_tee_stalled(s) || agent_backlog_full(s->ls) ? 0 : POLLIN);
 }
 
 static void
@@ -385,6 +394,7 @@ agent_logstream_new(agent_logstream **out, civis_loop *loop, const agent_logstre
 		ls->st[i].tee_saved_fl = -1;
 	}
 	ls->bl_fd = -1;
+	ls->bl_cap = o->spool_max ? o->spool_max : 1ULL << 30;
 	ls->readbuf = malloc(READ_BUF);
 	if (!ls->readbuf)
 		goto fail;
@@ -466,6 +476,7 @@ agent_logstream_close_pipes(agent_logstream *ls)
 		close_stream(s);
 	}
 	agent_backlog_drain(ls, UINT64_MAX);
+	agent_backlog_report(ls);
 }
 
 void
@@ -499,6 +510,11 @@ void
 agent_logstream_stats_get(const agent_logstream *ls, agent_logstream_stats *st)
 {
 	*st = ls->stats;
+	st->backlog_peak = ls->bl_peak;
+	st->backlog_cap = ls->bl_cap;
+	st->backlog_pauses = ls->bl_full_times;
+	st->backlog_paused_ns = ls->bl_full_ns +
+	                        (ls->bl_full ? civis_now_ns() - ls->bl_full_since : 0);
 	if (ls->client) {
 		struct civis_logq_stats qs;
 

@@ -51,6 +51,10 @@ typedef struct agent_logstream_stats {
 	uint64_t ambiguous;         /* tries that may have been stored twice */
 	uint64_t spool_bytes;       /* spool file's disk use at its largest */
 	uint64_t mem_peak;          /* log queue memory at its largest */
+	uint64_t backlog_peak;      /* raw output waiting in the backlog file, at its largest */
+	uint64_t backlog_cap;       /* its cap (--spool-max) */
+	uint64_t backlog_pauses;    /* times the cap paused reading (nothing is dropped) */
+	uint64_t backlog_paused_ns; /* how long, in all */
 } agent_logstream_stats;
 
 int  agent_logstream_new(agent_logstream **out, civis_loop *loop,

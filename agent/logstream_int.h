@@ -81,6 +81,15 @@ struct agent_logstream {
 	uint64_t bl_woff, bl_roff;
 	uint64_t bl_peak;
 	int bl_broken;              /* cannot write it: process inline */
+	/* Raw output on disk is capped (at --spool-max): at the cap the pipes
+	 * are not read until the backlog is down to half, so the command waits
+	 * on line making, and nothing is dropped (a dropped stretch of raw
+	 * bytes could also cut a secret and show its ends). */
+	uint64_t bl_cap;
+	int bl_full;                /* at the cap: the pipes are paused */
+	uint64_t bl_full_since;     /* monotonic */
+	uint64_t bl_full_times, bl_full_ns;
+	int bl_said;                /* the closing note about the cap went out */
 	civis_timer_id bl_timer;
 	uint64_t bl_last_slice;     /* monotonic time of the last backlog slice */
 	uint64_t last_read;         /* monotonic time of the last read with data */
@@ -92,6 +101,8 @@ struct agent_logstream {
 	char note[NOTE_MAX];
 };
 
+/* logstream.c: read s's pipe or pause it, as its tee and the backlog allow. */
+void agent_ls_reading(struct stream *s);
 /* logstream.c: the one way out of a finished (masked) message: told to
  * on_message, then added to the run log's batch. */
 void agent_ls_emit(agent_logstream *ls, const char *level, const char *msg, size_t len,
@@ -117,6 +128,10 @@ int  agent_backlog_append(struct stream *s, const char *data, size_t len);
 /* Make lines from up to `budget` bytes of the backlog (UINT64_MAX: all). */
 void agent_backlog_drain(agent_logstream *ls, uint64_t budget);
 int  agent_backlog_empty(const agent_logstream *ls);
+/* At its cap: the pipes must not be read (see bl_cap). */
+int  agent_backlog_full(const agent_logstream *ls);
+/* The pipes are closed: say in the run log what the cap did, if anything. */
+void agent_backlog_report(agent_logstream *ls);
 void agent_backlog_free(agent_logstream *ls);
 
 /* lines.c */

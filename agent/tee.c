@@ -138,8 +138,7 @@ tee_keep(struct stream *s, const char *buf, size_t len)
 	s->tee_len += len;
 	if (!s->tee_watch && civis_loop_add_io(ls->loop, s->tee_fd, POLLOUT, on_tee_writable, s) == CIVIS_OK)
 		s->tee_watch = 1;
-	if (s->fd >= 0)
-		(void)civis_loop_set_io(ls->loop, s->fd, 0);
+	agent_ls_reading(s);
 }
 
 static void
@@ -164,8 +163,7 @@ tee_resume(struct stream *s)
 	if (s->tee_watch)
 		(void)civis_loop_del_io(ls->loop, s->tee_fd);
 	s->tee_watch = 0;
-	if (s->fd >= 0)
-		(void)civis_loop_set_io(ls->loop, s->fd, POLLIN);
+	agent_ls_reading(s);
 }
 
 static void

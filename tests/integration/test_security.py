@@ -215,6 +215,35 @@ class SecurityTest(unittest.TestCase):
                 plain = plain.replace(sec, "")
             self.assertEqual("".join(msgs).replace("\x00", ""), plain.replace("\n", ""), what)
 
+    # ------------------------------------------------------------ point 6: the raw backlog
+
+    def test_flood_backlog_capped_at_spool_max_and_nothing_dropped(self):
+        # Raw output waits in the backlog file at most --spool-max (here
+        # 1 MiB): at the cap reading pauses instead of dropping, which the
+        # agent says once on stderr and in the run log, and every line of
+        # the 30 MB flood still reaches the API once, in order.
+        import util
+        if util.missing():
+            self.skipTest(util.missing())
+        n = 300000
+        r = self.sim.run_agent(["-v", "--spool-max", "1M", "--log-memory-max", "256M", "--",
+                                util.flood_path(), "-n", str(n), "-s", "100"], timeout=180)
+        self.assertEqual(r.returncode, 0, r)
+        err = r.stderr.decode()
+        note = ("civis-agent: the log backlog reached its cap of 1048576 bytes (--spool-max): the "
+                "command's output is read only as fast as it is made into lines; nothing is dropped")
+        self.assertEqual(err.count(note + "\n"), 1, err)
+        check = util.LogCheck(self.sim.logs(), n)
+        self.assertEqual((check.missing, check.dup_lines, check.ordered), ([], 0, True),
+                         check.summary())
+        self.assertIn(note, check.other)
+        closing = [m for m in check.other if m.startswith("civis-agent: the log backlog cap")]
+        self.assertEqual(len(closing), 1, check.other)
+        self.assertRegex(closing[0], r"^civis-agent: the log backlog cap \(1048576 bytes\) paused "
+                                     r"reading the command's output \d+ times, [0-9.]+ s in all; "
+                                     r"no output was dropped$")
+        self.assertEqual(util.parse_verbose(r.stderr)["dropped"], 0)
+
 
 if __name__ == "__main__":
     unittest.main()

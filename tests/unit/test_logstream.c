@@ -33,19 +33,29 @@ struct fixture {
 	int tee[2];     /* where the copy goes */
 };
 
-/* What on_message saw, one "level|text" line each. */
-static char seen[8192];
-static size_t seen_len;
+/* What on_message saw, one "level|text" line each, while there is room;
+ * the agent's own notes (civis-agent: ...) also in notes. */
+static char seen[8192], notes[8192];
+static size_t seen_len, notes_len;
+
+static void
+record(char *buf, size_t cap, size_t *used, const char *level, const char *msg, size_t len)
+{
+	int n = snprintf(buf + *used, cap - *used, "%s|%.*s\n", level, (int)len, msg);
+
+	if (n > 0 && (size_t)n < cap - *used)
+		*used += (size_t)n;
+	else
+		buf[*used] = '\0';
+}
 
 static void
 on_message(void *ud, const char *level, const char *msg, size_t len)
 {
-	int n;
-
 	(void)ud;
-	n = snprintf(seen + seen_len, sizeof(seen) - seen_len, "%s|%.*s\n", level, (int)len, msg);
-	assert_true(n > 0 && (size_t)n < sizeof(seen) - seen_len);
-	seen_len += (size_t)n;
+	record(seen, sizeof(seen), &seen_len, level, msg, len);
+	if (len >= 13 && memcmp(msg, "civis-agent: ", 13) == 0)
+		record(notes, sizeof(notes), &notes_len, level, msg, len);
 }
 
 static void
@@ -63,6 +73,8 @@ opts_default(agent_logstream_opts *o)
 	o->spool_max = 64u << 20;
 }
 
+static uint64_t spool_max_override;
+
 static void
 setup_common(struct fixture *f, int api)
 {
@@ -75,6 +87,8 @@ setup_common(struct fixture *f, int api)
 	assert_int_equal(pipe2(f->tee, O_CLOEXEC | O_NONBLOCK), 0);
 	assert_int_equal(fcntl(f->in[0], F_SETFL, O_NONBLOCK), 0);
 	opts_default(&o);
+	if (spool_max_override)
+		o.spool_max = spool_max_override;
 	if (api) {
 		civis_client_config cfg = {
 			.endpoint = (char *)"http://127.0.0.1:1/", .api_key = (char *)"unit-test-key-123",
@@ -89,8 +103,8 @@ setup_common(struct fixture *f, int api)
 		o.redact = f->redact;
 		o.on_message = on_message;
 	}
-	seen_len = 0;
-	seen[0] = '\0';
+	seen_len = notes_len = 0;
+	seen[0] = notes[0] = '\0';
 	assert_int_equal(agent_logstream_new(&f->ls, f->loop, &o, err, sizeof(err)), CIVIS_OK);
 	assert_int_equal(agent_logstream_add_pipe(f->ls, AGENT_STDOUT, f->in[0], f->tee[1]), CIVIS_OK);
 }
@@ -245,6 +259,68 @@ test_tee_stalled_reader(void **state)
 	assert_true(agent_logstream_idle(f->ls));
 }
 
+static int
+setup_small_cap(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	spool_max_override = 200u << 10;
+	setup_common(f, 1);
+	spool_max_override = 0;
+	*state = f;
+	return 0;
+}
+
+/* A flood faster than line making fills the backlog to its cap: then the
+ * pipe is not read (the writer waits) until it is down to half, the raw
+ * bytes on disk stay near the cap, and every line still arrives. */
+static void
+test_backlog_cap_pauses_and_drops_nothing(void **state)
+{
+	struct fixture *f = *state;
+	static char chunk[32768], sink[65536];
+	agent_logstream_stats st;
+	uint64_t lines = 0, end;
+	int paused_seen = 0;
+
+	for (size_t i = 0; i < sizeof(chunk); i++)
+		chunk[i] = (i % 64 == 63) ? '\n' : (char)('a' + i % 26);
+	assert_int_equal(fcntl(f->in[1], F_SETFL, O_NONBLOCK), 0);
+	end = civis_now_ns() + 1500 * MS;
+	while (civis_now_ns() < end) {
+		ssize_t n = write(f->in[1], chunk, sizeof(chunk));
+
+		if (n > 0) {
+			assert_int_equal(n % 64, 0);
+			lines += (uint64_t)n / 64;
+		} else {
+			paused_seen = 1;     /* the pipe is full: nobody reads it */
+		}
+		(void)civis_loop_run_once(f->loop, 0);
+		/* drain the tee so that only the cap can pause the pipe */
+		while (read(f->tee[0], sink, sizeof(sink)) > 0)
+			;
+	}
+	close(f->in[1]);
+	f->in[1] = -1;
+	for (int i = 0; i < 500 && !agent_logstream_eof(f->ls); i++) {
+		(void)civis_loop_run_once(f->loop, 2 * MS);
+		while (read(f->tee[0], sink, sizeof(sink)) > 0)
+			;
+	}
+	agent_logstream_close_pipes(f->ls);
+	agent_logstream_finish(f->ls);
+	agent_logstream_stats_get(f->ls, &st);
+	assert_true(paused_seen);
+	assert_true(st.backlog_pauses >= 1);
+	assert_int_equal(st.backlog_cap, 200u << 10);
+	/* at most one readiness' reads over the cap */
+	assert_true(st.backlog_peak <= (200u << 10) + 4 * ((64u << 10) + 16));
+	assert_int_equal(st.lines, lines);
+	assert_non_null(strstr(notes, "warn|civis-agent: the log backlog reached its cap of 204800 bytes"));
+	assert_non_null(strstr(notes, "no output was dropped"));
+}
+
 /* The agent's own notes never carry a registered secret, on stderr either. */
 static void
 test_note_masks_secret(void **state)
@@ -307,6 +383,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_lines_partial_and_undelivered, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_note_masks_secret, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_on_message_masked, setup_api, teardown),
+		cmocka_unit_test_setup_teardown(test_backlog_cap_pauses_and_drops_nothing,
+		                                setup_small_cap, teardown),
 	};
 	return cmocka_run_group_tests_name("logstream", tests, NULL, NULL);
 }
