@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "civis/level.h"
 #include "logstream_int.h"
 
 static int
@@ -10,12 +11,23 @@ on_line(void *ud, const char *line, size_t len, unsigned flags)
 {
 	struct stream *s = ud;
 	agent_logstream *ls = s->ls;
+	const char *level = ls->o.level[s->id];
 
 	/* The end of a line whose text a flush already handed over. */
 	if (len == 0 && (flags & CIVIS_LINE_CONTINUATION) && !(flags & CIVIS_LINE_CONTINUES))
 		return 0;
 	ls->stats.lines++;
-	agent_ls_emit(ls, ls->o.level[s->id], line, len, s->read_ns);
+	/* A line's pieces keep the level its first piece gave it. */
+	if ((flags & CIVIS_LINE_CONTINUATION) && s->line_level) {
+		level = s->line_level;
+	} else if (ls->o.detect_levels) {
+		const char *d = civis_level_name(civis_level_detect(line, len));
+
+		if (d)
+			level = d;
+	}
+	s->line_level = (flags & CIVIS_LINE_CONTINUES) ? level : NULL;
+	agent_ls_emit(ls, level, line, len, s->read_ns);
 	return 0;
 }
 

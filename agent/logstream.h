@@ -23,6 +23,7 @@ typedef struct agent_logstream_opts {
 	int redact_tee;             /* mask secrets in the copy too */
 	int verbose;
 	const char *level[2];       /* run-log level of stdout, stderr lines */
+	int detect_levels;          /* a line's own level word (civis/level.h) wins */
 	uint64_t flush_ns;          /* batches go out this often; a partial line goes once
 	                             * its stream was idle this long */
 	size_t line_max;

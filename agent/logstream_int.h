@@ -55,6 +55,7 @@ struct stream {
 	uint64_t last_in;           /* monotonic time bytes last arrived from the pipe */
 	uint64_t read_ns;           /* realtime of the read being processed */
 	int finished;               /* its last line went out */
+	const char *line_level;     /* the level of a line whose pieces go on */
 };
 
 struct agent_logstream {

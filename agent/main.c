@@ -255,6 +255,7 @@ setup_logstream(agent *ag)
 	lo.verbose = ag->o.verbose;
 	lo.level[AGENT_STDOUT] = ag->o.stdout_level;
 	lo.level[AGENT_STDERR] = ag->o.stderr_level;
+	lo.detect_levels = ag->o.detect_levels;
 	lo.flush_ns = ag->o.flush_ns;
 	lo.line_max = (size_t)ag->o.line_max;
 	lo.batch_lines = (size_t)ag->o.batch_lines;

@@ -16,7 +16,7 @@ enum {
 	OPT_BATCH_BYTES, OPT_LOG_MEM, OPT_SPOOL_MAX, OPT_SPOOL_DIR, OPT_HEARTBEAT,
 	OPT_CANCEL_POLL, OPT_REDACT, OPT_NO_DEFAULT_REDACT, OPT_REDACT_TEE,
 	OPT_OUTPUT_DIR, OPT_ARCHIVE, OPT_ARCHIVE_DIRS, OPT_GZIP, OPT_EXPIRES_AT,
-	OPT_MULTIPART_THRESHOLD, OPT_UPLOAD_CONCURRENCY
+	OPT_MULTIPART_THRESHOLD, OPT_UPLOAD_CONCURRENCY, OPT_NO_DETECT_LEVELS
 };
 
 /* Each long option, its environment twin and whether it takes a value. */
@@ -35,6 +35,7 @@ static const struct opt_def {
 	{ "exit-code-remap",      'e', 1, "CIVIS_AGENT_EXIT_CODE_REMAP" },
 	{ "stdout-level",         OPT_STDOUT_LEVEL, 1, "CIVIS_AGENT_STDOUT_LEVEL" },
 	{ "stderr-level",         OPT_STDERR_LEVEL, 1, "CIVIS_AGENT_STDERR_LEVEL" },
+	{ "no-detect-levels",     OPT_NO_DETECT_LEVELS, 0, "CIVIS_AGENT_NO_DETECT_LEVELS" },
 	{ "log-flush-interval",   OPT_FLUSH, 1, "CIVIS_AGENT_LOG_FLUSH_INTERVAL" },
 	{ "final-flush-timeout",  OPT_FINAL_FLUSH, 1, "CIVIS_AGENT_FINAL_FLUSH_TIMEOUT" },
 	{ "log-line-max",         OPT_LINE_MAX, 1, "CIVIS_AGENT_LOG_LINE_MAX" },
@@ -84,6 +85,8 @@ agent_opts_usage(FILE *f)
 "      --stdout-level LEVEL     level of stdout lines (info)\n"
 "      --stderr-level LEVEL     level of stderr lines (error)\n"
 "                               levels: unknown fatal error warn info debug\n"
+"      --no-detect-levels       keep those levels even when a line starts with its own\n"
+"                               (INFO:, [WARNING], ERROR -, {\"level\": ...})\n"
 "      --log-flush-interval DUR send batches this often (1s)\n"
 "      --final-flush-timeout DUR  at exit, try this long to deliver the rest (30s)\n"
 "      --log-line-max SIZE      longer lines are split into pieces (64K)\n"
@@ -300,6 +303,7 @@ apply(agent_opts *o, int id, const char *v, const char *src, char *err, size_t e
 	case OPT_SIGNAL_CHILD_ONLY: o->signal_child_only = 1; return 0;
 	case OPT_NO_DEFAULT_REDACT: o->default_redact = 0; return 0;
 	case OPT_REDACT_TEE: o->redact_tee = 1; return 0;
+	case OPT_NO_DETECT_LEVELS: o->detect_levels = 0; return 0;
 	case OPT_ARCHIVE_DIRS: o->archive_dirs = 1; return 0;
 	case OPT_GZIP: o->gzip = 1; return 0;
 	case 'e': return add_remap(o, v, src, err, errlen);
@@ -417,6 +421,7 @@ defaults(agent_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->tee = 1;
 	o->default_redact = 1;
+	o->detect_levels = 1;
 	o->grace_ns = 10ULL * 1000000000ULL;
 	snprintf(o->stdout_level, sizeof(o->stdout_level), "info");
 	snprintf(o->stderr_level, sizeof(o->stderr_level), "error");

@@ -30,6 +30,8 @@ struct fixture {
 	civis_redact *redact;
 	agent_logstream *ls;
 	int in[2];      /* the "command's" stdout */
+	int err[2];     /* its stderr */
+	int err_added;  /* err[0] belongs to the logstream */
 	int tee[2];     /* where the copy goes */
 };
 
@@ -74,6 +76,7 @@ opts_default(agent_logstream_opts *o)
 }
 
 static uint64_t spool_max_override;
+static int detect_override;
 
 static void
 setup_common(struct fixture *f, int api)
@@ -84,11 +87,14 @@ setup_common(struct fixture *f, int api)
 	memset(f, 0, sizeof(*f));
 	assert_int_equal(civis_loop_new(&f->loop), CIVIS_OK);
 	assert_int_equal(pipe2(f->in, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(f->err, O_CLOEXEC), 0);
+	assert_int_equal(fcntl(f->err[0], F_SETFL, O_NONBLOCK), 0);
 	assert_int_equal(pipe2(f->tee, O_CLOEXEC | O_NONBLOCK), 0);
 	assert_int_equal(fcntl(f->in[0], F_SETFL, O_NONBLOCK), 0);
 	opts_default(&o);
 	if (spool_max_override)
 		o.spool_max = spool_max_override;
+	o.detect_levels = detect_override;
 	if (api) {
 		civis_client_config cfg = {
 			.endpoint = (char *)"http://127.0.0.1:1/", .api_key = (char *)"unit-test-key-123",
@@ -141,6 +147,9 @@ teardown(void **state)
 	civis_redact_free(f->redact);
 	if (f->in[1] >= 0)
 		close(f->in[1]);
+	close(f->err[1]);
+	if (!f->err_added)
+		close(f->err[0]);
 	close(f->tee[0]);
 	close(f->tee[1]);
 	free(f);
@@ -154,6 +163,12 @@ spin(struct fixture *f, uint64_t ns)
 
 	while (civis_now_ns() < end)
 		(void)civis_loop_run_once(f->loop, 10 * MS);
+}
+
+static void
+put(int fd, const char *s)
+{
+	assert_int_equal(write(fd, s, strlen(s)), (ssize_t)strlen(s));
 }
 
 static size_t
@@ -321,6 +336,46 @@ test_backlog_cap_pauses_and_drops_nothing(void **state)
 	assert_non_null(strstr(notes, "no output was dropped"));
 }
 
+static int
+setup_detect(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	detect_override = 1;
+	setup_common(f, 1);
+	detect_override = 0;
+	assert_int_equal(agent_logstream_add_pipe(f->ls, AGENT_STDERR, f->err[0], -1), CIVIS_OK);
+	f->err_added = 1;
+	*state = f;
+	return 0;
+}
+
+/* With detect_levels, a line's own level word wins over its stream's; a
+ * line cut into pieces by a flush keeps its first piece's level; notes keep
+ * theirs. */
+static void
+test_detect_levels(void **state)
+{
+	struct fixture *f = *state;
+
+	put(f->in[1], "ERROR - e\n{\"level\":\"debug\"}\n");
+	spin(f, 20 * MS);
+	put(f->err[1], "INFO:root:hello\nplain\n[WARNING] w\n");
+	spin(f, 20 * MS);
+	put(f->in[1], "DEBUG: ");
+	spin(f, 400 * MS);       /* past the flush interval: "DEBUG: " goes alone */
+	put(f->in[1], "rest\nINFORMATION\n");
+	spin(f, 50 * MS);
+	assert_string_equal(seen, "error|ERROR - e\n"
+	                          "debug|{\"level\":\"debug\"}\n"
+	                          "info|INFO:root:hello\n"
+	                          "error|plain\n"
+	                          "warn|[WARNING] w\n"
+	                          "debug|DEBUG: \n"
+	                          "debug|rest\n"
+	                          "info|INFORMATION\n");
+}
+
 /* The agent's own notes never carry a registered secret, on stderr either. */
 static void
 test_note_masks_secret(void **state)
@@ -383,6 +438,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_lines_partial_and_undelivered, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_note_masks_secret, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_on_message_masked, setup_api, teardown),
+		cmocka_unit_test_setup_teardown(test_detect_levels, setup_detect, teardown),
 		cmocka_unit_test_setup_teardown(test_backlog_cap_pauses_and_drops_nothing,
 		                                setup_small_cap, teardown),
 	};
