@@ -1,7 +1,8 @@
 /* fuzz_redact.c: libFuzzer target for the streaming redactor.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ilib/include \
- *       tests/fuzz/fuzz_redact.c lib/src/redact.c lib/src/status.c -o build/fuzz_redact
+ *       tests/fuzz/fuzz_redact.c lib/src/redact_build.c lib/src/redact_match.c \
+ *       lib/src/status.c -o build/fuzz_redact
  *   build/fuzz_redact -max_total_time=30 tests/fuzz/corpus/redact
  *
  * Input: byte 0 picks how many secrets (1..4); then per secret a length byte

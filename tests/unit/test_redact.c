@@ -10,6 +10,7 @@
 
 #include "civis/civis.h"
 #include "civis/redact.h"
+#include "../../lib/src/redact_int.h"
 
 /* ------------------------------------------------------------ helpers */
 

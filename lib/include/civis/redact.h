@@ -122,15 +122,6 @@ size_t civis_redact_stream_held(const civis_redact_stream *s);
 int  civis_redact_string(const civis_redact *r, const char *in, char *buf,
                          size_t buflen);
 
-#ifdef CIVIS_UNITTEST
-/* Pattern i (0 <= i < count) in the set's sorted order. */
-int  civis__redact_pattern(const civis_redact *r, size_t i, const char **p,
-                           size_t *len);
-/* Make the n-th next allocation of the module fail (0: the next one), -1
- * never; returns the count left before the call (-1: none was pending). */
-int  civis__redact_fail_alloc(int n);
-#endif
-
 #ifdef __cplusplus
 }
 #endif
