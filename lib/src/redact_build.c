@@ -427,6 +427,14 @@ civis_redact_add(civis_redact *r, const char *secret, size_t len)
 }
 
 int
+civis_redact_add_secret(civis_redact *r, const char *value, size_t len)
+{
+	if (!r || !value || len < CIVIS_REDACT_MIN_LEN)
+		return CIVIS_EINVAL;
+	return civis_redact_add(r, value, len);
+}
+
+int
 civis_redact_name_is_secret(const char *name, const char *const *patterns,
                             size_t n, int use_defaults)
 {

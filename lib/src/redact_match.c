@@ -20,7 +20,9 @@
  * the new input in a small scratch buffer, then scans the input in place. */
 #include "redact_int.h"
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -460,7 +462,7 @@ int
 civis_redact_stream_flush(civis_redact_stream *s, civis_redact_out_fn out, void *ud)
 {
 	struct fctx c;
-	uint64_t partial;
+	uint64_t partial = NONE;
 	int rc;
 
 	if (!s || !out)
@@ -477,18 +479,32 @@ civis_redact_stream_flush(civis_redact_stream *s, civis_redact_out_fn out, void 
 	c.out = out;
 	c.ud = ud;
 	if (s->r->nbuilt && s->tail_len) {
+		/* Up to the first held byte that could begin a secret, the
+		 * bytes are decided (masked where an occurrence covers them). */
 		rc = scan(s->r, &c, s->tail, s->tail_len, 0, s->tail_len, s->tail_abs,
-		          1, &partial);
+		          0, &partial);
 		if (rc)
 			return rc;
 	}
-	/* the tail stays: a secret cut here still has its rest masked */
+	if (partial != NONE) {
+		rc = emit_until(&c, partial);
+		if (rc)
+			return rc;
+		/* From there on: masked, never raw. */
+		if (s->mask_end < s->pos)
+			s->mask_end = s->pos;
+	}
+	/* The tail stays: when the rest of the secret comes, the next feed
+	 * rescans it, finds the occurrence and masks the rest, which touches
+	 * the token just sent and so adds nothing. */
 	return emit_until(&c, s->pos);
 }
 
+/* A bounded output: text is cut at cap, and a token either fits whole or
+ * is left out. */
 struct strbuf {
 	char *buf;
-	size_t cap;     /* bytes usable, the NUL excluded */
+	size_t cap;
 	size_t len;
 	int cut;
 };
@@ -499,43 +515,31 @@ strbuf_out(void *ud, const char *data, size_t len)
 	struct strbuf *b = ud;
 	size_t room = b->cap - b->len;
 
+	if (b->cut)
+		return CIVIS_OK;
 	if (len > room) {
-		len = room;
 		b->cut = 1;
+		if (len == CIVIS_REDACT_TOKEN_LEN &&
+		    memcmp(data, CIVIS_REDACT_TOKEN, CIVIS_REDACT_TOKEN_LEN) == 0)
+			return CIVIS_OK;
+		len = room;
 	}
-	memcpy(b->buf + b->len, data, len);
+	memmove(b->buf + b->len, data, len);
 	b->len += len;
 	return CIVIS_OK;
 }
 
-int
-civis_redact_string(const civis_redact *r, const char *in, char *buf, size_t buflen)
+/* Mask in[0..n) whole into b. in must not overlap b's buffer. */
+static int
+mask_whole(const civis_redact *r, const char *in, size_t n, struct strbuf *b)
 {
 	civis_redact_stream s;
-	struct strbuf b;
 	struct fctx c;
-	char *copy = NULL;
-	size_t n;
 	uint64_t partial;
-	int rc;
+	int rc = CIVIS_OK;
 
-	if (!r || !in || !buf || buflen == 0)
-		return CIVIS_EINVAL;
-	n = strlen(in);
-	/* the output may be longer than the input: never write over unread input */
-	if ((uintptr_t)in < (uintptr_t)buf + buflen &&
-	    (uintptr_t)buf < (uintptr_t)in + n + 1) {
-		copy = civis__redact_strndup(in, n);
-		if (!copy)
-			return CIVIS_ENOMEM;
-		in = copy;
-	}
 	memset(&s, 0, sizeof(s));
 	s.r = r;
-	b.buf = buf;
-	b.cap = buflen - 1;
-	b.len = 0;
-	b.cut = 0;
 	c.s = &s;
 	c.tail = NULL;
 	c.tail_abs = 0;
@@ -544,15 +548,103 @@ civis_redact_string(const civis_redact *r, const char *in, char *buf, size_t buf
 	c.base = 0;
 	c.len = n;
 	c.out = strbuf_out;
-	c.ud = &b;
-	rc = CIVIS_OK;
+	c.ud = b;
 	if (r->nbuilt)
 		rc = scan(r, &c, c.in, n, 0, n, 0, 1, &partial);
 	if (!rc)
 		rc = emit_until(&c, n);
-	buf[b.len] = '\0';
+	return rc;
+}
+
+int
+civis_redact_buf(const civis_redact *r, const char *in, size_t len, char *out,
+                 size_t outcap, size_t *outlen)
+{
+	struct strbuf b;
+	char *copy = NULL;
+	int rc;
+
+	if (outlen)
+		*outlen = 0;
+	if (!r || (!in && len) || (!out && outcap) || !outlen)
+		return CIVIS_EINVAL;
+	/* the output may be longer than the input: never write over unread input */
+	if (len && outcap && (uintptr_t)in < (uintptr_t)out + outcap &&
+	    (uintptr_t)out < (uintptr_t)in + len) {
+		copy = civis__redact_malloc(len);
+		if (!copy)
+			return CIVIS_ENOMEM;
+		memcpy(copy, in, len);
+		in = copy;
+	}
+	b.buf = out;
+	b.cap = outcap;
+	b.len = 0;
+	b.cut = 0;
+	rc = mask_whole(r, in ? in : "", len, &b);
+	*outlen = b.len;
 	if (!rc && b.cut)
 		rc = CIVIS_ETOOBIG;
 	free(copy);
+	return rc;
+}
+
+int
+civis_redact_string(const civis_redact *r, const char *in, char *buf, size_t buflen)
+{
+	size_t n;
+	int rc;
+
+	if (!r || !in || !buf || buflen == 0)
+		return CIVIS_EINVAL;
+	rc = civis_redact_buf(r, in, strlen(in), buf, buflen - 1, &n);
+	buf[n] = '\0';
+	return rc;
+}
+
+#define FORMAT_MAX (1u << 20)
+
+int
+civis_redact_format(const civis_redact *r, char *buf, size_t buflen, const char *fmt, ...)
+{
+	char stackbuf[1024], *text = stackbuf;
+	va_list ap;
+	size_t n, outn;
+	int len, rc;
+
+	if (!buf || buflen == 0 || !fmt)
+		return CIVIS_EINVAL;
+	buf[0] = '\0';
+	va_start(ap, fmt);
+	len = vsnprintf(stackbuf, sizeof(stackbuf), fmt, ap);
+	va_end(ap);
+	if (len < 0)
+		return CIVIS_EINVAL;
+	n = (size_t)len;
+	if (n >= sizeof(stackbuf)) {
+		/* the whole text, however long it is, before masking */
+		if (n >= FORMAT_MAX)
+			return CIVIS_ETOOBIG;
+		text = civis__redact_malloc(n + 1);
+		if (!text)
+			return CIVIS_ENOMEM;
+		va_start(ap, fmt);
+		len = vsnprintf(text, n + 1, fmt, ap);
+		va_end(ap);
+		if (len < 0 || (size_t)len != n) {
+			free(text);
+			return CIVIS_EINVAL;
+		}
+	}
+	if (r) {
+		rc = civis_redact_buf(r, text, n, buf, buflen - 1, &outn);
+	} else {
+		outn = n < buflen - 1 ? n : buflen - 1;
+		memcpy(buf, text, outn);
+		rc = outn < n ? CIVIS_ETOOBIG : CIVIS_OK;
+	}
+	buf[outn] = '\0';
+	if (text != stackbuf)
+		free(text);
 	return rc;
 }
