@@ -434,27 +434,50 @@ civis_redact_add_secret(civis_redact *r, const char *value, size_t len)
 	return civis_redact_add(r, value, len);
 }
 
+/* The default secret names (case-insensitive fnmatch globs), from what
+ * real tools and the Civis platform put in the environment: anything that
+ * says PASSWORD, SECRET or TOKEN (libpq PGPASSWORD, Civis credential
+ * parameters NAME_PASSWORD, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+ * AZURE_CLIENT_SECRET, GH_TOKEN...), the common short forms (*_PASS,
+ * *_PWD as MYSQL_PWD, *_PASSWD), API keys, private and access keys. */
+static const char *const default_names[] = {
+	"*PASSWORD*", "*SECRET*", "*TOKEN*", "*PASSWD*",
+	"*_PASS", "*_PWD",
+	"API_KEY", "APIKEY", "*_API_KEY", "*_APIKEY",
+	"*PRIVATE_KEY", "*_ACCESS_KEY", "*_SSH_KEY",
+};
+
+/* Names the defaults would take but whose value is no secret: a path to
+ * one (PGPASSFILE has no rule; PASSWORD_FILE, AWS_WEB_IDENTITY_TOKEN_FILE,
+ * GOOGLE_APPLICATION_CREDENTIALS-like *_FILE/_PATH/_DIR do), and the
+ * tokenizer switches of NLP libraries (TOKENIZERS_PARALLELISM). A --redact
+ * glob still takes them. */
+static const char *const default_not[] = {
+	"*_FILE", "*_FILES", "*_PATH", "*_DIR", "*TOKENIZER*",
+};
+
+static int
+glob_any(const char *name, const char *const *globs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (globs[i] && fnmatch(globs[i], name, FNM_CASEFOLD) == 0)
+			return 1;
+	return 0;
+}
+
 int
 civis_redact_name_is_secret(const char *name, const char *const *patterns,
                             size_t n, int use_defaults)
 {
-	static const char *const defaults[] = {
-		"*_PASSWORD", "*_SECRET", "*_TOKEN", "*_PRIVATE_KEY",
-		"*_ACCESS_KEY", "*_SECRET_KEY", "*_API_KEY", "*_SSH_KEY",
-	};
-
 	if (!name || !*name)
 		return 0;
 	if (strcmp(name, "CIVIS_API_KEY") == 0)
 		return 1;
-	for (size_t i = 0; patterns && i < n; i++)
-		if (patterns[i] && fnmatch(patterns[i], name, FNM_CASEFOLD) == 0)
-			return 1;
-	if (use_defaults)
-		for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
-			if (fnmatch(defaults[i], name, FNM_CASEFOLD) == 0)
-				return 1;
-	return 0;
+	if (patterns && glob_any(name, patterns, n))
+		return 1;
+	return use_defaults &&
+	       glob_any(name, default_names, sizeof(default_names) / sizeof(default_names[0])) &&
+	       !glob_any(name, default_not, sizeof(default_not) / sizeof(default_not[0]));
 }
 
 int

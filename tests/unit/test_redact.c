@@ -1077,8 +1077,37 @@ test_name_patterns(void **state)
 	assert_true(civis_redact_name_is_secret("TLS_PRIVATE_KEY", NULL, 0, 1));
 	assert_true(civis_redact_name_is_secret("S3_SECRET_KEY", NULL, 0, 1));
 	assert_true(civis_redact_name_is_secret("OPENAI_API_KEY", NULL, 0, 1));
-	assert_false(civis_redact_name_is_secret("PASSWORD", NULL, 0, 1));
-	assert_false(civis_redact_name_is_secret("TOKENIZER", NULL, 0, 1));
+	/* issue 12 point 5: what real tools and Civis use */
+	{
+		static const char *const yes[] = {
+			"PASSWORD", "PGPASSWORD", "MYSQL_PWD", "DB_PASS", "API_KEY", "APIKEY",
+			"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET",
+			"AZURE_CLIENT_CERTIFICATE_PASSWORD", "GOOGLE_API_KEY", "GH_TOKEN",
+			"REDSHIFT_PASSWORD", "MY_DB_PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY",
+			"LDAP_PASSWD", "snowflake_password", "X_APIKEY", "SLACK_TOKEN_V2",
+			"CLIENT_SECRET_VALUE",
+		};
+		static const char *const no[] = {
+			"PGPASSFILE", "PGUSER", "PWD", "OLDPWD", "AWS_ACCESS_KEY_ID", "PASS",
+			"GOOGLE_APPLICATION_CREDENTIALS", "PASSWORD_FILE", "SECRETS_DIR",
+			"AWS_WEB_IDENTITY_TOKEN_FILE", "TOKENIZERS_PARALLELISM", "TOKENIZER",
+			"SSL_CERT_PATH", "MY_DB_USERNAME", "PASSAGE", "KEYBOARD", "SORT_KEY",
+			"COMPASS", "HOME",
+		};
+		for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+			if (!civis_redact_name_is_secret(yes[i], NULL, 0, 1))
+				fail_msg("%s should be a secret name", yes[i]);
+			assert_false(civis_redact_name_is_secret(yes[i], NULL, 0, 0));
+		}
+		for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+			if (civis_redact_name_is_secret(no[i], NULL, 0, 1))
+				fail_msg("%s should not be a secret name", no[i]);
+	}
+	/* a --redact glob takes a name the defaults leave */
+	{
+		const char *g[] = { "PGPASSFILE" };
+		assert_true(civis_redact_name_is_secret("PGPASSFILE", g, 1, 1));
+	}
 	assert_false(civis_redact_name_is_secret("PATH", NULL, 0, 1));
 	assert_false(civis_redact_name_is_secret("", NULL, 0, 1));
 	assert_false(civis_redact_name_is_secret(NULL, NULL, 0, 1));
@@ -1123,6 +1152,24 @@ test_add_env(void **state)
 	assert_string_equal(got, "k=[REDACTED] p=hunter2hunter2 v=custom-value-42");
 	free(got);
 	civis_redact_free(r);
+
+	/* issue 12 point 5: each of these was streamed verbatim; now masked by
+	 * default (and the 6-byte floor holds) */
+	{
+		char *env5[] = {
+			"PGPASSWORD=pg-secret-1", "PASSWORD=plain-secret-2", "API_KEY=api-secret-3",
+			"DB_PASS=db-secret-4", "MYSQL_PWD=my-secret-5", "PGPASSFILE=/home/u/.pgpass",
+			"DB_PWD=12345", "AWS_ACCESS_KEY_ID=AKIAEXAMPLEID", NULL,
+		};
+		assert_int_equal(civis_redact_new(&r), CIVIS_OK);
+		assert_int_equal(civis_redact_add_env(r, env5, NULL, 0, 1), CIVIS_OK);
+		got = run_whole(r, "pg-secret-1 plain-secret-2 api-secret-3 db-secret-4 my-secret-5 "
+		                   "/home/u/.pgpass 12345 AKIAEXAMPLEID\n");
+		assert_string_equal(got, "[REDACTED] [REDACTED] [REDACTED] [REDACTED] [REDACTED] "
+		                         "/home/u/.pgpass 12345 AKIAEXAMPLEID\n");
+		free(got);
+		civis_redact_free(r);
+	}
 
 	/* no environment at all */
 	assert_int_equal(civis_redact_new(&r), CIVIS_OK);

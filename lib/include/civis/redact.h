@@ -95,9 +95,11 @@ int  civis_redact_add_secret(civis_redact *r, const char *value, size_t len);
 
 /* Whether an environment variable of this name holds a secret:
  * CIVIS_API_KEY always; any of the n fnmatch(3) glob patterns (--redact);
- * with use_defaults, *_PASSWORD, *_SECRET, *_TOKEN, *_PRIVATE_KEY,
- * *_ACCESS_KEY, *_SECRET_KEY, *_API_KEY, *_SSH_KEY. Names are compared
- * case-insensitively. Returns 1 or 0. */
+ * with use_defaults, the default names: *PASSWORD*, *SECRET*, *TOKEN*,
+ * *PASSWD*, *_PASS, *_PWD, API_KEY, APIKEY, *_API_KEY, *_APIKEY,
+ * *PRIVATE_KEY, *_ACCESS_KEY, *_SSH_KEY - except names that end in _FILE,
+ * _FILES, _PATH or _DIR (a path to a secret is none) or contain TOKENIZER.
+ * Names are compared case-insensitively. Returns 1 or 0. */
 int  civis_redact_name_is_secret(const char *name, const char *const *patterns,
                                  size_t n, int use_defaults);
 
