@@ -1,6 +1,7 @@
 /* lines.c: masking, lines and the agent's own notes. See logstream_int.h. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "civis/level.h"
@@ -80,52 +81,115 @@ agent_lines_finish(struct stream *s)
 
 /* ---------------------------------------------------------------- notes */
 
+#define NOTE_FORMAT_MAX (1u << 20)   /* a formatted note, before masking, at most */
+
 static void
-note_to_log(agent_logstream *ls, const char *level, const char *text)
+note_to_log(agent_logstream *ls, const char *level, const char *text, size_t len)
 {
 	if (!ls->client || ls->auth_dead)
 		return;
-	agent_ls_emit(ls, level, text, strlen(text), civis_clock_realtime_ns());
+	agent_ls_emit(ls, level, text, len, civis_clock_realtime_ns());
 }
 
-/* Mask secrets in text; NULL when that failed (then say nothing). */
-static const char *
-mask(agent_logstream *ls, const char *text, char *buf, size_t len)
+/* Without a trailing UTF-8 sequence that a cut left incomplete. */
+static size_t
+utf8_whole(const char *s, size_t len)
 {
-	int rc;
+	size_t i = len, need;
+	unsigned char c;
 
-	if (!ls->o.redact)
-		return text;
-	rc = civis_redact_string(ls->o.redact, text, buf, len);
-	/* ETOOBIG: cut to fit, still masked */
-	return rc == CIVIS_OK || rc == CIVIS_ETOOBIG ? buf : NULL;
+	while (i > 0 && len - i < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+		i--;
+	if (i == 0)
+		return len;
+	c = (unsigned char)s[i - 1];
+	need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+	return need > 1 && len - (i - 1) < need ? i - 1 : len;
+}
+
+/* Mask all of text[0..len), then cut the result to out (NOTE_MAX bytes with
+ * its NUL): a secret crossing the cut never shows its start. The length, or
+ * -1 when masking failed (then say nothing). */
+static long
+mask_cut(agent_logstream *ls, const char *text, size_t len, char *out)
+{
+	size_t n = len < NOTE_MAX - 1 ? len : NOTE_MAX - 1;
+	int rc = CIVIS_OK;
+
+	if (ls->o.redact)
+		rc = civis_redact_buf(ls->o.redact, text, len, out, NOTE_MAX - 1, &n);
+	else
+		memcpy(out, text, n);
+	if (rc != CIVIS_OK && rc != CIVIS_ETOOBIG)
+		return -1;
+	if (rc == CIVIS_ETOOBIG || n < len)
+		n = utf8_whole(out, n);
+	out[n] = '\0';
+	return (long)n;
+}
+
+/* Format "civis-agent: " + fmt whole (up to NOTE_FORMAT_MAX), mask, cut:
+ * to stderr unless log_only, and to the run log. */
+static void
+vnote(agent_logstream *ls, const char *level, int log_only, const char *fmt, va_list ap)
+{
+	static const char prefix[] = "civis-agent: ";
+	char small[NOTE_MAX], out[NOTE_MAX], *text = small;
+	va_list ap2;
+	long n;
+	int len;
+
+	va_copy(ap2, ap);
+	len = vsnprintf(small + sizeof(prefix) - 1, sizeof(small) - sizeof(prefix) + 1, fmt, ap);
+	if (len < 0)
+		goto out;
+	if ((size_t)len >= sizeof(small) - sizeof(prefix) + 1) {
+		if ((size_t)len > NOTE_FORMAT_MAX)
+			len = NOTE_FORMAT_MAX;
+		text = malloc(sizeof(prefix) + (size_t)len);
+		if (!text)
+			goto out;    /* cutting before masking could show a secret's start */
+		(void)vsnprintf(text + sizeof(prefix) - 1, (size_t)len + 1, fmt, ap2);
+	}
+	memcpy(text, prefix, sizeof(prefix) - 1);
+	n = mask_cut(ls, text, sizeof(prefix) - 1 + (size_t)len, out);
+	if (n < 0)
+		goto out;
+	if (!log_only)
+		fprintf(stderr, "%s\n", out);
+	note_to_log(ls, level, out, (size_t)n);
+out:
+	va_end(ap2);
+	if (text != small)
+		free(text);
 }
 
 void
 agent_logstream_note_log_only(agent_logstream *ls, const char *level, const char *text)
 {
-	char masked[NOTE_MAX * 2];
+	char out[NOTE_MAX];
+	long n = mask_cut(ls, text, strlen(text), out);
 
-	text = mask(ls, text, masked, sizeof(masked));
-	if (text)
-		note_to_log(ls, level, text);
+	if (n >= 0)
+		note_to_log(ls, level, out, (size_t)n);
+}
+
+void
+agent_logstream_note_log_onlyf(agent_logstream *ls, const char *level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vnote(ls, level, 1, fmt, ap);
+	va_end(ap);
 }
 
 void
 agent_logstream_note(agent_logstream *ls, const char *level, const char *fmt, ...)
 {
-	char raw[NOTE_MAX], masked[NOTE_MAX * 2];
-	const char *text;
 	va_list ap;
-	int n;
 
-	n = snprintf(raw, sizeof(raw), "civis-agent: ");
 	va_start(ap, fmt);
-	vsnprintf(raw + n, sizeof(raw) - (size_t)n, fmt, ap);
+	vnote(ls, level, 0, fmt, ap);
 	va_end(ap);
-	text = mask(ls, raw, masked, sizeof(masked));
-	if (!text)
-		return;
-	fprintf(stderr, "%s\n", text);
-	note_to_log(ls, level, text);
 }

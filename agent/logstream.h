@@ -67,10 +67,17 @@ void agent_logstream_free(agent_logstream *ls);
 int  agent_logstream_add_pipe(agent_logstream *ls, int stream, int fd, int tee_fd);
 
 /* The agent's own message: to stderr ("civis-agent: text") and, with the
- * API on, to the run log at `level`. Secrets are masked in both. */
+ * API on, to the run log at `level`. The whole formatted text (up to 1 MiB)
+ * is masked first and only then cut to 2,047 bytes, so a secret crossing the
+ * cut never shows its start: callers pass user strings whole (never cut
+ * into a fixed buffer first). */
 void agent_logstream_note(agent_logstream *ls, const char *level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Only to the run log (for the summary line and notes already on stderr). */
+/* The same, only to the run log ("civis-agent: " is prepended). */
+void agent_logstream_note_log_onlyf(agent_logstream *ls, const char *level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Only to the run log, text as it is (for the summary line and notes
+ * already on stderr); masked, then cut, likewise. */
 void agent_logstream_note_log_only(agent_logstream *ls, const char *level, const char *text);
 
 /* Both pipes reached EOF (or were closed). */

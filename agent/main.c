@@ -74,11 +74,10 @@ static void
 note_cb(void *ud, const char *level, const char *text)
 {
 	agent *ag = ud;
-	char line[1024];
 
+	/* whole text: masked first, then cut (a cut here could show a secret) */
 	if (strcmp(level, "info") == 0 && strncmp(text, "uploaded ", 9) == 0 && !ag->o.verbose) {
-		snprintf(line, sizeof(line), "civis-agent: %s", text);
-		agent_logstream_note_log_only(ag->ls, level, line);
+		agent_logstream_note_log_onlyf(ag->ls, level, "%s", text);
 		return;
 	}
 	agent_logstream_note(ag->ls, level, "%s", text);

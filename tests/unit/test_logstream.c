@@ -429,6 +429,55 @@ test_on_message_masked(void **state)
 	                          "info|half\n");
 }
 
+/* A note longer than its cut, with the key right at the cut: the whole
+ * text is masked before it is cut, so not even the key's first bytes show,
+ * on stderr or in the run log; the cut never splits a token or a UTF-8
+ * character. */
+static void
+test_note_masked_before_cut(void **state)
+{
+	struct fixture *f = *state;
+	static char pad[4000], buf[8192];
+	int errpipe[2], saved;
+	size_t got;
+
+	assert_int_equal(pipe2(errpipe, O_NONBLOCK), 0);
+	for (size_t cut = 2025; cut < 2040; cut++) {
+		memset(pad, 'a', cut);
+		pad[cut] = '\0';
+		seen_len = 0;
+		seen[0] = '\0';
+		saved = dup(2);
+		dup2(errpipe[1], 2);
+		agent_logstream_note(f->ls, "warn", "%s%s tail", pad, "unit-test-key-123");
+		agent_logstream_note_log_onlyf(f->ls, "info", "%s\xc3\xa9%s", pad, "unit-test-key-123");
+		dup2(saved, 2);
+		close(saved);
+		got = drain(errpipe[0], buf, sizeof(buf) - 1);
+		buf[got] = '\0';
+		assert_null(strstr(buf, "unit"));
+		assert_null(strstr(seen, "unit"));
+		assert_true(got <= 2048);
+		assert_memory_equal(buf, "civis-agent: aaa", 16);
+		/* cut before the token, or the token whole */
+		assert_true(strstr(buf, "[REDACTED] tail\n") != NULL || strchr(buf, '[') == NULL);
+		assert_true(strstr(seen, "\xc3\xa9[REDACTED]") != NULL ||
+		            strstr(seen, "\xc3\xa9\n") != NULL || strstr(seen, "a\n") != NULL);
+		assert_null(strstr(seen, "a\xc3\n"));
+	}
+	/* short notes are whole */
+	saved = dup(2);
+	dup2(errpipe[1], 2);
+	agent_logstream_note(f->ls, "warn", "x=%s y=%d", "unit-test-key-123", 7);
+	dup2(saved, 2);
+	close(saved);
+	got = drain(errpipe[0], buf, sizeof(buf) - 1);
+	buf[got] = '\0';
+	assert_string_equal(buf, "civis-agent: x=[REDACTED] y=7\n");
+	close(errpipe[0]);
+	close(errpipe[1]);
+}
+
 int
 main(void)
 {
@@ -438,6 +487,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_lines_partial_and_undelivered, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_note_masks_secret, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_on_message_masked, setup_api, teardown),
+		cmocka_unit_test_setup_teardown(test_note_masked_before_cut, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_detect_levels, setup_detect, teardown),
 		cmocka_unit_test_setup_teardown(test_backlog_cap_pauses_and_drops_nothing,
 		                                setup_small_cap, teardown),
