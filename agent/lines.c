@@ -155,7 +155,7 @@ vnote(agent_logstream *ls, const char *level, int log_only, const char *fmt, va_
 	n = mask_cut(ls, text, sizeof(prefix) - 1 + (size_t)len, out);
 	if (n < 0)
 		goto out;
-	if (!log_only)
+	if (!log_only && !agent_tee_note(ls, out, (size_t)n))
 		fprintf(stderr, "%s\n", out);
 	note_to_log(ls, level, out, (size_t)n);
 out:

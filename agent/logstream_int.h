@@ -120,6 +120,10 @@ int  agent_tee_stalled(const struct stream *s);
 void agent_tee_free(struct stream *s);
 /* Copy one read of s to its tee fd (masked with --redact-tee). */
 void agent_tee_copy(struct stream *s, const char *data, size_t len);
+/* An agent note for stderr while stderr's copy is stalled: queued behind
+ * the command's bytes (1), so that it neither blocks nor jumps ahead;
+ * 0: write it to stderr yourself. */
+int  agent_tee_note(agent_logstream *ls, const char *text, size_t len);
 /* The stream ended: what the tee's masker holds goes out. */
 void agent_tee_end(struct stream *s);
 

@@ -200,6 +200,18 @@ agent_tee_copy(struct stream *s, const char *data, size_t len)
 		tee_put(s, data, len);
 }
 
+int
+agent_tee_note(agent_logstream *ls, const char *text, size_t len)
+{
+	struct stream *s = &ls->st[AGENT_STDERR];
+
+	if (!ls->o.tee || s->tee_fd < 0 || !agent_tee_stalled(s))
+		return 0;
+	tee_put(s, text, len);
+	tee_put(s, "\n", 1);
+	return 1;
+}
+
 void
 agent_tee_end(struct stream *s)
 {
