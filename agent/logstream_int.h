@@ -113,6 +113,9 @@ void agent_ls_emit(agent_logstream *ls, const char *level, const char *msg, size
 /* Copy s's output to fd from now on; see tee.c for when fd is made
  * non-blocking. */
 void agent_tee_setup(struct stream *s, int fd);
+#ifdef CIVIS_UNITTEST
+void agent_tee__no_reopen(int on);
+#endif
 /* The copy has bytes its reader has not taken (s's pipe is paused). */
 int  agent_tee_stalled(const struct stream *s);
 /* Write what is left, waiting as long as the reader is there (the end of

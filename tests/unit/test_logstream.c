@@ -20,6 +20,7 @@
 #include "civis/loop.h"
 #include "civis/redact.h"
 #include "../../agent/logstream.h"
+#include "../../agent/logstream_int.h"   /* agent_tee__no_reopen */
 
 #define MS 1000000ULL
 
@@ -415,6 +416,39 @@ test_note_queued_behind_stalled_stderr(void **state)
 	close(tee2[1]);
 }
 
+/* The copy's pipe is shared with others: the agent's own reopened file
+ * description is the non-blocking one, the shared one keeps its flags;
+ * without /proc, O_NONBLOCK is set on the shared one and restored at the
+ * end. */
+static void
+test_tee_nonblocking_private_or_restored(void **state)
+{
+	struct fixture *f = *state;
+	agent_logstream_opts o;
+	agent_logstream *ls;
+	char err[256];
+	int out[2], in2[2];
+
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);          /* blocking, like a shell's */
+	for (int fallback = 0; fallback < 2; fallback++) {
+		assert_int_equal(pipe2(in2, O_CLOEXEC | O_NONBLOCK), 0);
+		opts_default(&o);
+		agent_tee__no_reopen(fallback);
+		assert_int_equal(agent_logstream_new(&ls, f->loop, &o, err, sizeof(err)), CIVIS_OK);
+		assert_int_equal(agent_logstream_add_pipe(ls, AGENT_STDOUT, in2[0], out[1]), CIVIS_OK);
+		agent_tee__no_reopen(0);
+		assert_int_equal(fcntl(out[1], F_GETFL) & O_NONBLOCK, fallback ? O_NONBLOCK : 0);
+		put(in2[1], "x\n");
+		spin(f, 20 * MS);
+		agent_logstream_free(ls);                        /* closes in2[0] */
+		close(in2[1]);
+		assert_int_equal(fcntl(out[1], F_GETFL) & O_NONBLOCK, 0);
+		assert_int_equal(read(out[0], err, sizeof(err)), 2);
+	}
+	close(out[0]);
+	close(out[1]);
+}
+
 /* The agent's own notes never carry a registered secret, on stderr either. */
 static void
 test_note_masks_secret(void **state)
@@ -523,6 +557,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_tee_byte_exact, setup_tee, teardown),
 		cmocka_unit_test_setup_teardown(test_tee_stalled_reader, setup_tee, teardown),
+		cmocka_unit_test_setup_teardown(test_tee_nonblocking_private_or_restored, setup_tee,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_lines_partial_and_undelivered, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_note_masks_secret, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_on_message_masked, setup_api, teardown),
