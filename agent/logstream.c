@@ -394,7 +394,7 @@ agent_logstream_new(agent_logstream **out, civis_loop *loop, const agent_logstre
 		ls->st[i].tee_saved_fl = -1;
 	}
 	ls->bl_fd = -1;
-	ls->bl_cap = o->spool_max ? o->spool_max : 1ULL << 30;
+	ls->bl_cap = o->backlog_max ? o->backlog_max : 1ULL << 30;
 	ls->readbuf = malloc(READ_BUF);
 	if (!ls->readbuf)
 		goto fail;

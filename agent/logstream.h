@@ -31,7 +31,8 @@ typedef struct agent_logstream_opts {
 	size_t batch_bytes;
 	size_t mem_max;             /* log queue memory cap */
 	uint64_t spool_max;
-	const char *spool_dir;
+	const char *spool_dir;      /* also where the flood backlog file goes */
+	uint64_t backlog_max;       /* the flood backlog's cap (main: --spool-max); 0: 1 GiB */
 	unsigned max_inflight;      /* log requests at once; 0: 4 */
 	const civis_redact *redact; /* may be NULL */
 	civis_client *client;       /* NULL: tee only */

@@ -261,6 +261,7 @@ setup_logstream(agent *ag)
 	lo.batch_bytes = (size_t)ag->o.batch_bytes;
 	lo.mem_max = (size_t)ag->o.log_mem_max;
 	lo.spool_max = ag->o.spool_max;
+	lo.backlog_max = ag->o.spool_max;
 	lo.spool_dir = ag->o.spool_dir;
 	lo.redact = ag->redact;
 	lo.client = ag->api_on ? ag->client : NULL;

@@ -94,7 +94,7 @@ setup_common(struct fixture *f, int api)
 	assert_int_equal(fcntl(f->in[0], F_SETFL, O_NONBLOCK), 0);
 	opts_default(&o);
 	if (spool_max_override)
-		o.spool_max = spool_max_override;
+		o.spool_max = o.backlog_max = spool_max_override;
 	o.detect_levels = detect_override;
 	if (api) {
 		civis_client_config cfg = {
