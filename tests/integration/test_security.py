@@ -9,6 +9,7 @@ import random
 import re
 import shlex
 import string
+import subprocess
 import sys
 import tempfile
 import time
@@ -74,8 +75,9 @@ class SecurityTest(unittest.TestCase):
         # most 1.5 intervals), the command simply waits on its pipe, and the
         # copy that finally comes out is byte exact.
         n = 50000 if QUICK else 200000   # 0.3 / 1.3 MB: far more than the pipes hold
-        cmd = "%s --heartbeat-interval 1s -- seq 1 %d | (sleep 4; cat)" % (
-            shlex.quote(harness.agent_path()), n)
+        stall = 8 if QUICK else 4        # valgrind takes seconds to start the agent
+        cmd = "%s --heartbeat-interval 1s -- seq 1 %d | (sleep %d; cat)" % (
+            shlex.quote(harness.agent_path()), n, stall)
         r = self.sim.run_command(["sh", "-c", cmd], env=self.sim.env(), timeout=90)
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual(r.stdout, b"".join(b"%d\n" % i for i in range(1, n + 1)))
@@ -92,11 +94,26 @@ class SecurityTest(unittest.TestCase):
         # the agent's run or after it.
         flags = (PY + " -c 'import fcntl, os; "
                  "print(\"nonblock=%d\" % bool(fcntl.fcntl(1, fcntl.F_GETFL) & os.O_NONBLOCK))'")
-        cmd = ("(%s -- sh -c 'echo from-agent; sleep 1.5' & sleep 0.7; %s; wait; %s) | cat" %
-               (shlex.quote(harness.agent_path()), flags, flags))
-        r = self.sim.run_command(["sh", "-c", cmd], env=self.sim.env(), timeout=60)
-        self.assertEqual(r.returncode, 0, r)
-        self.assertEqual(r.stdout, b"from-agent\nnonblock=0\nnonblock=0\n")
+        with tempfile.TemporaryDirectory() as d:
+            go = os.path.join(d, "go")
+            os.mkfifo(go)
+            # the sibling looks once the agent's copy has shown up (the test
+            # read it), while the agent still runs, and again after it
+            cmd = ("%s -- sh -c 'echo from-agent; sleep 3' & read x < %s; %s; wait; %s" %
+                   (shlex.quote(harness.agent_path()), go, flags, flags))
+            p = subprocess.Popen(["sh", "-c", cmd], env=self.sim.env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            try:
+                first = p.stdout.readline()
+                with open(go, "w") as fh:
+                    fh.write("go\n")
+                out, err = p.communicate(timeout=60)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        self.assertEqual((p.returncode, err), (0, b""))
+        self.assertEqual(first + out, b"from-agent\nnonblock=0\nnonblock=0\n")
 
     # ------------------------------------------------------------ point 1: secrets and flushes
 
