@@ -148,6 +148,29 @@ on_backlog(civis_loop *loop, void *ud)
 		bl_schedule(ls);
 }
 
+/* A read the backlog could not take while it still holds older bytes:
+ * make lines of everything in it first, then of this read, so the run log
+ * keeps the order the command wrote in. */
+void
+agent_backlog_drain_before(struct stream *s, const char *data, size_t len)
+{
+	agent_logstream *ls = s->ls;
+	uint64_t read_ns = s->read_ns;
+	char *copy = malloc(len);
+
+	if (copy != NULL)
+		memcpy(copy, data, len);   /* the drain reuses the read buffer */
+	agent_backlog_drain(ls, UINT64_MAX);
+	s->read_ns = read_ns;
+	if (copy != NULL) {
+		agent_lines_feed(s, copy, len);
+		free(copy);
+	} else {
+		fprintf(stderr, "civis-agent: out of memory: %zu bytes of output are not in the "
+		        "run log\n", len);
+	}
+}
+
 int
 agent_backlog_full(const agent_logstream *ls)
 {

@@ -109,9 +109,16 @@ read_some(struct stream *s, int anyway)
 		/* A big read means a flood: keep the raw bytes for later rather
 		 * than make the command wait on the line work (a few lines, the
 		 * usual case, are made at once). */
-		if (ls->client && (!agent_backlog_empty(ls) || (size_t)n >= BACKLOG_MIN_READ) &&
-		    agent_backlog_append(s, ls->readbuf, (size_t)n) == 0)
-			continue;
+		if (ls->client && (!agent_backlog_empty(ls) || (size_t)n >= BACKLOG_MIN_READ)) {
+			if (agent_backlog_append(s, ls->readbuf, (size_t)n) == 0)
+				continue;
+			/* The backlog file took no more (a full disk): what it
+			 * holds is older than this read, so it becomes lines first. */
+			if (!agent_backlog_empty(ls)) {
+				agent_backlog_drain_before(s, ls->readbuf, (size_t)n);
+				continue;
+			}
+		}
 		agent_lines_feed(s, ls->readbuf, (size_t)n);
 		if ((size_t)n < READ_BUF)
 			return;

@@ -138,6 +138,7 @@ void agent_backlog_drain(agent_logstream *ls, uint64_t budget);
 int  agent_backlog_empty(const agent_logstream *ls);
 /* At its cap: the pipes must not be read (see bl_cap). */
 int  agent_backlog_full(const agent_logstream *ls);
+void agent_backlog_drain_before(struct stream *s, const char *data, size_t len);
 /* The pipes are closed: say in the run log what the cap did, if anything. */
 void agent_backlog_report(agent_logstream *ls);
 void agent_backlog_free(agent_logstream *ls);
