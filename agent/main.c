@@ -49,7 +49,7 @@ typedef struct agent {
 	int child_done;
 	int code;                  /* the command's exit code once child_done */
 	uint64_t child_done_at;    /* monotonic */
-	uint64_t group_kill_at;    /* SIGKILL the group then, 0: not armed */
+	uint64_t kill_at;    /* SIGKILL what is left then, 0: not armed */
 	uint64_t stop_deadline;    /* after TERM/INT or cancel: all must be done by then */
 	int cancelled;
 	int terminated;
@@ -97,7 +97,7 @@ on_cancel(void *ud, const char *why)
 	                     "command, SIGKILL after %.1f s", why, (double)ag->o.grace_ns / 1e9);
 	if (!ag->child_done) {
 		(void)agent_sup_terminate(ag->sup);
-		ag->group_kill_at = now + ag->o.grace_ns;
+		ag->kill_at = now + ag->o.grace_ns;
 	}
 	if (!ag->stop_deadline)
 		ag->stop_deadline = now + ag->o.grace_ns + ag->o.final_flush_ns;
@@ -125,8 +125,8 @@ on_signal(civis_loop *loop, int fd, int revents, void *ud)
 		uint64_t reserve = ag->o.grace_ns / 4 < NS ? ag->o.grace_ns / 4 : NS;
 
 		ag->terminated = 1;
-		if (!ag->child_done && !ag->group_kill_at)
-			ag->group_kill_at = now + ag->o.grace_ns - reserve;
+		if (!ag->child_done && !ag->kill_at)
+			ag->kill_at = now + ag->o.grace_ns - reserve;
 		ag->stop_deadline = now + ag->o.grace_ns;
 	}
 }
@@ -351,10 +351,27 @@ loop_wait(const agent *ag, uint64_t now)
 {
 	uint64_t wait = ag->child_done ? 50000000ULL : NS;
 
-	if (ag->group_kill_at)
-		wait = ag->group_kill_at <= now ? 0 :
-		       ag->group_kill_at - now < wait ? ag->group_kill_at - now : wait;
+	if (ag->kill_at)
+		wait = ag->kill_at <= now ? 0 :
+		       ag->kill_at - now < wait ? ag->kill_at - now : wait;
 	return wait;
+}
+
+/* Documented (supervise.h): what the command left running, in its group or
+ * not, gets SIGTERM now and SIGKILL after the grace period. */
+static void
+left_behind(agent *ag, uint64_t now)
+{
+	size_t n = agent_sup_rest_alive(ag->sup);
+
+	ag->kill_at = 0;
+	if (n == 0)
+		return;
+	agent_logstream_note(ag->ls, "warn", "the command exited and left %zu process%s "
+	                     "running: sending SIGTERM, SIGKILL after %.1f s", n,
+	                     n == 1 ? "" : "es", (double)ag->o.grace_ns / 1e9);
+	(void)agent_sup_kill_rest(ag->sup, SIGTERM);
+	ag->kill_at = now + ag->o.grace_ns;
 }
 
 /* The command's exit, and the SIGTERM/SIGKILL of what it left behind. */
@@ -368,24 +385,17 @@ watch_command(agent *ag, uint64_t now)
 		if (exited) {
 			ag->child_done = 1;
 			ag->child_done_at = now;
-			/* Documented: what is left of the command's group gets
-			 * SIGTERM now and SIGKILL after the grace period. */
-			if (agent_sup_group_alive(ag->sup)) {
-				(void)agent_sup_kill_group(ag->sup, SIGTERM);
-				ag->group_kill_at = now + ag->o.grace_ns;
-			} else {
-				ag->group_kill_at = 0;
-			}
+			left_behind(ag, now);
 		}
 	}
-	if (ag->group_kill_at && now >= ag->group_kill_at) {
-		if (agent_sup_group_alive(ag->sup)) {
+	if (ag->kill_at && now >= ag->kill_at) {
+		if (agent_sup_rest_alive(ag->sup)) {
 			agent_logstream_note(ag->ls, "warn", "the command's processes outlived the "
 			                     "grace period (%.1f s): sending SIGKILL",
 			                     (double)ag->o.grace_ns / 1e9);
-			(void)agent_sup_kill_group(ag->sup, SIGKILL);
+			(void)agent_sup_kill_rest(ag->sup, SIGKILL);
 		}
-		ag->group_kill_at = 0;
+		ag->kill_at = 0;
 	}
 }
 
@@ -397,7 +407,7 @@ wind_down(agent *ag, uint64_t now)
 {
 	if (!ag->pipes_done) {
 		/* Grandchildren may hold the pipes: drain until EOF, or until
-		 * the group is gone and the grace period is over. */
+		 * what was left is gone and the grace period is over. */
 		if (!agent_logstream_eof(ag->ls) &&
 		    now < ag->child_done_at + ag->o.grace_ns + NS / 2 &&
 		    !(ag->stop_deadline && now >= ag->stop_deadline))
@@ -488,9 +498,9 @@ shutdown_agent(agent *ag)
 		agent_outputs_report_unfinished(ag->out);
 	/* Members SIGKILLed just now: reap them, or they become zombies of
 	 * the system's init when we are only a subreaper. */
-	if (agent_sup_group_alive(ag->sup)) {
-		(void)agent_sup_kill_group(ag->sup, SIGKILL);
-		(void)agent_sup_wait_group(ag->sup, NS);
+	if (agent_sup_rest_alive(ag->sup)) {
+		(void)agent_sup_kill_rest(ag->sup, SIGKILL);
+		(void)agent_sup_wait_rest(ag->sup, NS);
 	}
 	if (ag->o.verbose)
 		agent_summary_verbose(ag->ls, ag->rw);

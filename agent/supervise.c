@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "civis/civis.h"
+#include "proctree.h"
 
 #define SUP_PIPE_SIZE   (1024 * 1024)
 #define SUP_CMD_SHOWN   200        /* bytes of the command name in messages */
@@ -43,6 +44,7 @@ struct agent_sup {
 	int exit_code;
 	int term_sig;
 	int group_gone;           /* kill(-pgid, 0) said ESRCH once */
+	int proc_ok;              /* /proc is for our PID namespace: descendants can be found */
 	struct rusage ru;
 	uint64_t t_start_ns;
 	uint64_t t_end_ns;
@@ -163,6 +165,7 @@ agent_sup_init(agent_sup **out, const agent_sup_opts *o)
 	if (o != NULL)
 		sup->opts = *o;
 	sup->self = getpid();
+	sup->proc_ok = agent_proctree_usable(NULL);
 	sigemptyset(&sup->start_ignored);
 
 	if (ensure_std_fds() != 0) {
@@ -472,19 +475,55 @@ reap_all(agent_sup *sup, unsigned *events)
 	}
 }
 
-/* Forward one signal: to the group, or to the command alone. */
+/* SIGCONT to the stopped processes among the agent's descendants that are
+ * in process group pgrp (0: any) or are pid (0: any), so that a SIGTERM
+ * just sent can reach its handler. Without a usable /proc: SIGCONT to the
+ * group or pid as such (harmless to a running process). */
+static void
+cont_stopped(agent_sup *sup, pid_t pgrp, pid_t pid)
+{
+	agent_proctree t;
+	size_t i, k = 0;
+
+	if (!sup->proc_ok || agent_proctree_scan(&t, NULL, sup->self) != CIVIS_OK) {
+		if (pid > 0)
+			(void)kill(pid, SIGCONT);
+		else if (pgrp > 0)
+			(void)kill(-pgrp, SIGCONT);
+		return;
+	}
+	for (i = 0; i < t.n; i++)
+		if ((pgrp == 0 || t.v[i].pgrp == pgrp) && (pid == 0 || t.v[i].pid == pid) &&
+		    t.v[i].state == 'T')
+			t.v[k++] = t.v[i];
+	t.n = k;
+	(void)agent_proctree_signal(&t, NULL, 0, 1);
+	agent_proctree_dispose(&t);
+}
+
+/* Forward one signal: to the group, or to the command alone. A stopped
+ * target of SIGTERM or SIGINT (docker stop) gets SIGCONT after it. */
 static void
 forward(agent_sup *sup, int sig)
 {
+	int cont = sig == SIGTERM || sig == SIGINT;
+
 	if (sup->child == 0)
 		return;
 	if (sup->opts.signal_child_only) {
-		if (!sup->exited)
-			(void)kill(sup->child, sig);
+		if (!sup->exited && kill(sup->child, sig) == 0 && cont)
+			cont_stopped(sup, 0, sup->child);
 		return;
 	}
-	if (!sup->group_gone && kill(-sup->pgid, sig) != 0 && errno == ESRCH)
-		sup->group_gone = 1;
+	if (sup->group_gone)
+		return;
+	if (kill(-sup->pgid, sig) != 0) {
+		if (errno == ESRCH)
+			sup->group_gone = 1;
+		return;
+	}
+	if (cont)
+		cont_stopped(sup, sup->pgid, 0);
 }
 
 int
@@ -569,11 +608,69 @@ agent_sup_group_alive(agent_sup *sup)
 int
 agent_sup_terminate(agent_sup *sup)
 {
-	return agent_sup_kill_group(sup, SIGTERM);
+	int rc = agent_sup_kill_group(sup, SIGTERM);
+
+	if (rc == CIVIS_OK && !sup->group_gone)
+		cont_stopped(sup, sup->pgid, 0);
+	return rc;
 }
 
 int
-agent_sup_wait_group(agent_sup *sup, uint64_t max_ns)
+agent_sup_kill_rest(agent_sup *sup, int sig)
+{
+	agent_proctree t;
+
+	if (sup == NULL || sup->child == 0)
+		return CIVIS_EINVAL;
+	if (sup->proc_ok && agent_proctree_scan(&t, NULL, sup->self) == CIVIS_OK) {
+		(void)agent_proctree_signal(&t, NULL, sig, sig != SIGKILL && sig != SIGCONT);
+		agent_proctree_dispose(&t);
+		return CIVIS_OK;
+	}
+	/* No /proc of ours: as PID 1, everything in the namespace but us is
+	 * ours; else the command's group is all we can name. */
+	if (sup->self == 1) {
+		if (kill(-1, sig) != 0 && errno != ESRCH)
+			return CIVIS_ESYS;
+		if (sig != SIGKILL && sig != SIGCONT)
+			(void)kill(-1, SIGCONT);
+		return CIVIS_OK;
+	}
+	if (agent_sup_kill_group(sup, sig) != CIVIS_OK)
+		return CIVIS_ESYS;
+	if (sig != SIGKILL && sig != SIGCONT)
+		(void)agent_sup_kill_group(sup, SIGCONT);
+	return CIVIS_OK;
+}
+
+/* Running descendants; with own_zombies also the zombies we still have to
+ * reap (they are gone only once reaped). */
+static size_t
+rest_count(agent_sup *sup, int own_zombies)
+{
+	agent_proctree t;
+	size_t i, n;
+
+	if (sup == NULL || sup->child == 0)
+		return 0;
+	if (!sup->proc_ok || agent_proctree_scan(&t, NULL, sup->self) != CIVIS_OK)
+		return (size_t)agent_sup_group_alive(sup);
+	n = agent_proctree_alive(&t);
+	for (i = 0; own_zombies && i < t.n; i++)
+		n += t.v[i].state == 'Z' && t.v[i].ppid == sup->self;
+	agent_proctree_dispose(&t);
+	return n;
+}
+
+size_t
+agent_sup_rest_alive(agent_sup *sup)
+{
+	return rest_count(sup, 0);
+}
+
+/* agent_sup_wait_group() and agent_sup_wait_rest(). */
+static int
+wait_for(agent_sup *sup, uint64_t max_ns, int rest)
 {
 	uint64_t end = mono_ns() + max_ns;
 
@@ -585,7 +682,7 @@ agent_sup_wait_group(agent_sup *sup, uint64_t max_ns)
 		int ms;
 
 		(void)agent_sup_handle_signals(sup, NULL);
-		if (!agent_sup_group_alive(sup))
+		if (rest ? rest_count(sup, 1) == 0 : !agent_sup_group_alive(sup))
 			return 1;
 		now = mono_ns();
 		if (now >= end)
@@ -594,4 +691,16 @@ agent_sup_wait_group(agent_sup *sup, uint64_t max_ns)
 		ms = (int)((end - now) / 1000000ULL) + 1;
 		(void)poll(&p, 1, ms < 20 ? ms : 20);
 	}
+}
+
+int
+agent_sup_wait_group(agent_sup *sup, uint64_t max_ns)
+{
+	return wait_for(sup, max_ns, 0);
+}
+
+int
+agent_sup_wait_rest(agent_sup *sup, uint64_t max_ns)
+{
+	return wait_for(sup, max_ns, 1);
 }
