@@ -39,6 +39,7 @@ typedef struct agent {
 	int api_on;
 	agent_sup *sup;
 	int out_fd, err_fd;        /* the command's pipes until the log stream takes them */
+	char start_err[512];       /* why the command could not be run, said once the log stream is up */
 	civis_loop *loop;
 	civis_http *http;
 	civis_client *client;
@@ -182,22 +183,39 @@ setup_api(agent *ag)
 }
 
 /* The command first: no network call before it runs. -1: no supervisor
- * (exit 126); a command that cannot be run is said here and its exit code
- * comes from the supervisor. */
+ * (exit 126). Why a command could not be run (the child's errno comes back
+ * through a close-on-exec pipe) waits in ag->start_err for the log stream,
+ * so that it reaches the run log too; its exit code comes from the
+ * supervisor. */
 static int
 start_command(agent *ag)
 {
 	agent_sup_opts so = { .signal_child_only = ag->o.signal_child_only };
-	char err[512];
 
 	if (agent_sup_init(&ag->sup, &so) != CIVIS_OK) {
 		say("%s", "cannot set up signal handling; exiting");
 		return -1;
 	}
-	if (agent_sup_spawn(ag->sup, ag->o.argv, &ag->out_fd, &ag->err_fd, err,
-	                    sizeof(err)) != CIVIS_OK)
-		say("%s", err);
+	if (agent_sup_spawn(ag->sup, ag->o.argv, &ag->out_fd, &ag->err_fd, ag->start_err,
+	                    sizeof(ag->start_err)) == CIVIS_OK)
+		ag->start_err[0] = '\0';
+	else if (ag->start_err[0] == '\0')
+		snprintf(ag->start_err, sizeof(ag->start_err), "cannot run the command");
 	return 0;
+}
+
+/* The start failure, once: on stderr and in the run log (masked) when
+ * there is a log stream, else on stderr alone. */
+static void
+say_start_error(agent *ag)
+{
+	if (ag->start_err[0] == '\0')
+		return;
+	if (ag->ls)
+		agent_logstream_note(ag->ls, "error", "%s", ag->start_err);
+	else
+		say("%s", ag->start_err);
+	ag->start_err[0] = '\0';
 }
 
 /* Masking needs the secrets before any line is streamed; a failure turns
@@ -334,6 +352,7 @@ setup(agent *ag, int argc, char **argv, int *code)
 	setup_redact(ag);
 	setup_client(ag);
 	setup_logstream(ag);
+	say_start_error(ag);
 	if (ag->ls)
 		setup_watchers(ag);
 	return 0;

@@ -7,6 +7,9 @@ against the simulator (tests/sim/harness.py).
   group) gets SIGTERM when the command exits and SIGKILL after the grace
   period; it is gone, reaped, when the agent exits; the run log has the
   agent's exact notes.
+- A command that cannot be started: the reason ("cannot run 'x': No such
+  file or directory") is one error line in the run log as well as on
+  stderr, before the summary; exit 127 / 126.
 
     python3 tests/integration/run.py test_process.py
     python3 tests/integration/test_process.py [-v] [ProcessTest.test_x]"""
@@ -122,6 +125,40 @@ class ProcessTest(ProcessBase):
         self.assertEqual(r.returncode, 0, r)
         self.assertNotIn("left", r.stderr.decode())
         self.assertFalse(any("left 1 process" in m for m, _ in self.messages()))
+
+
+class StartFailureTest(ProcessBase):
+    """Why the command could not start is in the run log too, not only on
+    stderr: one error line, exact, once, before the summary."""
+
+    def start_case(self, cmd, code, line):
+        r = self.run_agent(["--", cmd, "arg"])
+        self.assertEqual(r.returncode, code, r)
+        self.assertEqual(r.stdout, b"")
+        err = r.stderr.decode().splitlines()
+        self.assertEqual(err.count(line), 1, r)
+        msgs = self.messages()
+        self.assertEqual([m for m in msgs if m[0] == line], [(line, "error")], msgs)
+        summary = [m for m, _ in msgs if m.startswith("civis-agent: command ")]
+        self.assertEqual(len(summary), 1, msgs)
+        self.assertTrue(summary[0].startswith("civis-agent: command exited with status %d;" % code),
+                        summary)
+        self.assertLess(msgs.index((line, "error")), msgs.index((summary[0], "info")))
+
+    def test_missing_command_reason_in_run_log(self):
+        self.start_case("civis-no-such-command-xyz", 127,
+                        "civis-agent: cannot run 'civis-no-such-command-xyz': No such file or "
+                        "directory")
+
+    def test_directory_reason_in_run_log(self):
+        self.start_case(self.tmp, 126, "civis-agent: cannot run '%s': Is a directory" % self.tmp)
+
+    def test_not_executable_reason_in_run_log(self):
+        path = os.path.join(self.tmp, "noexec")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\nexit 0\n")
+        os.chmod(path, 0o644)
+        self.start_case(path, 126, "civis-agent: cannot run '%s': Permission denied" % path)
 
 
 if __name__ == "__main__":
