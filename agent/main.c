@@ -21,6 +21,7 @@
 #include "civis/http.h"
 #include "civis/loop.h"
 #include "civis/redact.h"
+#include "exitinfo.h"
 #include "logstream.h"
 #include "options.h"
 #include "outputs.h"
@@ -47,6 +48,7 @@ typedef struct agent {
 	agent_logstream *ls;
 	agent_runwatch *rw;
 	agent_outputs *out;
+	agent_exitinfo *ei;        /* limits, OOM kill, termination log; NULL if out of memory */
 	int child_done;
 	int code;                  /* the command's exit code once child_done */
 	uint64_t child_done_at;    /* monotonic */
@@ -201,6 +203,9 @@ start_command(agent *ag)
 		ag->start_err[0] = '\0';
 	else if (ag->start_err[0] == '\0')
 		snprintf(ag->start_err, sizeof(ag->start_err), "cannot run the command");
+	/* The OOM count to compare with, once the command runs. */
+	if (agent_exitinfo_new(&ag->ei, ag->o.cgroup_root, ag->o.termination_log) != CIVIS_OK)
+		say("%s", "out of memory: the summary will not say whether the command ran out of memory");
 	return 0;
 }
 
@@ -424,6 +429,8 @@ watch_command(agent *ag, uint64_t now)
 static int
 wind_down(agent *ag, uint64_t now)
 {
+	agent_sup_usage u;
+
 	if (!ag->pipes_done) {
 		/* Grandchildren may hold the pipes: drain until EOF, or until
 		 * what was left is gone and the grace period is over. */
@@ -433,7 +440,9 @@ wind_down(agent *ag, uint64_t now)
 			return 0;
 		agent_logstream_close_pipes(ag->ls);
 		ag->pipes_done = 1;
-		agent_summary_note(ag->ls, ag->sup, ag->code, ag->o.verbose);
+		agent_sup_child_usage(ag->sup, &u);
+		agent_exitinfo_ended(ag->ei, agent_sup_child_signal(ag->sup), u.maxrss_kb);
+		agent_summary_note(ag->ls, ag->sup, ag->ei, ag->code, ag->o.verbose);
 		agent_logstream_finish(ag->ls);
 		if (ag->out)
 			agent_outputs_command_exited(ag->out);
@@ -492,6 +501,7 @@ teardown(agent *ag)
 	civis_loop_free(ag->loop);
 	civis_redact_free(ag->redact);
 	civis_client_config_dispose(&ag->cfg);
+	agent_exitinfo_free(ag->ei);
 	agent_sup_free(ag->sup);
 	agent_opts_dispose(&ag->o);
 	ag->out = NULL;
@@ -501,6 +511,7 @@ teardown(agent *ag)
 	ag->http = NULL;
 	ag->loop = NULL;
 	ag->redact = NULL;
+	ag->ei = NULL;
 	ag->sup = NULL;
 }
 
@@ -521,6 +532,8 @@ shutdown_agent(agent *ag)
 		(void)agent_sup_kill_rest(ag->sup, SIGKILL);
 		(void)agent_sup_wait_rest(ag->sup, NS);
 	}
+	/* The error lines since the summary (failed uploads) join it. */
+	(void)agent_exitinfo_write_termlog(ag->ei, NULL);
 	if (ag->o.verbose)
 		agent_summary_verbose(ag->ls, ag->rw);
 	agent_sup_child_status(ag->sup, NULL, &code);

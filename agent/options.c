@@ -16,7 +16,7 @@ enum {
 	OPT_BATCH_BYTES, OPT_LOG_MEM, OPT_SPOOL_MAX, OPT_SPOOL_DIR, OPT_HEARTBEAT,
 	OPT_CANCEL_POLL, OPT_REDACT, OPT_NO_DEFAULT_REDACT, OPT_REDACT_TEE,
 	OPT_OUTPUT_DIR, OPT_ARCHIVE, OPT_ARCHIVE_DIRS, OPT_GZIP, OPT_EXPIRES_AT,
-	OPT_MULTIPART_THRESHOLD, OPT_UPLOAD_CONCURRENCY
+	OPT_MULTIPART_THRESHOLD, OPT_UPLOAD_CONCURRENCY, OPT_CGROUP_ROOT, OPT_TERMINATION_LOG
 };
 
 /* Each long option, its environment twin and whether it takes a value. */
@@ -33,6 +33,8 @@ static const struct opt_def {
 	{ "grace-period",         OPT_GRACE, 1, "CIVIS_AGENT_GRACE_PERIOD" },
 	{ "signal-child-only",    OPT_SIGNAL_CHILD_ONLY, 0, "CIVIS_AGENT_SIGNAL_CHILD_ONLY" },
 	{ "exit-code-remap",      'e', 1, "CIVIS_AGENT_EXIT_CODE_REMAP" },
+	{ "cgroup-root",          OPT_CGROUP_ROOT, 1, "CIVIS_AGENT_CGROUP_ROOT" },
+	{ "termination-log",      OPT_TERMINATION_LOG, 1, "CIVIS_AGENT_TERMINATION_LOG" },
 	{ "stdout-level",         OPT_STDOUT_LEVEL, 1, "CIVIS_AGENT_STDOUT_LEVEL" },
 	{ "stderr-level",         OPT_STDERR_LEVEL, 1, "CIVIS_AGENT_STDERR_LEVEL" },
 	{ "log-flush-interval",   OPT_FLUSH, 1, "CIVIS_AGENT_LOG_FLUSH_INTERVAL" },
@@ -80,6 +82,9 @@ agent_opts_usage(FILE *f)
 "      --grace-period DUR       after SIGTERM to the command, SIGKILL after DUR (10s)\n"
 "      --signal-child-only      forward signals to the command only, not its group\n"
 "  -e, --exit-code-remap N      report exit status N as 0 (repeatable)\n"
+"      --cgroup-root DIR        where the memory and CPU limits are read (/sys/fs/cgroup)\n"
+"      --termination-log PATH   the summary and last errors go there if it exists\n"
+"                               (/dev/termination-log; '' for none)\n"
 "Run log:\n"
 "      --stdout-level LEVEL     level of stdout lines (info)\n"
 "      --stderr-level LEVEL     level of stderr lines (error)\n"
@@ -360,6 +365,14 @@ apply(agent_opts *o, int id, const char *v, const char *src, char *err, size_t e
 		if (!*v)
 			return set_err(err, errlen, "%s needs a directory%s", src, NULL);
 		o->spool_dir = v;
+		return 0;
+	case OPT_CGROUP_ROOT:
+		if (!*v)
+			return set_err(err, errlen, "%s needs a directory%s", src, NULL);
+		o->cgroup_root = v;
+		return 0;
+	case OPT_TERMINATION_LOG:
+		o->termination_log = v;
 		return 0;
 	case OPT_OUTPUT_DIR:
 		if (!*v)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "civis/civis.h"
@@ -298,6 +299,66 @@ agent_proctree_signal(const agent_proctree *t, const char *proc_root, int sig, i
 			k += (size_t)signal_one(dirfd, &t->v[i], sig, cont);
 	close(dirfd);
 	return k;
+}
+
+int
+agent_proctree_no_children(void)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	return waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 && errno == ECHILD;
+}
+
+int
+agent_proctree_kill(const char *proc_root, pid_t root, int sig, int cont)
+{
+	agent_proctree t;
+	int rc = agent_proctree_scan(&t, proc_root, root);
+
+	if (rc != CIVIS_OK)
+		return rc;
+	(void)agent_proctree_signal(&t, proc_root, sig, cont);
+	agent_proctree_dispose(&t);
+	return CIVIS_OK;
+}
+
+int
+agent_proctree_cont_stopped(const char *proc_root, pid_t root, pid_t pgrp, pid_t pid)
+{
+	agent_proctree t;
+	size_t i, k = 0;
+	int rc = agent_proctree_scan(&t, proc_root, root);
+
+	if (rc != CIVIS_OK)
+		return rc;
+	for (i = 0; i < t.n; i++)
+		if ((pgrp == 0 || t.v[i].pgrp == pgrp) && (pid == 0 || t.v[i].pid == pid) &&
+		    t.v[i].state == 'T')
+			t.v[k++] = t.v[i];
+	t.n = k;
+	/* Signal 0 checks the process is still the one scanned; cont adds
+	 * the SIGCONT. */
+	(void)agent_proctree_signal(&t, proc_root, 0, 1);
+	agent_proctree_dispose(&t);
+	return CIVIS_OK;
+}
+
+int
+agent_proctree_count(const char *proc_root, pid_t root, int own_zombies, size_t *n)
+{
+	agent_proctree t;
+	size_t i;
+	int rc = agent_proctree_scan(&t, proc_root, root);
+
+	*n = 0;
+	if (rc != CIVIS_OK)
+		return rc;
+	*n = agent_proctree_alive(&t);
+	for (i = 0; own_zombies && i < t.n; i++)
+		*n += t.v[i].state == 'Z' && t.v[i].ppid == root;
+	agent_proctree_dispose(&t);
+	return CIVIS_OK;
 }
 
 int

@@ -50,6 +50,24 @@ size_t agent_proctree_signal(const agent_proctree *t, const char *proc_root, int
  * name may hold spaces and parentheses. 0, or -1 when malformed. */
 int  agent_proctree_parse_stat(const char *buf, size_t len, agent_proc *out);
 
+/* The calling process has no child at all, not even a zombie: then it has
+ * no descendant either (each has a chain of parents ending at one of its
+ * children), and no scan is needed. */
+int  agent_proctree_no_children(void);
+
+/* Scan, then agent_proctree_signal(sig, cont) on root's descendants. */
+int  agent_proctree_kill(const char *proc_root, pid_t root, int sig, int cont);
+
+/* Scan, then SIGCONT to the stopped descendants of root in process group
+ * pgrp (0: any) or with pid (0: any). */
+int  agent_proctree_cont_stopped(const char *proc_root, pid_t root, pid_t pgrp, pid_t pid);
+
+/* Scan: how many descendants of root run (*n), plus with own_zombies the
+ * zombies that are root's own children (not reaped yet). */
+int  agent_proctree_count(const char *proc_root, pid_t root, int own_zombies, size_t *n);
+
+/* The three return CIVIS_OK, or the scan's error (nothing was done). */
+
 /* 1 when proc_root's "self" is this process as getpid() sees it: /proc is
  * mounted for our PID namespace, so its pids are ours. */
 int  agent_proctree_usable(const char *proc_root);

@@ -475,30 +475,18 @@ reap_all(agent_sup *sup, unsigned *events)
 	}
 }
 
-/* SIGCONT to the stopped processes among the agent's descendants that are
- * in process group pgrp (0: any) or are pid (0: any), so that a SIGTERM
- * just sent can reach its handler. Without a usable /proc: SIGCONT to the
- * group or pid as such (harmless to a running process). */
+/* SIGCONT to the stopped descendants in group pgrp (0: any) or with pid
+ * (0: any). Without a usable /proc: SIGCONT to the group or pid as such
+ * (harmless to a running process). */
 static void
 cont_stopped(agent_sup *sup, pid_t pgrp, pid_t pid)
 {
-	agent_proctree t;
-	size_t i, k = 0;
-
-	if (!sup->proc_ok || agent_proctree_scan(&t, NULL, sup->self) != CIVIS_OK) {
-		if (pid > 0)
-			(void)kill(pid, SIGCONT);
-		else if (pgrp > 0)
-			(void)kill(-pgrp, SIGCONT);
+	if (sup->proc_ok && agent_proctree_cont_stopped(NULL, sup->self, pgrp, pid) == CIVIS_OK)
 		return;
-	}
-	for (i = 0; i < t.n; i++)
-		if ((pgrp == 0 || t.v[i].pgrp == pgrp) && (pid == 0 || t.v[i].pid == pid) &&
-		    t.v[i].state == 'T')
-			t.v[k++] = t.v[i];
-	t.n = k;
-	(void)agent_proctree_signal(&t, NULL, 0, 1);
-	agent_proctree_dispose(&t);
+	if (pid > 0)
+		(void)kill(pid, SIGCONT);
+	else if (pgrp > 0)
+		(void)kill(-pgrp, SIGCONT);
 }
 
 /* Forward one signal: to the group, or to the command alone. A stopped
@@ -618,27 +606,26 @@ agent_sup_terminate(agent_sup *sup)
 int
 agent_sup_kill_rest(agent_sup *sup, int sig)
 {
-	agent_proctree t;
+	int cont = sig != SIGKILL && sig != SIGCONT;
 
 	if (sup == NULL || sup->child == 0)
 		return CIVIS_EINVAL;
-	if (sup->proc_ok && agent_proctree_scan(&t, NULL, sup->self) == CIVIS_OK) {
-		(void)agent_proctree_signal(&t, NULL, sig, sig != SIGKILL && sig != SIGCONT);
-		agent_proctree_dispose(&t);
+	if (agent_proctree_no_children())
 		return CIVIS_OK;
-	}
+	if (sup->proc_ok && agent_proctree_kill(NULL, sup->self, sig, cont) == CIVIS_OK)
+		return CIVIS_OK;
 	/* No /proc of ours: as PID 1, everything in the namespace but us is
 	 * ours; else the command's group is all we can name. */
 	if (sup->self == 1) {
 		if (kill(-1, sig) != 0 && errno != ESRCH)
 			return CIVIS_ESYS;
-		if (sig != SIGKILL && sig != SIGCONT)
+		if (cont)
 			(void)kill(-1, SIGCONT);
 		return CIVIS_OK;
 	}
 	if (agent_sup_kill_group(sup, sig) != CIVIS_OK)
 		return CIVIS_ESYS;
-	if (sig != SIGKILL && sig != SIGCONT)
+	if (cont)
 		(void)agent_sup_kill_group(sup, SIGCONT);
 	return CIVIS_OK;
 }
@@ -648,18 +635,13 @@ agent_sup_kill_rest(agent_sup *sup, int sig)
 static size_t
 rest_count(agent_sup *sup, int own_zombies)
 {
-	agent_proctree t;
-	size_t i, n;
+	size_t n;
 
-	if (sup == NULL || sup->child == 0)
+	if (sup == NULL || sup->child == 0 || agent_proctree_no_children())
 		return 0;
-	if (!sup->proc_ok || agent_proctree_scan(&t, NULL, sup->self) != CIVIS_OK)
-		return (size_t)agent_sup_group_alive(sup);
-	n = agent_proctree_alive(&t);
-	for (i = 0; own_zombies && i < t.n; i++)
-		n += t.v[i].state == 'Z' && t.v[i].ppid == sup->self;
-	agent_proctree_dispose(&t);
-	return n;
+	if (sup->proc_ok && agent_proctree_count(NULL, sup->self, own_zombies, &n) == CIVIS_OK)
+		return n;
+	return (size_t)agent_sup_group_alive(sup);
 }
 
 size_t
