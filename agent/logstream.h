@@ -23,7 +23,9 @@ typedef struct agent_logstream_opts {
 	int redact_tee;             /* mask secrets in the copy too */
 	int verbose;
 	const char *level[2];       /* run-log level of stdout, stderr lines */
-	uint64_t flush_ns;          /* batches go out this often; partial lines wait this long */
+	int detect_levels;          /* a line's own level word (civis/level.h) wins */
+	uint64_t flush_ns;          /* batches go out this often; a partial line goes once
+	                             * its stream was idle this long */
 	size_t line_max;
 	size_t batch_lines;
 	size_t batch_bytes;
@@ -33,6 +35,11 @@ typedef struct agent_logstream_opts {
 	unsigned max_inflight;      /* log requests at once; 0: 4 */
 	const civis_redact *redact; /* may be NULL */
 	civis_client *client;       /* NULL: tee only */
+	/* Told every message that goes to the run log, after masking, the
+	 * agent's own notes included (with the API on; none in tee-only mode).
+	 * msg is not NUL-terminated and valid only during the call. */
+	void (*on_message)(void *ud, const char *level, const char *msg, size_t len);
+	void *on_message_ud;
 } agent_logstream_opts;
 
 typedef struct agent_logstream_stats {
@@ -45,6 +52,10 @@ typedef struct agent_logstream_stats {
 	uint64_t ambiguous;         /* tries that may have been stored twice */
 	uint64_t spool_bytes;       /* spool file's disk use at its largest */
 	uint64_t mem_peak;          /* log queue memory at its largest */
+	uint64_t backlog_peak;      /* raw output waiting in the backlog file, at its largest */
+	uint64_t backlog_cap;       /* its cap (--spool-max) */
+	uint64_t backlog_pauses;    /* times the cap paused reading (nothing is dropped) */
+	uint64_t backlog_paused_ns; /* how long, in all */
 } agent_logstream_stats;
 
 int  agent_logstream_new(agent_logstream **out, civis_loop *loop,
@@ -56,10 +67,17 @@ void agent_logstream_free(agent_logstream *ls);
 int  agent_logstream_add_pipe(agent_logstream *ls, int stream, int fd, int tee_fd);
 
 /* The agent's own message: to stderr ("civis-agent: text") and, with the
- * API on, to the run log at `level`. Secrets are masked in both. */
+ * API on, to the run log at `level`. The whole formatted text (up to 1 MiB)
+ * is masked first and only then cut to 2,047 bytes, so a secret crossing the
+ * cut never shows its start: callers pass user strings whole (never cut
+ * into a fixed buffer first). */
 void agent_logstream_note(agent_logstream *ls, const char *level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Only to the run log (for the summary line and notes already on stderr). */
+/* The same, only to the run log ("civis-agent: " is prepended). */
+void agent_logstream_note_log_onlyf(agent_logstream *ls, const char *level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Only to the run log, text as it is (for the summary line and notes
+ * already on stderr); masked, then cut, likewise. */
 void agent_logstream_note_log_only(agent_logstream *ls, const char *level, const char *text);
 
 /* Both pipes reached EOF (or were closed). */

@@ -77,11 +77,10 @@ static void
 note_cb(void *ud, const char *level, const char *text)
 {
 	agent *ag = ud;
-	char line[1024];
 
+	/* whole text: masked first, then cut (a cut here could show a secret) */
 	if (strcmp(level, "info") == 0 && strncmp(text, "uploaded ", 9) == 0 && !ag->o.verbose) {
-		snprintf(line, sizeof(line), "civis-agent: %s", text);
-		agent_logstream_note_log_only(ag->ls, level, line);
+		agent_logstream_note_log_onlyf(ag->ls, level, "%s", text);
 		return;
 	}
 	agent_logstream_note(ag->ls, level, "%s", text);
@@ -278,6 +277,7 @@ setup_logstream(agent *ag)
 	lo.verbose = ag->o.verbose;
 	lo.level[AGENT_STDOUT] = ag->o.stdout_level;
 	lo.level[AGENT_STDERR] = ag->o.stderr_level;
+	lo.detect_levels = ag->o.detect_levels;
 	lo.flush_ns = ag->o.flush_ns;
 	lo.line_max = (size_t)ag->o.line_max;
 	lo.batch_lines = (size_t)ag->o.batch_lines;
@@ -287,6 +287,9 @@ setup_logstream(agent *ag)
 	lo.spool_dir = ag->o.spool_dir;
 	lo.redact = ag->redact;
 	lo.client = ag->api_on ? ag->client : NULL;
+	/* The last error lines, for the termination log. */
+	lo.on_message = ag->ei ? agent_exitinfo_feed : NULL;
+	lo.on_message_ud = ag->ei;
 	if (!ag->loop)
 		return;
 	if (agent_logstream_new(&ag->ls, ag->loop, &lo, err, sizeof(err)) != CIVIS_OK) {
@@ -526,12 +529,12 @@ shutdown_agent(agent *ag)
 	                         ag->o.grace_ns, ag->o.final_flush_ns);
 	if (ag->out && !agent_outputs_idle(ag->out))
 		agent_outputs_report_unfinished(ag->out);
-	/* Members SIGKILLed just now: reap them, or they become zombies of
-	 * the system's init when we are only a subreaper. */
-	if (agent_sup_rest_alive(ag->sup)) {
+	/* What is still running gets SIGKILL; what was killed (now or at the
+	 * deadline) is reaped, or it becomes a zombie of the system's init
+	 * when we are only a subreaper. */
+	if (agent_sup_rest_alive(ag->sup))
 		(void)agent_sup_kill_rest(ag->sup, SIGKILL);
-		(void)agent_sup_wait_rest(ag->sup, NS);
-	}
+	(void)agent_sup_wait_rest(ag->sup, NS);
 	/* The error lines since the summary (failed uploads) join it. */
 	(void)agent_exitinfo_write_termlog(ag->ei, NULL);
 	if (ag->o.verbose)

@@ -16,7 +16,11 @@ enum {
 	OPT_BATCH_BYTES, OPT_LOG_MEM, OPT_SPOOL_MAX, OPT_SPOOL_DIR, OPT_HEARTBEAT,
 	OPT_CANCEL_POLL, OPT_REDACT, OPT_NO_DEFAULT_REDACT, OPT_REDACT_TEE,
 	OPT_OUTPUT_DIR, OPT_ARCHIVE, OPT_ARCHIVE_DIRS, OPT_GZIP, OPT_EXPIRES_AT,
-	OPT_MULTIPART_THRESHOLD, OPT_UPLOAD_CONCURRENCY, OPT_CGROUP_ROOT, OPT_TERMINATION_LOG
+	OPT_MULTIPART_THRESHOLD, OPT_UPLOAD_CONCURRENCY,
+	/* one a line, with its comma: options added later merge without a fight */
+	OPT_NO_DETECT_LEVELS,
+	OPT_CGROUP_ROOT,
+	OPT_TERMINATION_LOG,
 };
 
 /* Each long option, its environment twin and whether it takes a value. */
@@ -37,6 +41,7 @@ static const struct opt_def {
 	{ "termination-log",      OPT_TERMINATION_LOG, 1, "CIVIS_AGENT_TERMINATION_LOG" },
 	{ "stdout-level",         OPT_STDOUT_LEVEL, 1, "CIVIS_AGENT_STDOUT_LEVEL" },
 	{ "stderr-level",         OPT_STDERR_LEVEL, 1, "CIVIS_AGENT_STDERR_LEVEL" },
+	{ "no-detect-levels",     OPT_NO_DETECT_LEVELS, 0, "CIVIS_AGENT_NO_DETECT_LEVELS" },
 	{ "log-flush-interval",   OPT_FLUSH, 1, "CIVIS_AGENT_LOG_FLUSH_INTERVAL" },
 	{ "final-flush-timeout",  OPT_FINAL_FLUSH, 1, "CIVIS_AGENT_FINAL_FLUSH_TIMEOUT" },
 	{ "log-line-max",         OPT_LINE_MAX, 1, "CIVIS_AGENT_LOG_LINE_MAX" },
@@ -89,6 +94,8 @@ agent_opts_usage(FILE *f)
 "      --stdout-level LEVEL     level of stdout lines (info)\n"
 "      --stderr-level LEVEL     level of stderr lines (error)\n"
 "                               levels: unknown fatal error warn info debug\n"
+"      --no-detect-levels       keep those levels even when a line starts with its own\n"
+"                               (INFO:, [WARNING], ERROR -, {\"level\": ...})\n"
 "      --log-flush-interval DUR send batches this often (1s)\n"
 "      --final-flush-timeout DUR  at exit, try this long to deliver the rest (30s)\n"
 "      --log-line-max SIZE      longer lines are split into pieces (64K)\n"
@@ -101,7 +108,7 @@ agent_opts_usage(FILE *f)
 "      --cancel-poll-interval DUR (5s)\n"
 "Secrets:\n"
 "      --redact NAME            mask the value of env variables matching NAME (glob)\n"
-"      --no-default-redact      do not mask *_PASSWORD, *_SECRET, *_TOKEN, ... by default\n"
+"      --no-default-redact      do not mask *PASSWORD*, *SECRET*, *TOKEN*, *_PASS, ... by default\n"
 "      --redact-tee             mask the copy on our stdout/stderr too\n"
 "Outputs:\n"
 "      --output-dir DIR         upload every file left in DIR as a run output\n"
@@ -292,6 +299,36 @@ bool_env(const char *v)
 	         strcasecmp(v, "no") == 0 || strcasecmp(v, "off") == 0);
 }
 
+/* The options that take a size, with their ranges. */
+static int
+apply_size(agent_opts *o, int id, const char *v, const char *src, char *err, size_t errlen)
+{
+	uint64_t n;
+
+	if (agent_parse_size(v, &n) != CIVIS_OK)
+		return set_err(err, errlen, "%s: '%s' is not a size (e.g. 65536, 64K, 1M)", src, v);
+	if (id == OPT_LINE_MAX) {
+		if (n < 16 || n > (1u << 20))
+			return set_err(err, errlen, "%s: '%s' is out of range (16 to 1M)", src, v);
+		o->line_max = n;
+	} else if (id == OPT_BATCH_BYTES) {
+		if (n < (64u << 10) || n > (64u << 20))
+			return set_err(err, errlen, "%s: '%s' is out of range (64K to 64M)", src, v);
+		o->batch_bytes = n;
+	} else if (id == OPT_LOG_MEM) {
+		if (n < (1u << 20))
+			return set_err(err, errlen, "%s: '%s' is too small (at least 1M)", src, v);
+		o->log_mem_max = n;
+	} else if (id == OPT_SPOOL_MAX) {
+		o->spool_max = n;
+	} else {
+		if (n < (5u << 20))
+			return set_err(err, errlen, "%s: '%s' is too small (at least 5M, the S3 part minimum)", src, v);
+		o->multipart_threshold = n;
+	}
+	return 0;
+}
+
 /* Apply one option value; src names it for messages ("--grace-period" or
  * "CIVIS_AGENT_GRACE_PERIOD"). */
 static int
@@ -305,6 +342,7 @@ apply(agent_opts *o, int id, const char *v, const char *src, char *err, size_t e
 	case OPT_SIGNAL_CHILD_ONLY: o->signal_child_only = 1; return 0;
 	case OPT_NO_DEFAULT_REDACT: o->default_redact = 0; return 0;
 	case OPT_REDACT_TEE: o->redact_tee = 1; return 0;
+	case OPT_NO_DETECT_LEVELS: o->detect_levels = 0; return 0;
 	case OPT_ARCHIVE_DIRS: o->archive_dirs = 1; return 0;
 	case OPT_GZIP: o->gzip = 1; return 0;
 	case 'e': return add_remap(o, v, src, err, errlen);
@@ -330,28 +368,7 @@ apply(agent_opts *o, int id, const char *v, const char *src, char *err, size_t e
 		return 0;
 	case OPT_LINE_MAX: case OPT_BATCH_BYTES: case OPT_LOG_MEM: case OPT_SPOOL_MAX:
 	case OPT_MULTIPART_THRESHOLD:
-		if (agent_parse_size(v, &n) != CIVIS_OK)
-			return set_err(err, errlen, "%s: '%s' is not a size (e.g. 65536, 64K, 1M)", src, v);
-		if (id == OPT_LINE_MAX) {
-			if (n < 16 || n > (1u << 20))
-				return set_err(err, errlen, "%s: '%s' is out of range (16 to 1M)", src, v);
-			o->line_max = n;
-		} else if (id == OPT_BATCH_BYTES) {
-			if (n < (64u << 10) || n > (64u << 20))
-				return set_err(err, errlen, "%s: '%s' is out of range (64K to 64M)", src, v);
-			o->batch_bytes = n;
-		} else if (id == OPT_LOG_MEM) {
-			if (n < (1u << 20))
-				return set_err(err, errlen, "%s: '%s' is too small (at least 1M)", src, v);
-			o->log_mem_max = n;
-		} else if (id == OPT_SPOOL_MAX) {
-			o->spool_max = n;
-		} else {
-			if (n < (5u << 20))
-				return set_err(err, errlen, "%s: '%s' is too small (at least 5M, the S3 part minimum)", src, v);
-			o->multipart_threshold = n;
-		}
-		return 0;
+		return apply_size(o, id, v, src, err, errlen);
 	case OPT_BATCH_LINES: case OPT_UPLOAD_CONCURRENCY:
 		if (parse_u64(v, &n) != CIVIS_OK || n < 1 ||
 		    n > (id == OPT_BATCH_LINES ? 100000u : 64u))
@@ -430,6 +447,7 @@ defaults(agent_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->tee = 1;
 	o->default_redact = 1;
+	o->detect_levels = 1;
 	o->grace_ns = 10ULL * 1000000000ULL;
 	snprintf(o->stdout_level, sizeof(o->stdout_level), "info");
 	snprintf(o->stderr_level, sizeof(o->stderr_level), "error");

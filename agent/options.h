@@ -18,6 +18,7 @@ typedef struct agent_opts {
 	/* logs */
 	char stdout_level[8];
 	char stderr_level[8];
+	int detect_levels;         /* a line's own level word wins (--no-detect-levels) */
 	uint64_t flush_ns;
 	uint64_t final_flush_ns;
 	uint64_t line_max;

@@ -338,6 +338,34 @@ tune_pipe(int rfd)
 	(void)fcntl(rfd, F_SETPIPE_SZ, SUP_PIPE_SIZE);
 }
 
+/* The child reported (through the close-on-exec pipe) that it did not
+ * reach exec: reap it now, so that the SIGCHLD left in the signalfd finds
+ * nothing (ECHILD), and say why. Returns the spawn status. */
+static int
+not_executed(agent_sup *sup, pid_t pid, const char *cmd, const struct exec_report *r,
+             char *err, size_t errlen)
+{
+	int st;
+
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	sup->t_end_ns = mono_ns();
+	if (r->stage == STAGE_EXEC) {
+		struct stat sb;
+		int is_dir = r->err == EACCES && strchr(cmd, '/') != NULL &&
+		             stat(cmd, &sb) == 0 && S_ISDIR(sb.st_mode);
+		if (err != NULL)
+			agent_sup_exec_message(err, errlen, cmd, r->err, is_dir);
+		set_failed(sup, agent_sup_exec_exit_code(r->err));
+		return r->err == ENOENT ? CIVIS_ENOTFOUND : CIVIS_EINVAL;
+	}
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "cannot run '%.*s': dup2: %s",
+		         SUP_CMD_SHOWN, cmd, strerror(r->err));
+	set_failed(sup, 126);
+	return CIVIS_ESYS;
+}
+
 int
 agent_sup_spawn(agent_sup *sup, char *const argv[], int *stdout_fd,
                 int *stderr_fd, char *err, size_t errlen)
@@ -345,7 +373,7 @@ agent_sup_spawn(agent_sup *sup, char *const argv[], int *stdout_fd,
 	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 }, rep[2] = { -1, -1 };
 	struct exec_report r;
 	size_t got = 0;
-	int rc, tty, st, e;
+	int rc, tty, e;
 	pid_t pid;
 
 	if (stdout_fd != NULL)
@@ -415,26 +443,7 @@ agent_sup_spawn(agent_sup *sup, char *const argv[], int *stdout_fd,
 		goto out;
 	}
 
-	/* Not executed: reap it now; the SIGCHLD left in the signalfd then
-	 * finds nothing (ECHILD). */
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	sup->t_end_ns = mono_ns();
-	if (r.stage == STAGE_EXEC) {
-		struct stat sb;
-		int is_dir = r.err == EACCES && strchr(argv[0], '/') != NULL &&
-		             stat(argv[0], &sb) == 0 && S_ISDIR(sb.st_mode);
-		if (err != NULL)
-			agent_sup_exec_message(err, errlen, argv[0], r.err, is_dir);
-		set_failed(sup, agent_sup_exec_exit_code(r.err));
-		rc = r.err == ENOENT ? CIVIS_ENOTFOUND : CIVIS_EINVAL;
-	} else {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "cannot run '%.*s': dup2: %s",
-			         SUP_CMD_SHOWN, argv[0], strerror(r.err));
-		set_failed(sup, 126);
-		rc = CIVIS_ESYS;
-	}
+	rc = not_executed(sup, pid, argv[0], &r, err, errlen);
 out:
 	close_fd(&outp[0]);
 	close_fd(&outp[1]);

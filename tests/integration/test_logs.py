@@ -91,6 +91,36 @@ class LogsTest(unittest.TestCase):
                            extra_env={"CIVIS_AGENT_STDERR_LEVEL": "info"})
         self.assertEqual({l["message"]: l["level"] for l in self.sim.logs()}["b"], "info")
 
+    def test_levels_detected_from_the_line(self):
+        # Python's logging on stderr: its INFO lines are info, not error; a
+        # line with no level word keeps its stream's level; the agent's own
+        # notes keep theirs. --no-detect-levels (or its variable) turns it off.
+        code = ("import logging, sys\n"
+                "logging.basicConfig(level=logging.DEBUG)\n"
+                "log = logging.getLogger('job')\n"
+                "log.debug('d'); log.info('i'); log.warning('w'); log.error('e'); log.critical('c')\n"
+                "print('Traceback-free line', file=sys.stderr)\n"
+                "print('[WARN] from stdout', flush=True)\n"
+                "print('{\"severity\": \"ERROR\", \"message\": \"json\"}', flush=True)\n")
+        want = [("DEBUG:job:d", "debug"), ("INFO:job:i", "info"), ("WARNING:job:w", "warn"),
+                ("ERROR:job:e", "error"), ("CRITICAL:job:c", "fatal"),
+                ("Traceback-free line", "error"), ("[WARN] from stdout", "warn"),
+                ('{"severity": "ERROR", "message": "json"}', "error")]
+        r = self.run_agent(["--", sys.executable, "-c", code])
+        self.assertEqual(r.returncode, 0, r)
+        got = {l["message"]: l["level"] for l in self.sim.logs()}
+        self.assertEqual([(m, got.get(m)) for m, _ in want], want)
+        self.assertEqual(got[self.messages()[-1]], "info", "the summary note keeps its level")
+        for args, extra in ((["--no-detect-levels"], None),
+                            ([], {"CIVIS_AGENT_NO_DETECT_LEVELS": "1"})):
+            self.sim.reset()
+            r = self.run_agent(args + ["--", sys.executable, "-c", code], extra_env=extra)
+            self.assertEqual(r.returncode, 0, r)
+            got = {l["message"]: l["level"] for l in self.sim.logs()}
+            self.assertEqual([(m, got.get(m)) for m, _ in want],
+                             [(m, "error") for m, _ in want[:6]] +
+                             [(m, "info") for m, _ in want[6:]])
+
     def test_line_boundaries(self):
         # CRLF, empty lines, a lone CR mid-line, no final newline
         data = b"crlf\r\n\nmid\rcr\n\r\nlast-no-newline"

@@ -15,7 +15,8 @@ against the simulator (tests/sim/harness.py).
   platform's error line "Process ran out of its allowed 64 MiB of memory
   and was killed." (a fake cgroup tree under --cgroup-root, and a real OOM
   in a child cgroup where the host allows one, else skipped with the
-  reason); the termination log gets the summary.
+  reason); the termination log gets the last error lines of the run log
+  (masked) and the summary.
 
     python3 tests/integration/run.py test_process.py
     python3 tests/integration/test_process.py [-v] [ProcessTest.test_x]"""
@@ -221,7 +222,24 @@ class ExitReasonTest(ProcessBase):
         self.assertTrue(summary.endswith("; " + LIMITS + ". " + OOM_LINE), summary)
         self.assertIn("civis-agent: command was killed by signal 9 (SIGKILL);", summary)
         self.assertIn("civis-agent: " + OOM_LINE + "\n", r.stderr.decode())
-        self.assertEqual(self.termlog_lines()[-1], summary)
+        # The last error lines of the run log, then the summary.
+        self.assertEqual(self.termlog_lines(), ["boom", OOM_LINE, summary])
+
+    def test_termination_log_has_masked_last_errors(self):
+        secret = "Sup3rS3cretValue"
+        script = ('for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo "trace $i" >&2; done; '
+                  'echo "failed with %s" >&2; echo "out"; exit 1' % secret)
+        r = self.run_agent(["--cgroup-root", self.cg, "--termination-log", self.termlog, "--",
+                            "sh", "-c", script], extra_env={"MY_TOKEN": secret})
+        self.assertEqual(r.returncode, 1, r)
+        _, summary, msgs = self.summary()
+        errors = [m for m, lv in msgs if lv == "error"]
+        self.assertEqual(len(errors), 13, msgs)
+        self.assertNotIn(secret, errors[-1])
+        lines = self.termlog_lines()
+        self.assertEqual(lines, errors[-10:] + [summary])
+        with open(self.termlog, "rb") as f:
+            self.assertNotIn(secret.encode(), f.read())
 
     def test_limits_in_summary(self):
         r = self.run_in_cgroup("echo fine")

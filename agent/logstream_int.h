@@ -1,0 +1,151 @@
+/* logstream_int.h: what the log stream's files share (private to agent/).
+ *
+ * logstream.c  the coordinator: reading the pipes, the batches and their
+ *              sending, the flush tick, life and stats;
+ * tee.c        the byte-exact copy of each pipe to the agent's stdout/stderr;
+ * backlog.c    during a flood, raw reads kept in an unlinked file and made
+ *              into lines in slices;
+ * lines.c      masking, splitting into lines, partial-line flushes and the
+ *              agent's own notes: every message leaves through
+ *              agent_ls_emit(). */
+#ifndef AGENT_LOGSTREAM_INT_H
+#define AGENT_LOGSTREAM_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "civis/civis.h"
+#include "civis/linebuf.h"
+#include "civis/logbatch.h"
+#include "civis/logqueue.h"
+#include "logstream.h"
+
+#define READ_BUF      (256u << 10)  /* one read from a pipe at most */
+#define READS_PER_EV  4             /* reads per readiness, so one stream can't starve the rest */
+#define MAX_INFLIGHT  16
+#define BACKLOG_MIN_READ (16u << 10) /* reads this big go through the backlog */
+#define NOTE_MAX      2048
+
+/* One log request in flight: a queue chunk streamed as the request body. */
+struct sending {
+	agent_logstream *ls;
+	civis_logq_chunk *chunk;
+	civis_http_req *req;
+	size_t off;                 /* read position of the body, per try */
+	unsigned rewinds;           /* libcurl sent the body again by itself */
+	int used;
+};
+
+struct stream {
+	agent_logstream *ls;
+	int id;                     /* AGENT_STDOUT / AGENT_STDERR */
+	int fd;                     /* -1 once at EOF or closed */
+	int tee_fd;                 /* -1: no copy */
+	civis_redact_stream *rs;    /* mask for the run log */
+	civis_redact_stream *tee_rs;/* mask for the copy, with --redact-tee */
+	civis_linebuf *lb;
+	/* The tee's bytes its reader has not taken yet (tee.c): while there
+	 * are any, the pipe is not read, so the command waits, as under cat. */
+	char *tee_buf;
+	size_t tee_off, tee_len, tee_cap;
+	int tee_watch;              /* POLLOUT watch on tee_fd is on */
+	int tee_own;                /* tee_fd is our own reopening: close it */
+	int tee_saved_fl;           /* file status flags to restore, or -1 */
+	uint64_t partial_since;     /* when a partial line or held bytes started waiting */
+	uint64_t last_in;           /* monotonic time bytes last arrived from the pipe */
+	uint64_t read_ns;           /* realtime of the read being processed */
+	int finished;               /* its last line went out */
+	const char *line_level;     /* the level of a line whose pieces go on */
+};
+
+struct agent_logstream {
+	agent_logstream_opts o;
+	civis_loop *loop;
+	civis_client *client;       /* NULL: tee only, or after the key was rejected */
+	struct stream st[2];
+	civis_batch *batch;
+	civis_tsclock clock;
+	civis_logq *q;
+	struct sending send[MAX_INFLIGHT];
+	unsigned inflight;
+	civis_retry_policy retry;
+	civis_timer_id tick;
+	civis_timer_id resume;      /* sending paused after a failure */
+	uint64_t batch_opened;      /* monotonic time of the batch's first message */
+	char logs_path[128];
+	char *readbuf;
+	/* The backlog: during a flood, reads are copied as they come (tee) and
+	 * appended raw, with their read time, to an unlinked file; lines are
+	 * made from it in slices between reads, so the command never waits on
+	 * the line/JSON/redaction work. Empty: reads are processed at once. */
+	int bl_fd;                  /* -1 until first needed */
+	uint64_t bl_woff, bl_roff;
+	uint64_t bl_peak;
+	int bl_broken;              /* cannot write it: process inline */
+	/* Raw output on disk is capped (at --spool-max): at the cap the pipes
+	 * are not read until the backlog is down to half, so the command waits
+	 * on line making, and nothing is dropped (a dropped stretch of raw
+	 * bytes could also cut a secret and show its ends). */
+	uint64_t bl_cap;
+	int bl_full;                /* at the cap: the pipes are paused */
+	uint64_t bl_full_since;     /* monotonic */
+	uint64_t bl_full_times, bl_full_ns;
+	int bl_said;                /* the closing note about the cap went out */
+	civis_timer_id bl_timer;
+	uint64_t bl_last_slice;     /* monotonic time of the last backlog slice */
+	uint64_t last_read;         /* monotonic time of the last read with data */
+	int tee_broken[2];
+	int auth_dead;
+	int start_failed;           /* the last request could not be started (said once) */
+	uint64_t spool_peak;        /* spool disk use at its largest, seen at ticks */
+	agent_logstream_stats stats;
+	char note[NOTE_MAX];
+};
+
+/* logstream.c: read s's pipe or pause it, as its tee and the backlog allow. */
+void agent_ls_reading(struct stream *s);
+/* logstream.c: the one way out of a finished (masked) message: told to
+ * on_message, then added to the run log's batch. */
+void agent_ls_emit(agent_logstream *ls, const char *level, const char *msg, size_t len,
+                   uint64_t read_ns);
+
+/* tee.c */
+/* Copy s's output to fd from now on; see tee.c for when fd is made
+ * non-blocking. */
+void agent_tee_setup(struct stream *s, int fd);
+/* The copy has bytes its reader has not taken (s's pipe is paused). */
+int  agent_tee_stalled(const struct stream *s);
+/* Write what is left, waiting as long as the reader is there (the end of
+ * the agent: nothing else to do), then undo agent_tee_setup. */
+void agent_tee_free(struct stream *s);
+/* Copy one read of s to its tee fd (masked with --redact-tee). */
+void agent_tee_copy(struct stream *s, const char *data, size_t len);
+/* An agent note for stderr while stderr's copy is stalled: queued behind
+ * the command's bytes (1), so that it neither blocks nor jumps ahead;
+ * 0: write it to stderr yourself. */
+int  agent_tee_note(agent_logstream *ls, const char *text, size_t len);
+/* The stream ended: what the tee's masker holds goes out. */
+void agent_tee_end(struct stream *s);
+
+/* backlog.c */
+/* Append one read of s; -1 when it cannot (then process it inline). */
+int  agent_backlog_append(struct stream *s, const char *data, size_t len);
+/* Make lines from up to `budget` bytes of the backlog (UINT64_MAX: all). */
+void agent_backlog_drain(agent_logstream *ls, uint64_t budget);
+int  agent_backlog_empty(const agent_logstream *ls);
+/* At its cap: the pipes must not be read (see bl_cap). */
+int  agent_backlog_full(const agent_logstream *ls);
+/* The pipes are closed: say in the run log what the cap did, if anything. */
+void agent_backlog_report(agent_logstream *ls);
+void agent_backlog_free(agent_logstream *ls);
+
+/* lines.c */
+/* Mask and split data read from s (at s->read_ns) into messages. */
+void agent_lines_feed(struct stream *s, const char *data, size_t len);
+/* Push out held bytes and the partial line of s. */
+void agent_lines_flush(struct stream *s);
+/* End of s's text: everything held goes, as the last piece of its line
+ * (once; nothing without the API). */
+void agent_lines_finish(struct stream *s);
+
+#endif
