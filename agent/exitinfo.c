@@ -198,22 +198,31 @@ cpu_quota(agent_limits *l, char *dir, size_t toplen, int v2)
 		int ok;
 
 		if (v2) {
-			char path[PATH_MAX_LEN], buf[128], *end;
+			/* "max 100000" (none) or "QUOTA PERIOD" */
+			char path[PATH_MAX_LEN], buf[128], *end, *end2;
 
 			ok = join(path, sizeof(path), dir, "cpu.max") == 0 &&
 			     slurp(path, buf, sizeof(buf)) > 0 && strncmp(buf, "max", 3) != 0;
 			if (ok) {
 				q = strtoull(buf, &end, 10);
-				p = *end == ' ' ? strtoull(end + 1, NULL, 10) : 100000;
+				p = 100000;
+				ok = end != buf;
+				if (ok && *end == ' ') {
+					p = strtoull(end + 1, &end2, 10);
+					ok = end2 != end + 1;
+				}
 			}
 		} else {
-			char path[PATH_MAX_LEN], buf[64];
+			/* cpu.cfs_quota_us is -1 for none */
+			char path[PATH_MAX_LEN], buf[64], *end;
 
 			ok = join(path, sizeof(path), dir, "cpu.cfs_quota_us") == 0 &&
 			     slurp(path, buf, sizeof(buf)) > 0 && buf[0] != '-' &&
 			     read_num(dir, "cpu.cfs_period_us", &p, NULL);
-			if (ok)
-				q = strtoull(buf, NULL, 10);
+			if (ok) {
+				q = strtoull(buf, &end, 10);
+				ok = end != buf;
+			}
 		}
 		if (ok && q > 0 && p > 0 &&
 		    (l->cpu_quota_us == 0 || (double)q / (double)p <

@@ -189,9 +189,9 @@ agent_proctree_scan(agent_proctree *t, const char *proc_root, pid_t root)
 		return CIVIS_ESYS;
 	rc = read_all(dirfd, root, &all, &n, &t->truncated);
 	close(dirfd);
-	if (rc != CIVIS_OK)
+	if (rc != CIVIS_OK || n == 0)
 		goto out;
-	t->v = malloc((n ? n : 1) * sizeof(*t->v));
+	t->v = calloc(n, sizeof(*t->v));
 	if (t->v == NULL) {
 		rc = CIVIS_ENOMEM;
 		goto out;
@@ -374,5 +374,10 @@ agent_proctree_usable(const char *proc_root)
 	if (n <= 0)
 		return 0;
 	link[n] = '\0';
-	return strtol(link, NULL, 10) == (long)getpid();
+	{
+		char *end;
+		long v = strtol(link, &end, 10);
+
+		return end != link && *end == '\0' && v == (long)getpid();
+	}
 }
