@@ -21,6 +21,7 @@
 #include "civis/http.h"
 #include "civis/loop.h"
 #include "civis/redact.h"
+#include "exitinfo.h"
 #include "logstream.h"
 #include "options.h"
 #include "outputs.h"
@@ -39,6 +40,7 @@ typedef struct agent {
 	int api_on;
 	agent_sup *sup;
 	int out_fd, err_fd;        /* the command's pipes until the log stream takes them */
+	char start_err[512];       /* why the command could not be run, said once the log stream is up */
 	civis_loop *loop;
 	civis_http *http;
 	civis_client *client;
@@ -46,10 +48,11 @@ typedef struct agent {
 	agent_logstream *ls;
 	agent_runwatch *rw;
 	agent_outputs *out;
+	agent_exitinfo *ei;        /* limits, OOM kill, termination log; NULL if out of memory */
 	int child_done;
 	int code;                  /* the command's exit code once child_done */
 	uint64_t child_done_at;    /* monotonic */
-	uint64_t group_kill_at;    /* SIGKILL the group then, 0: not armed */
+	uint64_t kill_at;    /* SIGKILL what is left then, 0: not armed */
 	uint64_t stop_deadline;    /* after TERM/INT or cancel: all must be done by then */
 	int cancelled;
 	int terminated;
@@ -96,7 +99,7 @@ on_cancel(void *ud, const char *why)
 	                     "command, SIGKILL after %.1f s", why, (double)ag->o.grace_ns / 1e9);
 	if (!ag->child_done) {
 		(void)agent_sup_terminate(ag->sup);
-		ag->group_kill_at = now + ag->o.grace_ns;
+		ag->kill_at = now + ag->o.grace_ns;
 	}
 	if (!ag->stop_deadline)
 		ag->stop_deadline = now + ag->o.grace_ns + ag->o.final_flush_ns;
@@ -124,8 +127,8 @@ on_signal(civis_loop *loop, int fd, int revents, void *ud)
 		uint64_t reserve = ag->o.grace_ns / 4 < NS ? ag->o.grace_ns / 4 : NS;
 
 		ag->terminated = 1;
-		if (!ag->child_done && !ag->group_kill_at)
-			ag->group_kill_at = now + ag->o.grace_ns - reserve;
+		if (!ag->child_done && !ag->kill_at)
+			ag->kill_at = now + ag->o.grace_ns - reserve;
 		ag->stop_deadline = now + ag->o.grace_ns;
 	}
 }
@@ -181,22 +184,42 @@ setup_api(agent *ag)
 }
 
 /* The command first: no network call before it runs. -1: no supervisor
- * (exit 126); a command that cannot be run is said here and its exit code
- * comes from the supervisor. */
+ * (exit 126). Why a command could not be run (the child's errno comes back
+ * through a close-on-exec pipe) waits in ag->start_err for the log stream,
+ * so that it reaches the run log too; its exit code comes from the
+ * supervisor. */
 static int
 start_command(agent *ag)
 {
 	agent_sup_opts so = { .signal_child_only = ag->o.signal_child_only };
-	char err[512];
 
 	if (agent_sup_init(&ag->sup, &so) != CIVIS_OK) {
 		say("%s", "cannot set up signal handling; exiting");
 		return -1;
 	}
-	if (agent_sup_spawn(ag->sup, ag->o.argv, &ag->out_fd, &ag->err_fd, err,
-	                    sizeof(err)) != CIVIS_OK)
-		say("%s", err);
+	if (agent_sup_spawn(ag->sup, ag->o.argv, &ag->out_fd, &ag->err_fd, ag->start_err,
+	                    sizeof(ag->start_err)) == CIVIS_OK)
+		ag->start_err[0] = '\0';
+	else if (ag->start_err[0] == '\0')
+		snprintf(ag->start_err, sizeof(ag->start_err), "cannot run the command");
+	/* The OOM count to compare with, once the command runs. */
+	if (agent_exitinfo_new(&ag->ei, ag->o.cgroup_root, ag->o.termination_log) != CIVIS_OK)
+		say("%s", "out of memory: the summary will not say whether the command ran out of memory");
 	return 0;
+}
+
+/* The start failure, once: on stderr and in the run log (masked) when
+ * there is a log stream, else on stderr alone. */
+static void
+say_start_error(agent *ag)
+{
+	if (ag->start_err[0] == '\0')
+		return;
+	if (ag->ls)
+		agent_logstream_note(ag->ls, "error", "%s", ag->start_err);
+	else
+		say("%s", ag->start_err);
+	ag->start_err[0] = '\0';
 }
 
 /* Masking needs the secrets before any line is streamed; a failure turns
@@ -265,6 +288,9 @@ setup_logstream(agent *ag)
 	lo.spool_dir = ag->o.spool_dir;
 	lo.redact = ag->redact;
 	lo.client = ag->api_on ? ag->client : NULL;
+	/* The last error lines, for the termination log. */
+	lo.on_message = ag->ei ? agent_exitinfo_feed : NULL;
+	lo.on_message_ud = ag->ei;
 	if (!ag->loop)
 		return;
 	if (agent_logstream_new(&ag->ls, ag->loop, &lo, err, sizeof(err)) != CIVIS_OK) {
@@ -335,6 +361,7 @@ setup(agent *ag, int argc, char **argv, int *code)
 	setup_redact(ag);
 	setup_client(ag);
 	setup_logstream(ag);
+	say_start_error(ag);
 	if (ag->ls)
 		setup_watchers(ag);
 	return 0;
@@ -352,10 +379,27 @@ loop_wait(const agent *ag, uint64_t now)
 {
 	uint64_t wait = ag->child_done ? 50000000ULL : NS;
 
-	if (ag->group_kill_at)
-		wait = ag->group_kill_at <= now ? 0 :
-		       ag->group_kill_at - now < wait ? ag->group_kill_at - now : wait;
+	if (ag->kill_at)
+		wait = ag->kill_at <= now ? 0 :
+		       ag->kill_at - now < wait ? ag->kill_at - now : wait;
 	return wait;
+}
+
+/* Documented (supervise.h): what the command left running, in its group or
+ * not, gets SIGTERM now and SIGKILL after the grace period. */
+static void
+left_behind(agent *ag, uint64_t now)
+{
+	size_t n = agent_sup_rest_alive(ag->sup);
+
+	ag->kill_at = 0;
+	if (n == 0)
+		return;
+	agent_logstream_note(ag->ls, "warn", "the command exited and left %zu process%s "
+	                     "running: sending SIGTERM, SIGKILL after %.1f s", n,
+	                     n == 1 ? "" : "es", (double)ag->o.grace_ns / 1e9);
+	(void)agent_sup_kill_rest(ag->sup, SIGTERM);
+	ag->kill_at = now + ag->o.grace_ns;
 }
 
 /* The command's exit, and the SIGTERM/SIGKILL of what it left behind. */
@@ -369,24 +413,17 @@ watch_command(agent *ag, uint64_t now)
 		if (exited) {
 			ag->child_done = 1;
 			ag->child_done_at = now;
-			/* Documented: what is left of the command's group gets
-			 * SIGTERM now and SIGKILL after the grace period. */
-			if (agent_sup_group_alive(ag->sup)) {
-				(void)agent_sup_kill_group(ag->sup, SIGTERM);
-				ag->group_kill_at = now + ag->o.grace_ns;
-			} else {
-				ag->group_kill_at = 0;
-			}
+			left_behind(ag, now);
 		}
 	}
-	if (ag->group_kill_at && now >= ag->group_kill_at) {
-		if (agent_sup_group_alive(ag->sup)) {
+	if (ag->kill_at && now >= ag->kill_at) {
+		if (agent_sup_rest_alive(ag->sup)) {
 			agent_logstream_note(ag->ls, "warn", "the command's processes outlived the "
 			                     "grace period (%.1f s): sending SIGKILL",
 			                     (double)ag->o.grace_ns / 1e9);
-			(void)agent_sup_kill_group(ag->sup, SIGKILL);
+			(void)agent_sup_kill_rest(ag->sup, SIGKILL);
 		}
-		ag->group_kill_at = 0;
+		ag->kill_at = 0;
 	}
 }
 
@@ -396,16 +433,20 @@ watch_command(agent *ag, uint64_t now)
 static int
 wind_down(agent *ag, uint64_t now)
 {
+	agent_sup_usage u;
+
 	if (!ag->pipes_done) {
 		/* Grandchildren may hold the pipes: drain until EOF, or until
-		 * the group is gone and the grace period is over. */
+		 * what was left is gone and the grace period is over. */
 		if (!agent_logstream_eof(ag->ls) &&
 		    now < ag->child_done_at + ag->o.grace_ns + NS / 2 &&
 		    !(ag->stop_deadline && now >= ag->stop_deadline))
 			return 0;
 		agent_logstream_close_pipes(ag->ls);
 		ag->pipes_done = 1;
-		agent_summary_note(ag->ls, ag->sup, ag->code, ag->o.verbose);
+		agent_sup_child_usage(ag->sup, &u);
+		agent_exitinfo_ended(ag->ei, agent_sup_child_signal(ag->sup), u.maxrss_kb);
+		agent_summary_note(ag->ls, ag->sup, ag->ei, ag->code, ag->o.verbose);
 		agent_logstream_finish(ag->ls);
 		if (ag->out)
 			agent_outputs_command_exited(ag->out);
@@ -464,6 +505,7 @@ teardown(agent *ag)
 	civis_loop_free(ag->loop);
 	civis_redact_free(ag->redact);
 	civis_client_config_dispose(&ag->cfg);
+	agent_exitinfo_free(ag->ei);
 	agent_sup_free(ag->sup);
 	agent_opts_dispose(&ag->o);
 	ag->out = NULL;
@@ -473,6 +515,7 @@ teardown(agent *ag)
 	ag->http = NULL;
 	ag->loop = NULL;
 	ag->redact = NULL;
+	ag->ei = NULL;
 	ag->sup = NULL;
 }
 
@@ -487,12 +530,14 @@ shutdown_agent(agent *ag)
 	                         ag->o.grace_ns, ag->o.final_flush_ns);
 	if (ag->out && !agent_outputs_idle(ag->out))
 		agent_outputs_report_unfinished(ag->out);
-	/* Members SIGKILLed just now: reap them, or they become zombies of
-	 * the system's init when we are only a subreaper. */
-	if (agent_sup_group_alive(ag->sup)) {
-		(void)agent_sup_kill_group(ag->sup, SIGKILL);
-		(void)agent_sup_wait_group(ag->sup, NS);
-	}
+	/* What is still running gets SIGKILL; what was killed (now or at the
+	 * deadline) is reaped, or it becomes a zombie of the system's init
+	 * when we are only a subreaper. */
+	if (agent_sup_rest_alive(ag->sup))
+		(void)agent_sup_kill_rest(ag->sup, SIGKILL);
+	(void)agent_sup_wait_rest(ag->sup, NS);
+	/* The error lines since the summary (failed uploads) join it. */
+	(void)agent_exitinfo_write_termlog(ag->ei, NULL);
 	if (ag->o.verbose)
 		agent_summary_verbose(ag->ls, ag->rw);
 	agent_sup_child_status(ag->sup, NULL, &code);

@@ -16,7 +16,11 @@ enum {
 	OPT_BATCH_BYTES, OPT_LOG_MEM, OPT_SPOOL_MAX, OPT_SPOOL_DIR, OPT_HEARTBEAT,
 	OPT_CANCEL_POLL, OPT_REDACT, OPT_NO_DEFAULT_REDACT, OPT_REDACT_TEE,
 	OPT_OUTPUT_DIR, OPT_ARCHIVE, OPT_ARCHIVE_DIRS, OPT_GZIP, OPT_EXPIRES_AT,
-	OPT_MULTIPART_THRESHOLD, OPT_UPLOAD_CONCURRENCY, OPT_NO_DETECT_LEVELS
+	OPT_MULTIPART_THRESHOLD, OPT_UPLOAD_CONCURRENCY,
+	/* one a line, with its comma: options added later merge without a fight */
+	OPT_NO_DETECT_LEVELS,
+	OPT_CGROUP_ROOT,
+	OPT_TERMINATION_LOG,
 };
 
 /* Each long option, its environment twin and whether it takes a value. */
@@ -33,6 +37,8 @@ static const struct opt_def {
 	{ "grace-period",         OPT_GRACE, 1, "CIVIS_AGENT_GRACE_PERIOD" },
 	{ "signal-child-only",    OPT_SIGNAL_CHILD_ONLY, 0, "CIVIS_AGENT_SIGNAL_CHILD_ONLY" },
 	{ "exit-code-remap",      'e', 1, "CIVIS_AGENT_EXIT_CODE_REMAP" },
+	{ "cgroup-root",          OPT_CGROUP_ROOT, 1, "CIVIS_AGENT_CGROUP_ROOT" },
+	{ "termination-log",      OPT_TERMINATION_LOG, 1, "CIVIS_AGENT_TERMINATION_LOG" },
 	{ "stdout-level",         OPT_STDOUT_LEVEL, 1, "CIVIS_AGENT_STDOUT_LEVEL" },
 	{ "stderr-level",         OPT_STDERR_LEVEL, 1, "CIVIS_AGENT_STDERR_LEVEL" },
 	{ "no-detect-levels",     OPT_NO_DETECT_LEVELS, 0, "CIVIS_AGENT_NO_DETECT_LEVELS" },
@@ -81,6 +87,9 @@ agent_opts_usage(FILE *f)
 "      --grace-period DUR       after SIGTERM to the command, SIGKILL after DUR (10s)\n"
 "      --signal-child-only      forward signals to the command only, not its group\n"
 "  -e, --exit-code-remap N      report exit status N as 0 (repeatable)\n"
+"      --cgroup-root DIR        where the memory and CPU limits are read (/sys/fs/cgroup)\n"
+"      --termination-log PATH   the summary and last errors go there if it exists\n"
+"                               (/dev/termination-log; '' for none)\n"
 "Run log:\n"
 "      --stdout-level LEVEL     level of stdout lines (info)\n"
 "      --stderr-level LEVEL     level of stderr lines (error)\n"
@@ -290,6 +299,36 @@ bool_env(const char *v)
 	         strcasecmp(v, "no") == 0 || strcasecmp(v, "off") == 0);
 }
 
+/* The options that take a size, with their ranges. */
+static int
+apply_size(agent_opts *o, int id, const char *v, const char *src, char *err, size_t errlen)
+{
+	uint64_t n;
+
+	if (agent_parse_size(v, &n) != CIVIS_OK)
+		return set_err(err, errlen, "%s: '%s' is not a size (e.g. 65536, 64K, 1M)", src, v);
+	if (id == OPT_LINE_MAX) {
+		if (n < 16 || n > (1u << 20))
+			return set_err(err, errlen, "%s: '%s' is out of range (16 to 1M)", src, v);
+		o->line_max = n;
+	} else if (id == OPT_BATCH_BYTES) {
+		if (n < (64u << 10) || n > (64u << 20))
+			return set_err(err, errlen, "%s: '%s' is out of range (64K to 64M)", src, v);
+		o->batch_bytes = n;
+	} else if (id == OPT_LOG_MEM) {
+		if (n < (1u << 20))
+			return set_err(err, errlen, "%s: '%s' is too small (at least 1M)", src, v);
+		o->log_mem_max = n;
+	} else if (id == OPT_SPOOL_MAX) {
+		o->spool_max = n;
+	} else {
+		if (n < (5u << 20))
+			return set_err(err, errlen, "%s: '%s' is too small (at least 5M, the S3 part minimum)", src, v);
+		o->multipart_threshold = n;
+	}
+	return 0;
+}
+
 /* Apply one option value; src names it for messages ("--grace-period" or
  * "CIVIS_AGENT_GRACE_PERIOD"). */
 static int
@@ -329,28 +368,7 @@ apply(agent_opts *o, int id, const char *v, const char *src, char *err, size_t e
 		return 0;
 	case OPT_LINE_MAX: case OPT_BATCH_BYTES: case OPT_LOG_MEM: case OPT_SPOOL_MAX:
 	case OPT_MULTIPART_THRESHOLD:
-		if (agent_parse_size(v, &n) != CIVIS_OK)
-			return set_err(err, errlen, "%s: '%s' is not a size (e.g. 65536, 64K, 1M)", src, v);
-		if (id == OPT_LINE_MAX) {
-			if (n < 16 || n > (1u << 20))
-				return set_err(err, errlen, "%s: '%s' is out of range (16 to 1M)", src, v);
-			o->line_max = n;
-		} else if (id == OPT_BATCH_BYTES) {
-			if (n < (64u << 10) || n > (64u << 20))
-				return set_err(err, errlen, "%s: '%s' is out of range (64K to 64M)", src, v);
-			o->batch_bytes = n;
-		} else if (id == OPT_LOG_MEM) {
-			if (n < (1u << 20))
-				return set_err(err, errlen, "%s: '%s' is too small (at least 1M)", src, v);
-			o->log_mem_max = n;
-		} else if (id == OPT_SPOOL_MAX) {
-			o->spool_max = n;
-		} else {
-			if (n < (5u << 20))
-				return set_err(err, errlen, "%s: '%s' is too small (at least 5M, the S3 part minimum)", src, v);
-			o->multipart_threshold = n;
-		}
-		return 0;
+		return apply_size(o, id, v, src, err, errlen);
 	case OPT_BATCH_LINES: case OPT_UPLOAD_CONCURRENCY:
 		if (parse_u64(v, &n) != CIVIS_OK || n < 1 ||
 		    n > (id == OPT_BATCH_LINES ? 100000u : 64u))
@@ -364,6 +382,14 @@ apply(agent_opts *o, int id, const char *v, const char *src, char *err, size_t e
 		if (!*v)
 			return set_err(err, errlen, "%s needs a directory%s", src, NULL);
 		o->spool_dir = v;
+		return 0;
+	case OPT_CGROUP_ROOT:
+		if (!*v)
+			return set_err(err, errlen, "%s needs a directory%s", src, NULL);
+		o->cgroup_root = v;
+		return 0;
+	case OPT_TERMINATION_LOG:
+		o->termination_log = v;
 		return 0;
 	case OPT_OUTPUT_DIR:
 		if (!*v)

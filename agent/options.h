@@ -32,6 +32,8 @@ typedef struct agent_opts {
 	uint64_t cancel_poll_ns;
 	/* exit status */
 	unsigned char remap[256];  /* remap[n] = 1: status n becomes 0 */
+	const char *cgroup_root;   /* NULL: /sys/fs/cgroup */
+	const char *termination_log; /* NULL: /dev/termination-log; "": off */
 	/* redaction */
 	const char *redact[AGENT_MAX_LIST];
 	size_t nredact;

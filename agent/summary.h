@@ -6,13 +6,20 @@
 
 #include <stdint.h>
 
+#include "exitinfo.h"
 #include "logstream.h"
 #include "runwatch.h"
 #include "supervise.h"
 
-/* The one-line run summary: to the run log, and to stderr with verbose.
- * code is the command's exit code (agent_sup_child_status). */
-void agent_summary_note(agent_logstream *ls, const agent_sup *sup, int code, int verbose);
+/* The one-line run summary: to the run log, and to stderr with verbose;
+ * with the container's limits when set (ei may be NULL), and to the
+ * termination log. A command killed for memory first gets the platform's
+ * error line ("Process ran out of its allowed N MiB of memory and was
+ * killed.", exactly, no prefix: civis-python looks for it) in the run log
+ * and on stderr, and the summary ends with it. code is the command's exit
+ * code (agent_sup_child_status); agent_exitinfo_ended() was called. */
+void agent_summary_note(agent_logstream *ls, const agent_sup *sup, agent_exitinfo *ei,
+                        int code, int verbose);
 
 /* Why the run log or the output lines are not complete, on stderr, never
  * silently. auth_rejected: the API key was rejected; stopped: a SIGTERM,

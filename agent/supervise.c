@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "civis/civis.h"
+#include "proctree.h"
 
 #define SUP_PIPE_SIZE   (1024 * 1024)
 #define SUP_CMD_SHOWN   200        /* bytes of the command name in messages */
@@ -43,6 +44,7 @@ struct agent_sup {
 	int exit_code;
 	int term_sig;
 	int group_gone;           /* kill(-pgid, 0) said ESRCH once */
+	int proc_ok;              /* /proc is for our PID namespace: descendants can be found */
 	struct rusage ru;
 	uint64_t t_start_ns;
 	uint64_t t_end_ns;
@@ -163,6 +165,7 @@ agent_sup_init(agent_sup **out, const agent_sup_opts *o)
 	if (o != NULL)
 		sup->opts = *o;
 	sup->self = getpid();
+	sup->proc_ok = agent_proctree_usable(NULL);
 	sigemptyset(&sup->start_ignored);
 
 	if (ensure_std_fds() != 0) {
@@ -335,6 +338,34 @@ tune_pipe(int rfd)
 	(void)fcntl(rfd, F_SETPIPE_SZ, SUP_PIPE_SIZE);
 }
 
+/* The child reported (through the close-on-exec pipe) that it did not
+ * reach exec: reap it now, so that the SIGCHLD left in the signalfd finds
+ * nothing (ECHILD), and say why. Returns the spawn status. */
+static int
+not_executed(agent_sup *sup, pid_t pid, const char *cmd, const struct exec_report *r,
+             char *err, size_t errlen)
+{
+	int st;
+
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	sup->t_end_ns = mono_ns();
+	if (r->stage == STAGE_EXEC) {
+		struct stat sb;
+		int is_dir = r->err == EACCES && strchr(cmd, '/') != NULL &&
+		             stat(cmd, &sb) == 0 && S_ISDIR(sb.st_mode);
+		if (err != NULL)
+			agent_sup_exec_message(err, errlen, cmd, r->err, is_dir);
+		set_failed(sup, agent_sup_exec_exit_code(r->err));
+		return r->err == ENOENT ? CIVIS_ENOTFOUND : CIVIS_EINVAL;
+	}
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "cannot run '%.*s': dup2: %s",
+		         SUP_CMD_SHOWN, cmd, strerror(r->err));
+	set_failed(sup, 126);
+	return CIVIS_ESYS;
+}
+
 int
 agent_sup_spawn(agent_sup *sup, char *const argv[], int *stdout_fd,
                 int *stderr_fd, char *err, size_t errlen)
@@ -342,7 +373,7 @@ agent_sup_spawn(agent_sup *sup, char *const argv[], int *stdout_fd,
 	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 }, rep[2] = { -1, -1 };
 	struct exec_report r;
 	size_t got = 0;
-	int rc, tty, st, e;
+	int rc, tty, e;
 	pid_t pid;
 
 	if (stdout_fd != NULL)
@@ -412,26 +443,7 @@ agent_sup_spawn(agent_sup *sup, char *const argv[], int *stdout_fd,
 		goto out;
 	}
 
-	/* Not executed: reap it now; the SIGCHLD left in the signalfd then
-	 * finds nothing (ECHILD). */
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	sup->t_end_ns = mono_ns();
-	if (r.stage == STAGE_EXEC) {
-		struct stat sb;
-		int is_dir = r.err == EACCES && strchr(argv[0], '/') != NULL &&
-		             stat(argv[0], &sb) == 0 && S_ISDIR(sb.st_mode);
-		if (err != NULL)
-			agent_sup_exec_message(err, errlen, argv[0], r.err, is_dir);
-		set_failed(sup, agent_sup_exec_exit_code(r.err));
-		rc = r.err == ENOENT ? CIVIS_ENOTFOUND : CIVIS_EINVAL;
-	} else {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "cannot run '%.*s': dup2: %s",
-			         SUP_CMD_SHOWN, argv[0], strerror(r.err));
-		set_failed(sup, 126);
-		rc = CIVIS_ESYS;
-	}
+	rc = not_executed(sup, pid, argv[0], &r, err, errlen);
 out:
 	close_fd(&outp[0]);
 	close_fd(&outp[1]);
@@ -472,19 +484,43 @@ reap_all(agent_sup *sup, unsigned *events)
 	}
 }
 
-/* Forward one signal: to the group, or to the command alone. */
+/* SIGCONT to the stopped descendants in group pgrp (0: any) or with pid
+ * (0: any). Without a usable /proc: SIGCONT to the group or pid as such
+ * (harmless to a running process). */
+static void
+cont_stopped(agent_sup *sup, pid_t pgrp, pid_t pid)
+{
+	if (sup->proc_ok && agent_proctree_cont_stopped(NULL, sup->self, pgrp, pid) == CIVIS_OK)
+		return;
+	if (pid > 0)
+		(void)kill(pid, SIGCONT);
+	else if (pgrp > 0)
+		(void)kill(-pgrp, SIGCONT);
+}
+
+/* Forward one signal: to the group, or to the command alone. A stopped
+ * target of SIGTERM or SIGINT (docker stop) gets SIGCONT after it. */
 static void
 forward(agent_sup *sup, int sig)
 {
+	int cont = sig == SIGTERM || sig == SIGINT;
+
 	if (sup->child == 0)
 		return;
 	if (sup->opts.signal_child_only) {
-		if (!sup->exited)
-			(void)kill(sup->child, sig);
+		if (!sup->exited && kill(sup->child, sig) == 0 && cont)
+			cont_stopped(sup, 0, sup->child);
 		return;
 	}
-	if (!sup->group_gone && kill(-sup->pgid, sig) != 0 && errno == ESRCH)
-		sup->group_gone = 1;
+	if (sup->group_gone)
+		return;
+	if (kill(-sup->pgid, sig) != 0) {
+		if (errno == ESRCH)
+			sup->group_gone = 1;
+		return;
+	}
+	if (cont)
+		cont_stopped(sup, sup->pgid, 0);
 }
 
 int
@@ -569,11 +605,63 @@ agent_sup_group_alive(agent_sup *sup)
 int
 agent_sup_terminate(agent_sup *sup)
 {
-	return agent_sup_kill_group(sup, SIGTERM);
+	int rc = agent_sup_kill_group(sup, SIGTERM);
+
+	if (rc == CIVIS_OK && !sup->group_gone)
+		cont_stopped(sup, sup->pgid, 0);
+	return rc;
 }
 
 int
-agent_sup_wait_group(agent_sup *sup, uint64_t max_ns)
+agent_sup_kill_rest(agent_sup *sup, int sig)
+{
+	int cont = sig != SIGKILL && sig != SIGCONT;
+
+	if (sup == NULL || sup->child == 0)
+		return CIVIS_EINVAL;
+	if (agent_proctree_no_children())
+		return CIVIS_OK;
+	if (sup->proc_ok && agent_proctree_kill(NULL, sup->self, sig, cont) == CIVIS_OK)
+		return CIVIS_OK;
+	/* No /proc of ours: as PID 1, everything in the namespace but us is
+	 * ours; else the command's group is all we can name. */
+	if (sup->self == 1) {
+		if (kill(-1, sig) != 0 && errno != ESRCH)
+			return CIVIS_ESYS;
+		if (cont)
+			(void)kill(-1, SIGCONT);
+		return CIVIS_OK;
+	}
+	if (agent_sup_kill_group(sup, sig) != CIVIS_OK)
+		return CIVIS_ESYS;
+	if (cont)
+		(void)agent_sup_kill_group(sup, SIGCONT);
+	return CIVIS_OK;
+}
+
+/* Running descendants; with own_zombies also the zombies we still have to
+ * reap (they are gone only once reaped). */
+static size_t
+rest_count(agent_sup *sup, int own_zombies)
+{
+	size_t n;
+
+	if (sup == NULL || sup->child == 0 || agent_proctree_no_children())
+		return 0;
+	if (sup->proc_ok && agent_proctree_count(NULL, sup->self, own_zombies, &n) == CIVIS_OK)
+		return n;
+	return (size_t)agent_sup_group_alive(sup);
+}
+
+size_t
+agent_sup_rest_alive(agent_sup *sup)
+{
+	return rest_count(sup, 0);
+}
+
+/* agent_sup_wait_group() and agent_sup_wait_rest(). */
+static int
+wait_for(agent_sup *sup, uint64_t max_ns, int rest)
 {
 	uint64_t end = mono_ns() + max_ns;
 
@@ -585,7 +673,7 @@ agent_sup_wait_group(agent_sup *sup, uint64_t max_ns)
 		int ms;
 
 		(void)agent_sup_handle_signals(sup, NULL);
-		if (!agent_sup_group_alive(sup))
+		if (rest ? rest_count(sup, 1) == 0 : !agent_sup_group_alive(sup))
 			return 1;
 		now = mono_ns();
 		if (now >= end)
@@ -594,4 +682,16 @@ agent_sup_wait_group(agent_sup *sup, uint64_t max_ns)
 		ms = (int)((end - now) / 1000000ULL) + 1;
 		(void)poll(&p, 1, ms < 20 ? ms : 20);
 	}
+}
+
+int
+agent_sup_wait_group(agent_sup *sup, uint64_t max_ns)
+{
+	return wait_for(sup, max_ns, 0);
+}
+
+int
+agent_sup_wait_rest(agent_sup *sup, uint64_t max_ns)
+{
+	return wait_for(sup, max_ns, 1);
 }

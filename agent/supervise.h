@@ -117,9 +117,22 @@ int agent_sup_kill_group(agent_sup *sup, int sig);
 /* 1 while any process of the command's group is alive, else 0. */
 int agent_sup_group_alive(agent_sup *sup);
 
-/* Cancellation: SIGTERM to the whole group (main.c sends SIGKILL through
- * agent_sup_kill_group() after its grace period). */
+/* Cancellation: SIGTERM to the whole group, then SIGCONT to the members
+ * that are stopped (SIGTSTP), so their handlers run (main.c sends SIGKILL
+ * through agent_sup_kill_rest() after its grace period). A forwarded
+ * SIGTERM or SIGINT (docker stop) does the same for its targets. */
 int agent_sup_terminate(agent_sup *sup);
+
+/* sig to every descendant of the agent, the command's group or not (a
+ * daemon that called setsid, an orphan reparented to us), found through
+ * /proc (proctree.h); after any sig but SIGKILL/SIGCONT the stopped ones
+ * also get SIGCONT. Without a /proc of our PID namespace: kill(-1) as PID
+ * 1, else the command's group. CIVIS_OK, CIVIS_EINVAL before spawn. */
+int agent_sup_kill_rest(agent_sup *sup, int sig);
+
+/* How many descendants of the agent still run (zombies not counted). 0
+ * before spawn. */
+size_t agent_sup_rest_alive(agent_sup *sup);
 
 /* At exit, after the last SIGKILL: handle signals (reaping, forwarding) until
  * no process of the command's group is left, at most max_ns. Blocks. Returns
@@ -127,6 +140,8 @@ int agent_sup_terminate(agent_sup *sup);
  * it a member killed just before exit becomes a zombie of the system's init
  * when the agent is not PID 1. */
 int agent_sup_wait_group(agent_sup *sup, uint64_t max_ns);
+/* The same until no descendant runs and every zombie child is reaped. */
+int agent_sup_wait_rest(agent_sup *sup, uint64_t max_ns);
 
 /* Shell exit code from a wait status: WEXITSTATUS, or 128+signal. */
 int agent_sup_status_code(int wstatus);
@@ -143,12 +158,14 @@ int agent_sup_exec_exit_code(int err);
 size_t agent_sup_exec_message(char *buf, size_t len, const char *cmd, int err,
                               int is_dir);
 
-/* Documented behaviour after the command has exited while members of its
- * process group still run (a daemonised grandchild, a background job of a
- * shell): main.c calls agent_sup_kill_group(sup, SIGTERM) right away, keeps
- * draining the pipes, and calls agent_sup_kill_group(sup, SIGKILL) after the
- * grace period (--grace-period, 10 s) if agent_sup_group_alive() still says
- * 1, then agent_sup_wait_group() before exiting so the killed ones are
- * reaped. The agent's exit code stays the command's. */
+/* Documented behaviour after the command has exited while processes it
+ * started still run (a background job of a shell, a daemon that called
+ * setsid, in the command's process group or not): main.c says how many,
+ * calls agent_sup_kill_rest(sup, SIGTERM) right away (stopped ones get
+ * SIGCONT too), keeps draining the pipes, and calls
+ * agent_sup_kill_rest(sup, SIGKILL) after the grace period (--grace-period,
+ * 10 s) if agent_sup_rest_alive() is still not 0, then agent_sup_wait_rest()
+ * before exiting so the killed ones are reaped. The same whether the agent
+ * is PID 1 or a subreaper. The agent's exit code stays the command's. */
 
 #endif

@@ -9,6 +9,8 @@ build/civis-agent against the simulator (tests/sim/harness.py).
 - SIGTERM / SIGINT to the agent itself (docker stop): forwarded, the log is
   flushed; with the API slow, stderr says what could not be delivered.
 - --exit-code-remap 143: exit 0 after a TERM-ended command.
+- A command stopped by SIGTSTP: the SIGTERM of a cancel or a docker stop
+  comes with a SIGCONT, so its handler runs at once (exit 7, not 137).
 - A rejected key (401): one "API key rejected" message, no API call after
   the 401 but those already in flight; the command's output and status
   untouched.
@@ -177,6 +179,41 @@ class TestCancel(CancelBase):
         self.assertGreater(took, GRACE - 0.5, ctx)
         self.assertLess(took, GRACE + 1.0, "SIGKILL %.3f s after the cancel was seen, grace "
                         "%.1f s: %s" % (took, GRACE, ctx))
+
+    def stopped_case(self, act):
+        """A command stopped by SIGTSTP: its TERM handler runs only once it
+        is continued, so the SIGTERM of a cancel or a docker stop comes with
+        a SIGCONT; it exits 7 at once instead of dying of SIGKILL (137)."""
+        a = self.start(["sh", "-c", 'trap "echo got TERM; exit 7" TERM; echo started; '
+                        'kill -TSTP $$; echo resumed'])
+        self.wait_lines(1)
+        cmd = None
+
+        def stopped():
+            nonlocal cmd
+            with open("/proc/%d/task/%d/children" % (a.pid, a.pid)) as f:
+                kids = f.read().split()
+            if not kids:
+                return False
+            cmd = int(kids[0])
+            with open("/proc/%d/stat" % cmd) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "T"
+        util.wait_until(stopped, 10, what="the command to stop")
+        t = time.monotonic()
+        act(a)
+        rc = a.wait(POLL * 2 + GRACE + 30 + SLACK)
+        ctx = "stderr:\n" + a.stderr()[-3000:]
+        self.assertEqual(rc, 7, ctx)
+        self.assertLess(a.end - t, GRACE, ctx)
+        msgs = [r["message"] for r in sorted(self.h.logs(), key=lambda r: r["createdAt"])]
+        self.assertIn("got TERM", msgs)
+        self.assertNotIn("resumed", msgs)
+
+    def test_cancel_stopped_command(self):
+        self.stopped_case(lambda a: self.h.set_run(isCancelRequested=True))
+
+    def test_sigterm_stopped_command(self):
+        self.stopped_case(lambda a: a.signal(signal.SIGTERM))
 
     def test_sigterm_stubborn(self):
         # docker stop on a command that ignores SIGTERM: SIGKILL after the grace period

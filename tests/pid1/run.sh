@@ -18,11 +18,13 @@
 #   MODES                 "pid1 plain" (default), or one of them
 #   CC                    compiler for the helpers (cc)
 #   TEE_MB                size of each stream of the byte-exact tee test (50)
+#   ONLY                  scenario numbers to run, e.g. "15 16" (default: all)
 #
 # Documented behaviour under test (agent/supervise.h): signals go to the
 # command's process group (--signal-child-only: the command alone); when the
-# command exits while its group still runs, the group gets SIGTERM at once
-# and SIGKILL after --grace-period; the agent's exit code stays the command's.
+# command exits while processes it started still run (in its group or not:
+# setsid), they get SIGTERM at once (stopped ones SIGCONT too) and SIGKILL
+# after --grace-period; the agent's exit code stays the command's.
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +32,7 @@ AGENT=${1:-build/civis-agent}
 case $AGENT in /*) ;; *) AGENT=$PWD/$AGENT ;; esac
 RUNNER=${RUNNER:-${VALGRIND:-}}
 MODES=${MODES:-pid1 plain}
+ONLY=${ONLY:-}
 TEE_MB=${TEE_MB:-50}
 read -r -a AGENT_ARGS_A <<< "${AGENT_ARGS:-}"
 
@@ -418,7 +421,92 @@ s14_tee() {
 	rm -f "$d/out" "$d/err" "$d/err.cmd"
 }
 
+# ------------------------------------------------------------------ 15
+# Leftovers outside the command's group: a daemon that called setsid gets
+# SIGTERM when the command exits and SIGKILL after the grace period, as PID
+# 1 and as a subreaper, and the agent says so (exact lines).
+LEFT1="civis-agent: the command exited and left 1 process running: sending SIGTERM, SIGKILL after"
+s15_setsid_leftovers() {
+	local d=$1 t0 el gcpid gone=0
+	rm -f "$d/gc.out" "$d/gc.ready"
+	t0=$(now)
+	run_fg "$d" --grace-period 30s -- sh -c 'setsid "$1" catch 15 "$2/gc.out" "$2/gc.ready" &
+		"$1" waitfile "$2/gc.ready" 60 || exit 90; exit 3' sh "$H" "$d"
+	el=$(elapsed_since "$t0")
+	check "15 [$MODE] setsid'ed grandchild gets SIGTERM when the command exits; exit 3 in ${el}s" \
+		"$([ "$RC" = 3 ] && [ "$(cat "$d/gc.out" 2>/dev/null)" = 15 ] &&
+		   grep -qFx "$LEFT1 30.0 s" "$d/err" && fcmp "$el" "<" $((15 * SLOW)); echo $?)" \
+		"exit $RC, grandchild got: $(cat "$d/gc.out" 2>/dev/null), stderr: $(tr '\n' '|' < "$d/err")"
+	rm -f "$d/gc.out" "$d/gc.ready" "$d/gc.pid"
+	run_bg "$d" --grace-period 2s -- sh -c 'setsid "$1" survive "$2/gc.out" "$2/gc.ready" &
+		echo $! > "$2/gc.pid"; "$1" waitfile "$2/gc.ready" 60 || exit 90; exit 3' sh "$H" "$d"
+	if ! waitfile "$d/gc.ready"; then
+		kill_tree "$BG"; finish_bg; fail "15 [$MODE] never got ready"; return
+	fi
+	t0=$(now)
+	finish_bg
+	el=$(elapsed_since "$t0")
+	gcpid=$(cat "$d/gc.pid" 2>/dev/null)
+	# Not PID 1: it would outlive the agent; it must be gone, reaped.
+	if [ "$MODE" = plain ] && [ -n "$gcpid" ] && [ -e "/proc/$gcpid" ]; then
+		proc_alive "$gcpid" && gone="1 (running)" || gone="1 (unreaped zombie)"
+		kill -KILL "$gcpid" 2>/dev/null
+	fi
+	check "15 [$MODE] setsid'ed grandchild ignoring SIGTERM is killed after --grace-period 2s (${el}s); exit 3" \
+		"$([ "$RC" = 3 ] && [ "$(cat "$d/gc.out" 2>/dev/null)" = 15 ] && [ "$gone" = 0 ] &&
+		   grep -qFx "$LEFT1 2.0 s" "$d/err" &&
+		   grep -qFx "civis-agent: the command's processes outlived the grace period (2.0 s): sending SIGKILL" "$d/err" &&
+		   fcmp "$el" ">=" 1.9 && fcmp "$el" "<" $((2 + 10 * SLOW)); echo $?)" \
+		"exit $RC, grandchild got: $(cat "$d/gc.out" 2>/dev/null), still alive: $gone, stderr: $(tr '\n' '|' < "$d/err")"
+}
+
+# ------------------------------------------------------------------ 16
+# A stopped process (SIGTSTP, SIGSTOP) cannot run its SIGTERM handler: it
+# gets SIGCONT after the SIGTERM, from a docker stop (SIGTERM to the agent)
+# and when the command left it behind.
+proc_state() { local st; read -r _ _ st _ 2>/dev/null < "/proc/$1/stat"; echo "$st"; }
+s16_stopped() {
+	local d=$1 a c i t0 el
+	rm -f "$d/c.ready" "$d/c.out"
+	run_bg "$d" --grace-period 10s -- sh -c 'trap "echo 15 > \"$1/c.out\"; exit 7" TERM
+		: > "$1/c.ready"; kill -TSTP $$; exit 1' sh "$d"
+	if ! waitfile "$d/c.ready"; then
+		kill_tree "$BG"; finish_bg; fail "16 [$MODE] never got ready"; return
+	fi
+	a=$(agent_pid)
+	read -r c _ 2>/dev/null < "/proc/$a/task/$a/children"
+	for ((i = 0; i < 500 * SLOW; i++)); do
+		[ "$(proc_state "$c")" = T ] && break
+		sleep 0.01
+	done
+	t0=$(now)
+	kill -TERM "$a"
+	finish_bg
+	el=$(elapsed_since "$t0")
+	check "16 [$MODE] stopped command: SIGTERM to the agent, then SIGCONT; its handler exits 7 in ${el}s" \
+		"$([ "$RC" = 7 ] && [ "$(cat "$d/c.out" 2>/dev/null)" = 15 ] &&
+		   fcmp "$el" "<" $((5 * SLOW)); echo $?)" \
+		"exit $RC, command wrote: $(cat "$d/c.out" 2>/dev/null)"
+
+	printf '%s\n' 'trap "echo 15 > \"$1\"; exit 0" TERM' 'echo $$ > "$1.pid"' \
+		'kill -STOP $$' 'exit 1' > "$d/stopper.sh"
+	rm -f "$d/gc.out" "$d/gc.out.pid"
+	t0=$(now)
+	run_fg "$d" --grace-period 10s -- sh -c 'setsid sh "$1/stopper.sh" "$1/gc.out" &
+		i=0; while [ $i -lt 3000 ]; do
+			p=$(cat "$1/gc.out.pid" 2>/dev/null)
+			[ -n "$p" ] && read -r _ _ st _ < "/proc/$p/stat" && [ "$st" = T ] && exit 3
+			sleep 0.01; i=$((i + 1))
+		done; exit 90' sh "$d"
+	el=$(elapsed_since "$t0")
+	check "16 [$MODE] stopped setsid'ed leftover: SIGTERM and SIGCONT when the command exits (${el}s); exit 3" \
+		"$([ "$RC" = 3 ] && [ "$(cat "$d/gc.out" 2>/dev/null)" = 15 ] &&
+		   grep -qFx "$LEFT1 10.0 s" "$d/err" && fcmp "$el" "<" $((5 * SLOW)); echo $?)" \
+		"exit $RC, leftover wrote: $(cat "$d/gc.out" 2>/dev/null), stderr: $(tr '\n' '|' < "$d/err")"
+}
+
 # ------------------------------------------------------------------ run
+want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 for MODE in $MODES; do
 	if [ "$MODE" = pid1 ] && ! unshare --pid --fork --mount-proc true 2>/dev/null; then
 		fail "[pid1] cannot create a PID namespace here (root or user namespaces needed)"
@@ -426,18 +514,20 @@ for MODE in $MODES; do
 	fi
 	D=$WORK/$MODE
 	mkdir -p "$D"
-	s1_exit_codes "$D"
-	s2_exec_failure "$D"
-	s3_zombies "$D"
-	s5_signals_kill "$D"
-	s6_all_signals "$D"
-	s7_group "$D"
-	s8_orphaned_group "$D"
-	s9_sigmask "$D"
-	s10_stdin "$D"
-	s11_no_dashdash "$D"
-	s13_fds "$D"
-	s14_tee "$D"
+	want 1 && s1_exit_codes "$D"
+	want 2 && s2_exec_failure "$D"
+	want 3 && s3_zombies "$D"
+	want 5 && s5_signals_kill "$D"
+	want 6 && s6_all_signals "$D"
+	want 7 && s7_group "$D"
+	want 8 && s8_orphaned_group "$D"
+	want 9 && s9_sigmask "$D"
+	want 10 && s10_stdin "$D"
+	want 11 && s11_no_dashdash "$D"
+	want 13 && s13_fds "$D"
+	want 14 && s14_tee "$D"
+	want 15 && s15_setsid_leftovers "$D"
+	want 16 && s16_stopped "$D"
 done
 
 # ------------------------------------------------------------------ 12

@@ -188,6 +188,38 @@ test_env_and_precedence(void **state)
 	memset(fake_env, 0, sizeof(fake_env));
 }
 
+/* Where the exit reasons are read and written: --cgroup-root and
+ * --termination-log, their twins, '' turning the termination log off. */
+static void
+test_exit_reason_paths(void **state)
+{
+	agent_opts o;
+	char err[256];
+
+	(void)state;
+	memset(fake_env, 0, sizeof(fake_env));
+	assert_int_equal(parse(&o, err, sizeof(err), "true", (char *)NULL), AGENT_OPTS_RUN);
+	assert_null(o.cgroup_root);
+	assert_null(o.termination_log);
+	agent_opts_dispose(&o);
+	assert_int_equal(parse(&o, err, sizeof(err), "--cgroup-root", "/tmp/cg", "--termination-log",
+	                       "", "true", (char *)NULL), AGENT_OPTS_RUN);
+	assert_string_equal(o.cgroup_root, "/tmp/cg");
+	assert_string_equal(o.termination_log, "");
+	agent_opts_dispose(&o);
+	fake_env[0] = "CIVIS_AGENT_CGROUP_ROOT=/env/cg";
+	fake_env[1] = "CIVIS_AGENT_TERMINATION_LOG=/env/tl";
+	assert_int_equal(parse(&o, err, sizeof(err), "--termination-log", "/cli/tl", "true",
+	                       (char *)NULL), AGENT_OPTS_RUN);
+	assert_string_equal(o.cgroup_root, "/env/cg");
+	assert_string_equal(o.termination_log, "/cli/tl");
+	agent_opts_dispose(&o);
+	memset(fake_env, 0, sizeof(fake_env));
+	assert_int_equal(parse(&o, err, sizeof(err), "--cgroup-root", "", "true", (char *)NULL), -1);
+	assert_string_equal(err, "--cgroup-root needs a directory");
+	agent_opts_dispose(&o);
+}
+
 static void
 test_units(void **state)
 {
@@ -228,6 +260,7 @@ main(void)
 		cmocka_unit_test(test_help_version),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_env_and_precedence),
+		cmocka_unit_test(test_exit_reason_paths),
 		cmocka_unit_test(test_units),
 	};
 	return cmocka_run_group_tests_name("options", tests, NULL, NULL);

@@ -1,5 +1,6 @@
 /* test_supervise.c: exit status mapping, exec failure texts and codes,
- * spawning with pipes, signal forwarding, reaping, group kill. The
+ * spawning with pipes, signal forwarding, reaping, group kill, the kill of
+ * every descendant (setsid too) and SIGCONT for a stopped command. The
  * scenario suite with the agent as PID 1 is tests/pid1/run.sh. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -667,6 +668,122 @@ test_wait_group(void **state)
 	sup_free(sup);
 }
 
+/* Bounded wait until pid is stopped (state T in /proc/<pid>/stat). */
+static void
+wait_stopped(pid_t pid)
+{
+	uint64_t end = ms_now() + 5000;
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	for (;;) {
+		char buf[512];
+		FILE *f = fopen(path, "r");
+		size_t n;
+		const char *rp;
+
+		assert_non_null(f);
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		rp = strrchr(buf, ')');
+		assert_non_null(rp);
+		if (rp[1] == ' ' && rp[2] == 'T')
+			return;
+		assert_true(ms_now() < end);
+		nap_ms(5);
+	}
+}
+
+/* A daemon that called setsid is not in the command's group: the group is
+ * gone, the daemon is not, and agent_sup_kill_rest() finds it anyway. */
+static void
+test_kill_rest_setsid(void **state)
+{
+	char mark[] = "/tmp/civis-sup-mark-XXXXXX", cmd[512];
+	char *argv[] = { "sh", "-c", cmd, NULL };
+	agent_sup *sup = NULL;
+	agent_sup_usage u;
+	char err[256];
+	struct run r;
+	int ofd, efd, fd;
+	(void)state;
+
+	fd = mkstemp(mark);
+	assert_true(fd >= 0);
+	close(fd);
+	unlink(mark);
+	snprintf(cmd, sizeof(cmd), "setsid sh -c ': > %s; exec sleep 30' & "
+	         "i=0; while [ ! -e %s ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done; exit 4",
+	         mark, mark);
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(agent_sup_init(&sup, NULL), CIVIS_OK);
+	assert_int_equal(agent_sup_kill_rest(sup, SIGTERM), CIVIS_EINVAL);
+	assert_int_equal(agent_sup_rest_alive(sup), 0);
+	assert_int_equal(agent_sup_spawn(sup, argv, &ofd, &efd, err, sizeof(err)), CIVIS_OK);
+	run_until(sup, ofd, efd, &r, 0);
+	assert_int_equal(r.code, 4);
+	assert_int_equal(access(mark, F_OK), 0);
+	unlink(mark);
+	assert_int_equal(agent_sup_group_alive(sup), 0);
+	assert_int_equal(agent_sup_rest_alive(sup), 1);
+	/* Not gone by itself. */
+	assert_int_equal(agent_sup_wait_rest(sup, 50000000ULL), 0);
+	assert_int_equal(agent_sup_kill_rest(sup, SIGTERM), CIVIS_OK);
+	assert_int_equal(agent_sup_wait_rest(sup, 5000000000ULL), 1);
+	assert_int_equal(agent_sup_rest_alive(sup), 0);
+	agent_sup_child_usage(sup, &u);
+	assert_int_equal(u.orphans_reaped, 1);
+	sup_free(sup);
+}
+
+/* A command stopped by SIGTSTP gets SIGCONT after the SIGTERM of a cancel
+ * and of a forwarded SIGTERM, so its handler runs at once. */
+static void
+stopped_then(int how)
+{
+	char *argv[] = { "sh", "-c", "trap 'exit 7' TERM; kill -TSTP $$; exit 1", NULL };
+	agent_sup *sup = NULL;
+	char err[256];
+	struct run r;
+	int ofd, efd;
+
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(agent_sup_init(&sup, NULL), CIVIS_OK);
+	assert_int_equal(agent_sup_spawn(sup, argv, &ofd, &efd, err, sizeof(err)), CIVIS_OK);
+	wait_stopped(agent_sup_child_pid(sup));
+	if (how == 0)
+		assert_int_equal(agent_sup_terminate(sup), CIVIS_OK);
+	else if (how == 1)
+		signal_me(SIGTERM);
+	else
+		assert_int_equal(agent_sup_kill_rest(sup, SIGTERM), CIVIS_OK);
+	run_to_exit(sup, ofd, efd, &r);
+	assert_int_equal(r.code, 7);
+	sup_free(sup);
+}
+
+static void
+test_terminate_stopped(void **state)
+{
+	(void)state;
+	stopped_then(0);
+}
+
+static void
+test_forward_term_stopped(void **state)
+{
+	(void)state;
+	stopped_then(1);
+}
+
+static void
+test_kill_rest_stopped(void **state)
+{
+	(void)state;
+	stopped_then(2);
+}
+
 static void
 test_bad_args(void **state)
 {
@@ -709,6 +826,10 @@ main(void)
 		cmocka_unit_test(test_group_kill_and_orphans),
 		cmocka_unit_test(test_child_only),
 		cmocka_unit_test(test_wait_group),
+		cmocka_unit_test(test_kill_rest_setsid),
+		cmocka_unit_test(test_terminate_stopped),
+		cmocka_unit_test(test_forward_term_stopped),
+		cmocka_unit_test(test_kill_rest_stopped),
 		cmocka_unit_test(test_bad_args),
 	};
 	sigprocmask(SIG_SETMASK, NULL, &test_mask);
