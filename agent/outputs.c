@@ -471,6 +471,7 @@ start_upload(agent_outputs *o, struct ent *e)
 	if (o->exiting)
 		e->exit_tries++;
 	memset(&uo, 0, sizeof(uo));
+	uo.fd = -1;
 	uo.path = path;
 	uo.name = e->name;
 	uo.kind = e->kind == AGENT_OUT_ARCHIVE ? CIVIS_UPLOAD_TARGZ

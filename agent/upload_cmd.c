@@ -280,6 +280,7 @@ advance(struct cmd *c)
 			if (j->state != J_WAIT)
 				continue;
 			memset(&uo, 0, sizeof(uo));
+	uo.fd = -1;
 			uo.path = j->arg;
 			uo.name = j->name;
 			uo.kind = j->kind;

@@ -416,7 +416,7 @@ test_gzip_roundtrip(void **state)
 	fill(data, n, 42);
 	write_file("big.csv", data, n);
 	tpath(path, sizeof(path), "big.csv");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, tmpdir, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, -1, tmpdir, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_OK);
 	fd = stage_all(st, 256 << 10, &steps, &size, sha);
 	civis__stage_free(st);
@@ -459,7 +459,7 @@ test_gzip_empty_and_deleted(void **state)
 
 	write_file("empty.txt", "", 0);
 	tpath(path, sizeof(path), "empty.txt");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_OK);
 	fd = stage_all(st, 1 << 20, &steps, &size, sha);
 	civis__stage_free(st);
@@ -470,7 +470,7 @@ test_gzip_empty_and_deleted(void **state)
 	fill(data, sizeof(data), 3);
 	write_file("gone.txt", data, sizeof(data));
 	tpath(path, sizeof(path), "gone.txt");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_OK);
 	assert_int_equal(unlink(path), 0);
 	fd = stage_all(st, 1 << 20, &steps, &size, sha);
@@ -479,7 +479,7 @@ test_gzip_empty_and_deleted(void **state)
 	(void)close(fd);
 
 	/* missing: ENOTFOUND with the path in the text */
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_ENOTFOUND);
 	assert_null(st);
 	assert_non_null(strstr(err, "gone.txt: No such file"));
@@ -547,7 +547,7 @@ test_targz(void **state)
 	assert_int_equal(mkfifo(p, 0600), 0);
 
 	memset(&w, 0, sizeof(w));
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, tmpdir, collect_warning,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, -1, tmpdir, collect_warning,
 	                                  &w, err, sizeof(err)), CIVIS_OK);
 	fd = stage_all(st, 1024, &steps, &size, sha);
 	civis__stage_free(st);
@@ -586,7 +586,7 @@ test_targz_not_a_dir(void **state)
 
 	write_file("plain.txt", "x", 1);
 	tpath(p, sizeof(p), "plain.txt");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, p, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, p, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_ESYS);
 	assert_non_null(strstr(err, "Not a directory"));
 }
@@ -646,7 +646,7 @@ test_gzip_truncated_midway(void **state)
 	fill(data, n, 9);
 	write_file("trunc.csv", data, n);
 	tpath(p, sizeof(p), "trunc.csv");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, p, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, p, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_OK);
 	assert_int_equal(civis__stage_step(st, 128 << 10, err, sizeof(err)), 0);
 	assert_int_equal(truncate(p, 1000), 0);
@@ -658,7 +658,7 @@ test_gzip_truncated_midway(void **state)
 
 	/* grown while compressed */
 	write_file("trunc.csv", data, n);
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, p, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, p, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_OK);
 	assert_int_equal(civis__stage_step(st, 128 << 10, err, sizeof(err)), 0);
 	{
@@ -771,6 +771,7 @@ opts_init(civis_upload_opts *o, rig *r, const char *path, civis_upload_kind kind
 	o->ud = out;
 	o->loop = r->loop;
 	o->tmp_dir = tmpdir;
+	o->fd = -1;
 }
 
 static void

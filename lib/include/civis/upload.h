@@ -50,6 +50,10 @@ typedef struct civis_upload_opts {
 	/* warn: one line per directory entry left out of a .tar.gz (symlink
 	 * leading outside, FIFO, socket, device, unreadable); may be NULL */
 	void (*warn)(void *ud, const char *text);
+	/* -1: open path. Else an open descriptor to read instead (a regular
+	 * file; a directory for CIVIS_UPLOAD_TARGZ): the upload dup()s it, and
+	 * path only names it in messages. Set it: 0 is a descriptor too. */
+	int fd;
 } civis_upload_opts;
 
 /* Fails (and done is never called) only for bad options or no memory;
