@@ -436,52 +436,17 @@ auth_rejected(agent_logstream *ls)
 	        "the command keeps running. Check CIVIS_API_KEY.\n");
 }
 
-static size_t
-body_read(char *buf, size_t size, size_t nitems, void *ud)
-{
-	struct sending *sd = ud;
-	size_t got = 0;
-
-	if (civis_logq_chunk_read(sd->ls->q, sd->chunk, sd->off, buf, size * nitems, &got) != CIVIS_OK)
-		return CURL_READFUNC_ABORT;
-	sd->off += got;
-	return got;
-}
-
-/* libcurl rewinds the body when it sends the request again by itself: on a
- * reused connection that died before any answer, it retries on a fresh one
- * without telling anyone. The server may have stored the first copy, so a
- * rewind after bytes went out is a possible duplicate like any ambiguous
- * failure, and is counted as one. */
+/* The request body: the chunk, read at any offset (http streams it, and
+ * reads it from 0 again for a retry or a rewind). */
 static int
-body_seek(void *ud, curl_off_t offset, int origin)
+body_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got)
 {
 	struct sending *sd = ud;
 
-	if (origin != SEEK_SET || offset < 0 ||
-	    (uint64_t)offset > (uint64_t)civis_logq_chunk_len(sd->chunk))
-		return CURL_SEEKFUNC_FAIL;
-	if ((size_t)offset < sd->off)
-		sd->rewinds++;
-	sd->off = (size_t)offset;
-	return CURL_SEEKFUNC_OK;
-}
-
-static int
-body_setup(void *ud, CURL *easy)
-{
-	struct sending *sd = ud;
-
-	sd->off = 0;
-	if (curl_easy_setopt(easy, CURLOPT_POST, 1L) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_READFUNCTION, body_read) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_READDATA, sd) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, body_seek) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_SEEKDATA, sd) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-	                     (curl_off_t)civis_logq_chunk_len(sd->chunk)) != CURLE_OK)
+	*got = 0;
+	if (off > (uint64_t)civis_logq_chunk_len(sd->chunk))
 		return CIVIS_EINVAL;
-	return CIVIS_OK;
+	return civis_logq_chunk_read(sd->ls->q, sd->chunk, (size_t)off, buf, n, got);
 }
 
 static void
@@ -573,11 +538,10 @@ pump(agent_logstream *ls)
 		spec.url = ls->logs_path;
 		spec.what = "log batch";
 		spec.content_type = "application/json";
-		/* Every body is streamed by body_setup (memory or spool alike),
-		 * which sets its own length, so that libcurl's silent resends
-		 * are seen (body_seek); spec.body_len stays 0 without spec.body
-		 * (http says EINVAL otherwise). */
-		spec.body_fn = body_setup;
+		/* Every body is streamed (memory or spool alike); http counts
+		 * libcurl's silent resends of it in res->ambiguous. */
+		spec.body_size = civis_logq_chunk_len(c);
+		spec.body_read = body_read;
 		spec.body_ud = sd;
 		spec.retry = &ls->retry;
 		spec.done = on_sent;
