@@ -23,7 +23,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dl.h"
 #include "civis/civis.h"
 #include "civis/upload.h"
 #include "sha256.h"
@@ -141,28 +140,6 @@ civis__upload_body_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got
 	b->pos = off + n;
 	*got = n;
 	return CIVIS_OK;
-}
-
-size_t
-civis__upload_curl_read(char *buf, size_t size, size_t nitems, void *ud)
-{
-	civis__upload_body *b = ud;
-	size_t got;
-
-	if (civis__upload_body_read(b, b->pos, buf, size * nitems, &got) != CIVIS_OK)
-		return CURL_READFUNC_ABORT;
-	return got;
-}
-
-int
-civis__upload_curl_seek(void *ud, int64_t offset, int origin)
-{
-	civis__upload_body *b = ud;
-
-	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > b->len)
-		return CURL_SEEKFUNC_CANTSEEK;
-	b->pos = (uint64_t)offset;
-	return CURL_SEEKFUNC_OK;
 }
 
 /* ------------------------------------------------------- progress */
@@ -603,9 +580,6 @@ civis__upload_test_form_new(const civis_file_post *fp, int fd, uint64_t size,
 {
 	civis_upload *u;
 
-	/* a real upload's http has loaded libcurl by now; this bare one has not */
-	if (civis__dl_curl(NULL, 0) != CIVIS_OK)
-		return NULL;
 	u = calloc(1, sizeof(*u));
 	if (u == NULL)
 		return NULL;

@@ -43,7 +43,7 @@ typedef enum civis__upload_state {
 typedef struct civis__upload_body {
 	civis_upload *u;
 	uint64_t off, len;       /* where in the file */
-	uint64_t pos;            /* bytes read in the current try */
+	uint64_t pos;            /* bytes read in the current try (progress) */
 	int whole;               /* the whole file, read in order: hashed */
 } civis__upload_body;
 
@@ -97,8 +97,12 @@ struct civis_upload {
 	/* form POST (upload_form.c) */
 	civis_file_post fp;
 	civis_http_req *form_req;
-	void *mime;              /* curl_mime *, while a try is built */
-	civis__upload_body form;
+	civis__upload_body form; /* the file inside the form */
+	char *form_head;         /* the fields and the file's part header */
+	size_t form_head_len;
+	char form_tail[80];      /* the closing boundary */
+	size_t form_tail_len;
+	char form_type[96];      /* multipart/form-data; boundary=... */
 
 	/* multipart (upload_multipart.c) */
 	civis_multipart_post mp;
@@ -133,14 +137,11 @@ void civis__upload_sha_feed(civis_upload *u, const void *buf, size_t n, uint64_t
  * clipped to its length, into buf; *got what was read. A short read or a
  * read error marks the upload and fails. */
 int  civis__upload_body_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got);
-/* libcurl's read and seek callbacks over civis__upload_body_read. */
-size_t civis__upload_curl_read(char *buf, size_t size, size_t nitems, void *ud);
-int  civis__upload_curl_seek(void *ud, int64_t offset, int origin);
 
 /* ---- upload_form.c / upload_multipart.c */
 void civis__upload_begin_form(civis_upload *u);
 void civis__upload_begin_parts(civis_upload *u);
-/* The try's form (curl_mime) is no longer needed. */
+/* The form's buffers are no longer needed. */
 void civis__upload_form_dispose(civis_upload *u);
 
 /* ---- upload_util.c */

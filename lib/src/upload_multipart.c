@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dl.h"
 #include "civis/civis.h"
 #include "upload_int.h"
 
@@ -150,22 +149,6 @@ hash_tick(civis_loop *loop, void *ud)
 
 /* ---------------------------------------------------------- parts */
 
-static int
-part_body(void *ud, CURL *easy)
-{
-	civis__upload_part *p = ud;
-
-	p->body.pos = 0;
-	if (curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_READFUNCTION, civis__upload_curl_read) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_READDATA, (void *)&p->body) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, civis__upload_curl_seek) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_SEEKDATA, (void *)&p->body) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)p->body.len) != CURLE_OK)
-		return CIVIS_EINVAL;
-	return CIVIS_OK;
-}
-
 static void launch_parts(civis_upload *u);
 
 static void
@@ -220,8 +203,10 @@ launch_parts(civis_upload *u)
 		spec.method = "PUT";
 		spec.url = u->mp.upload_urls[p->idx];
 		spec.what = what;
-		spec.body_fn = part_body;
-		spec.body_ud = p;
+		p->body.pos = 0;
+		spec.body_size = p->body.len;
+		spec.body_read = civis__upload_body_read;
+		spec.body_ud = &p->body;
 		spec.max_response = CIVIS__UPLOAD_MAX_RESPONSE;
 		spec.done = on_part_done;
 		spec.done_ud = p;

@@ -11,7 +11,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -33,7 +32,8 @@
 void civis__upload_storage_error(long http_code, const char *body, size_t len,
                                  char *buf, size_t buflen);
 char *civis__upload_create_body(const char *name, const char *expires, unsigned nparts);
-int civis__upload_form_body(void *ud, CURL *easy);
+int civis__upload_form_build(civis_upload *u);
+int civis__upload_form_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got);
 civis_upload *civis__upload_test_form_new(const civis_file_post *fp, int fd, uint64_t size,
                                           const char *filename);
 void civis__upload_test_form_free(civis_upload *u, char sha_hex[CIVIS_SHA256_HEX_LEN]);
@@ -240,12 +240,20 @@ serve_once(int lfd, const char *record)
 	_exit(0);
 }
 
-static size_t
-discard(char *p, size_t s, size_t n, void *ud)
+typedef struct http_outcome {
+	int calls;
+	int status;
+	long http_code;
+} http_outcome;
+
+static void
+on_http_done(void *ud, const civis_http_result *res)
 {
-	(void)p;
-	(void)ud;
-	return s * n;
+	http_outcome *o = ud;
+
+	o->calls++;
+	o->status = res->status;
+	o->http_code = res->http_code;
 }
 
 static void
@@ -259,10 +267,12 @@ test_form_on_the_wire(void **state)
 	struct sockaddr_in sa;
 	socklen_t sl = sizeof(sa);
 	civis_upload *u;
-	CURL *e;
+	civis_loop *loop;
+	civis_http *http;
+	civis_http_spec spec;
+	http_outcome ho;
 	pid_t pid;
-	int lfd, fd, st;
-	long code = 0;
+	int lfd, fd, st, i;
 	FILE *f;
 	static char raw[4 << 20];
 	size_t rawlen;
@@ -299,15 +309,28 @@ test_form_on_the_wire(void **state)
 	fp.field_values = values;
 	u = civis__upload_test_form_new(&fp, fd, sizeof(data), "out.csv");
 	assert_non_null(u);
-	e = curl_easy_init();
-	assert_non_null(e);
-	assert_int_equal(curl_easy_setopt(e, CURLOPT_URL, url), CURLE_OK);
-	assert_int_equal(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard), CURLE_OK);
-	assert_int_equal(civis__upload_form_body(u, e), CIVIS_OK);
-	assert_int_equal(curl_easy_perform(e), CURLE_OK);
-	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-	assert_int_equal(code, 204);
-	curl_easy_cleanup(e);
+	assert_int_equal(civis_loop_new(&loop), CIVIS_OK);
+	assert_int_equal(civis_http_new(&http, loop), CIVIS_OK);
+	assert_int_equal(civis__upload_form_build(u), CIVIS_OK);
+	memset(&spec, 0, sizeof(spec));
+	memset(&ho, 0, sizeof(ho));
+	spec.method = "POST";
+	spec.url = url;
+	spec.what = "file upload";
+	spec.content_type = u->form_type;
+	spec.body_size = u->form_head_len + sizeof(data) + u->form_tail_len;
+	spec.body_read = civis__upload_form_read;
+	spec.body_ud = u;
+	spec.done = on_http_done;
+	spec.done_ud = &ho;
+	assert_int_equal(civis_http_start(http, &spec, NULL), CIVIS_OK);
+	for (i = 0; i < 1000 && ho.calls == 0; i++)
+		assert_int_equal(civis_loop_run_once(loop, 10000000), CIVIS_OK);
+	assert_int_equal(ho.calls, 1);
+	assert_int_equal(ho.status, CIVIS_OK);
+	assert_int_equal(ho.http_code, 204);
+	civis_http_free(http);
+	civis_loop_free(loop);
 	civis__upload_test_form_free(u, sha);
 	(void)close(fd);
 	assert_int_equal(waitpid(pid, &st, 0), pid);
@@ -347,7 +370,86 @@ test_form_on_the_wire(void **state)
 		assert_memory_equal(start, data, sizeof(data));
 		assert_true(memcmp(start + sizeof(data), "\r\n--", 4) == 0);
 	}
+	/* the whole body, byte for byte, with the boundary of its Content-Type */
+	{
+		static char want[4 << 20];
+		char *ct = memmem(raw, (size_t)(body - raw), "boundary=", 9), bnd[80];
+		size_t bl = 0, wl = 0;
+		int k;
+
+		assert_non_null(ct);
+		ct += 9;
+		while (ct[bl] != '\r' && bl + 1 < sizeof(bnd)) {
+			bnd[bl] = ct[bl];
+			bl++;
+		}
+		bnd[bl] = '\0';
+		assert_int_equal(bl, 56);
+		for (k = 0; k < 4; k++)
+			wl += (size_t)snprintf(want + wl, sizeof(want) - wl,
+			                       "--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n",
+			                       bnd, names[k], values[k]);
+		wl += (size_t)snprintf(want + wl, sizeof(want) - wl,
+		                       "--%s\r\nContent-Disposition: form-data; name=\"file\"; "
+		                       "filename=\"out.csv\"\r\nContent-Type: application/octet-stream"
+		                       "\r\n\r\n", bnd);
+		memcpy(want + wl, data, sizeof(data));
+		wl += sizeof(data);
+		wl += (size_t)snprintf(want + wl, sizeof(want) - wl, "\r\n--%s--\r\n", bnd);
+		assert_int_equal(rawlen - (size_t)(body - raw), wl);
+		assert_memory_equal(body, want, wl);
+	}
 	/* the digest of what was read on the way */
+	sha_hex_of(data, sizeof(data), want_sha);
+	assert_string_equal(sha, want_sha);
+}
+
+/* The form read at odd sizes, then again from 0 (a retry): the same bytes
+ * both times and the digest of the file, once. */
+static void
+test_form_read_retry(void **state)
+{
+	char *names[] = { "key" };
+	char *values[] = { "k" };
+	civis_file_post fp;
+	unsigned char data[70001];
+	static char a[80000], b[80000];
+	char path[512], sha[CIVIS_SHA256_HEX_LEN], want_sha[CIVIS_SHA256_HEX_LEN];
+	civis_upload *u;
+	uint64_t total, off;
+	size_t got, step;
+	int fd, pass;
+	(void)state;
+
+	fill(data, sizeof(data), 3);
+	write_file("r.bin", data, sizeof(data));
+	tpath(path, sizeof(path), "r.bin");
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	memset(&fp, 0, sizeof(fp));
+	fp.nfields = 1;
+	fp.field_names = names;
+	fp.field_values = values;
+	u = civis__upload_test_form_new(&fp, fd, sizeof(data), "r.bin");
+	assert_non_null(u);
+	assert_int_equal(civis__upload_form_build(u), CIVIS_OK);
+	total = u->form_head_len + sizeof(data) + u->form_tail_len;
+	assert_true(total < sizeof(a));
+	for (pass = 0; pass < 2; pass++) {
+		char *out = pass == 0 ? a : b;
+
+		step = pass == 0 ? 777 : 4096;
+		for (off = 0; off < total; off += got) {
+			assert_int_equal(civis__upload_form_read(u, off, out + off, step, &got), CIVIS_OK);
+			assert_true(got > 0);
+		}
+		assert_int_equal(civis__upload_form_read(u, total, out, step, &got), CIVIS_OK);
+		assert_int_equal(got, 0);
+	}
+	assert_memory_equal(a, b, (size_t)total);
+	assert_memory_equal(a + u->form_head_len, data, sizeof(data));
+	civis__upload_test_form_free(u, sha);
+	(void)close(fd);
 	sha_hex_of(data, sizeof(data), want_sha);
 	assert_string_equal(sha, want_sha);
 }
@@ -564,6 +666,7 @@ main(void)
 		cmocka_unit_test(test_create_body),
 		cmocka_unit_test(test_storage_error),
 		cmocka_unit_test(test_form_on_the_wire),
+		cmocka_unit_test(test_form_read_retry),
 		cmocka_unit_test(test_start_rejects_bad_options),
 		cmocka_unit_test(test_missing_file_fails_later),
 		cmocka_unit_test(test_over_5_tib_refused),
@@ -571,8 +674,6 @@ main(void)
 	};
 	int rc;
 
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 	rc = cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
-	curl_global_cleanup();
 	return rc;
 }

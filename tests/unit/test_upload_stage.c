@@ -10,7 +10,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -32,7 +31,6 @@
 void civis__upload_storage_error(long http_code, const char *body, size_t len,
                                  char *buf, size_t buflen);
 char *civis__upload_create_body(const char *name, const char *expires, unsigned nparts);
-int civis__upload_form_body(void *ud, CURL *easy);
 civis_upload *civis__upload_test_form_new(const civis_file_post *fp, int fd, uint64_t size,
                                           const char *filename);
 void civis__upload_test_form_free(civis_upload *u, char sha_hex[CIVIS_SHA256_HEX_LEN]);
@@ -470,8 +468,6 @@ main(void)
 	};
 	int rc;
 
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 	rc = cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
-	curl_global_cleanup();
 	return rc;
 }
