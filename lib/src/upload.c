@@ -26,6 +26,7 @@
 #include "civis/civis.h"
 #include "civis/upload.h"
 #include "sha256.h"
+#include "fileio.h"
 #include "upload_int.h"
 
 #define SINGLE_POST_MAX     (5ULL << 30)      /* S3 POST Object limit */
@@ -112,7 +113,7 @@ civis__upload_body_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got
 {
 	civis__upload_body *b = ud;
 	civis_upload *u = b->u;
-	ssize_t r;
+	size_t r;
 
 	*got = 0;
 	if (off >= b->len)
@@ -126,13 +127,12 @@ civis__upload_body_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got
 		else if (off != u->sha_off)
 			u->sha_broken = 1;
 	}
-	r = civis__upload_pread(u->fd, buf, n, b->off + off);
-	if (r < 0) {
+	if (civis__pread_all(u->fd, buf, n, b->off + off, &r) != 0) {
 		u_seterr(u, "%s: %s", u->path, strerror(errno));
 		u->read_failed = 1;
 		return CIVIS_ESYS;
 	}
-	if ((size_t)r < n) {
+	if (r < n) {
 		u->short_read = 1;
 		return CIVIS_EINVAL;
 	}

@@ -5,7 +5,8 @@
  *   upload_form.c       up to the threshold: one form POST
  *   upload_multipart.c  above it: parts in parallel, then complete
  *   upload_stage.c      gzip into a temporary file (tar.gz: upload_tar.c)
- *   upload_util.c       S3 error texts, sizes, positional reads, temp files
+ *   upload_util.c       S3 error texts, sizes, the file-changed check
+ *   (temporary files and positional reads: fileio.h)
  *   upload_register.c   registering a file as a run output
  *
  * Staging turns a file (gzip) or a directory (tar.gz) into one anonymous
@@ -185,15 +186,11 @@ int  civis__tar_new(civis__tar **out, int dfd, const char *path, civis__stage_wr
 int  civis__tar_step(civis__tar *t, size_t budget, char *err, size_t errlen);
 void civis__tar_free(civis__tar *t);
 
-/* An anonymous read-write file in dir (O_TMPFILE, else mkstemp + unlink). */
-int  civis__upload_tmpfile(const char *dir, int *fd_out, char *err, size_t errlen);
 /* CIVIS_EINVAL with "<label> changed during upload (...)" when fd's size or
  * mtime is no longer what `before` recorded. */
 int  civis__upload_check_unchanged(const struct stat *before, int fd, const char *label,
                                    char *err, size_t errlen);
 /* "6.0 TiB", "512 B": for messages. */
 void civis__upload_human_size(uint64_t n, char *buf, size_t len);
-/* pread that retries EINTR and fills as much as the file has. */
-ssize_t civis__upload_pread(int fd, void *buf, size_t len, uint64_t off);
 
 #endif

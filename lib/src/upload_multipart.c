@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "civis/civis.h"
+#include "fileio.h"
 #include "upload_int.h"
 
 #define HASH_SLICE          (1u << 20)
@@ -125,18 +126,18 @@ hash_tick(civis_loop *loop, void *ud)
 	while (!u->sha_ready && done < HASH_SLICE) {
 		uint64_t left = u->size - u->sha_off;
 		size_t want = left < HASH_BUF ? (size_t)left : HASH_BUF;
-		ssize_t r = civis__upload_pread(u->fd, u->hash_buf, want, u->sha_off);
+		size_t r;
 
-		if (r < 0) {
+		if (civis__pread_all(u->fd, u->hash_buf, want, u->sha_off, &r) != 0) {
 			fail(u, CIVIS_ESYS, "%s: %s", u->path, strerror(errno));
 			return;
 		}
-		if ((size_t)r < want) {
+		if (r < want) {
 			civis__upload_fail_short_read(u);
 			return;
 		}
-		civis__upload_sha_feed(u, u->hash_buf, (size_t)r, u->sha_off);
-		done += (size_t)r;
+		civis__upload_sha_feed(u, u->hash_buf, r, u->sha_off);
+		done += r;
 	}
 	if (!u->sha_ready) {
 		if (civis_loop_add_timer(loop, civis_now_ns(), hash_tick, u, &u->hash_timer) !=

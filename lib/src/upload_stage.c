@@ -13,6 +13,7 @@
 
 #include "dl.h"
 #include "civis/civis.h"
+#include "fileio.h"
 #include "upload_int.h"
 
 struct civis__stage {
@@ -68,10 +69,10 @@ gzip_step(civis__stage *st, size_t budget, char *err, size_t errlen)
 	size_t done = 0;
 
 	while (!st->finished && (done < budget || done == 0)) {
-		ssize_t r = civis__upload_pread(st->src_fd, st->ibuf, CIVIS__STAGE_BUF, st->in_off);
+		size_t r;
 		int flush, zr;
 
-		if (r < 0) {
+		if (civis__pread_all(st->src_fd, st->ibuf, CIVIS__STAGE_BUF, st->in_off, &r) != 0) {
 			seterr(err, errlen, "%s: %s", st->path, strerror(errno));
 			return CIVIS_ESYS;
 		}
@@ -185,9 +186,9 @@ civis__stage_new(civis__stage **out, civis_upload_kind kind, const char *path, i
 	if (kind == CIVIS_UPLOAD_GZIP) {
 		rc = gzip_open(st, src_fd, err, errlen);
 		if (rc == CIVIS_OK)
-			rc = civis__upload_tmpfile(tmp_dir, &st->out_fd, err, errlen);
+			rc = civis__tmpfile(tmp_dir, "civis-upload", 0, &st->out_fd, err, errlen);
 	} else {
-		rc = civis__upload_tmpfile(tmp_dir, &st->out_fd, err, errlen);
+		rc = civis__tmpfile(tmp_dir, "civis-upload", 0, &st->out_fd, err, errlen);
 		if (rc == CIVIS_OK)
 			rc = civis__tar_new(&st->tar, src_fd, path, stage_write, st, warn, warn_ud,
 			                    err, errlen);

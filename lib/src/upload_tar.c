@@ -13,6 +13,7 @@
 
 #include "dl.h"
 #include "civis/civis.h"
+#include "fileio.h"
 #include "upload_int.h"
 
 typedef struct stage_frame {
@@ -349,7 +350,7 @@ tar_copy(civis__tar *st, size_t *done, char *err, size_t errlen)
 {
 	uint64_t left = (uint64_t)st->cur_st.st_size - st->cur_off;
 	size_t want = left < CIVIS__STAGE_BUF ? (size_t)left : CIVIS__STAGE_BUF;
-	ssize_t r;
+	size_t r;
 	int rc;
 
 	if (want == 0) {
@@ -367,14 +368,13 @@ tar_copy(civis__tar *st, size_t *done, char *err, size_t errlen)
 		*done += 512;
 		return CIVIS_OK;
 	}
-	r = civis__upload_pread(st->cur_fd, st->ibuf, want, st->cur_off);
-	if (r < 0) {
+	if (civis__pread_all(st->cur_fd, st->ibuf, want, st->cur_off, &r) != 0) {
 		seterr(err, errlen, "%s/%s: %s", st->path, st->rel, strerror(errno));
 		return CIVIS_ESYS;
 	}
-	if ((size_t)r < want)
+	if (r < want)
 		return short_read(&st->cur_st, st->cur_fd, st->rel, err, errlen);
-	if (archive_write_data(st->a, st->ibuf, (size_t)r) != r) {
+	if (archive_write_data(st->a, st->ibuf, r) != (la_ssize_t)r) {
 		seterr(err, errlen, "archiving %s/%s: %s", st->path, st->rel,
 		       archive_error_string(st->a) ? archive_error_string(st->a) : "failed");
 		return st->write_errno ? CIVIS_ESYS : CIVIS_EINVAL;

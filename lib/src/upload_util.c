@@ -120,60 +120,6 @@ civis__upload_human_size(uint64_t n, char *buf, size_t len)
 	(void)snprintf(buf, len, "%.1f %s", v, units[u]);
 }
 
-ssize_t
-civis__upload_pread(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t got = 0;
-
-	if (off > (uint64_t)INT64_MAX - len)
-		return (errno = EOVERFLOW, -1);
-	while (got < len) {
-		ssize_t r = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	return (ssize_t)got;
-}
-
-int
-civis__upload_tmpfile(const char *dir, int *fd_out, char *err, size_t errlen)
-{
-	char tmpl[PATH_MAX];
-	int fd, n;
-
-	*fd_out = -1;
-	if (dir == NULL || dir[0] == '\0') {
-		dir = getenv("TMPDIR");
-		if (dir == NULL || dir[0] == '\0')
-			dir = "/tmp";
-	}
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0) {
-		*fd_out = fd;
-		return CIVIS_OK;
-	}
-	/* Filesystems without O_TMPFILE say EOPNOTSUPP, old kernels EISDIR. */
-	n = snprintf(tmpl, sizeof(tmpl), "%s/civis-upload-XXXXXX", dir);
-	if (n < 0 || (size_t)n >= sizeof(tmpl)) {
-		seterr(err, errlen, "temporary directory name too long");
-		return CIVIS_EINVAL;
-	}
-	fd = mkostemp(tmpl, O_CLOEXEC);
-	if (fd < 0) {
-		seterr(err, errlen, "cannot create a temporary file in %s: %s", dir, strerror(errno));
-		return CIVIS_ESYS;
-	}
-	(void)unlink(tmpl);
-	*fd_out = fd;
-	return CIVIS_OK;
-}
-
 int
 civis__upload_check_unchanged(const struct stat *before, int fd, const char *label,
                               char *err, size_t errlen)

@@ -25,6 +25,7 @@
 #include "civis/civis.h"
 #include "civis/upload.h"
 #include "../../lib/src/sha256.h"
+#include "../../lib/src/fileio.h"
 #include "../../lib/src/upload_int.h"
 
 /* Internals reached under CIVIS_UNITTEST (lib/src/upload.c). */
@@ -138,8 +139,11 @@ check_staged_sha(int fd, uint64_t size, const char *sha)
 	unsigned char *b = malloc(size ? size : 1);
 	char want[CIVIS_SHA256_HEX_LEN];
 
+	size_t got;
+
 	assert_non_null(b);
-	assert_int_equal(civis__upload_pread(fd, b, size, 0), (ssize_t)size);
+	assert_int_equal(civis__pread_all(fd, b, size, 0, &got), 0);
+	assert_int_equal(got, size);
 	sha_hex_of(b, size, want);
 	assert_string_equal(sha, want);
 	free(b);
@@ -177,7 +181,8 @@ test_gzip_roundtrip(void **state)
 	z.next_out = back;
 	z.avail_out = (uInt)(n + 1);
 	do {
-		ssize_t r = civis__upload_pread(fd, zin, sizeof(zin), off);
+		size_t r;
+		assert_int_equal(civis__pread_all(fd, zin, sizeof(zin), off, &r), 0);
 		assert_true(r > 0);
 		off += (uint64_t)r;
 		z.next_in = zin;
@@ -435,23 +440,28 @@ test_human_size(void **state)
 	assert_string_equal(b, "5.0 TiB");
 }
 
+/* Staging into a directory where no temporary file can be made fails at
+ * once, naming the directory; nothing is opened or left behind. */
 static void
-test_tmpfile(void **state)
+test_stage_tmpdir_missing(void **state)
 {
-	char err[256];
-	int fd;
+	civis__stage *st = (civis__stage *)state;
+	char err[256], p[512];
+	unsigned char data[100];
 	(void)state;
 
-	assert_int_equal(civis__upload_tmpfile(tmpdir, &fd, err, sizeof(err)), CIVIS_OK);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, "abc", 3), 3);
-	(void)close(fd);
-	assert_int_equal(civis__upload_tmpfile("/nonexistent/dir", &fd, err, sizeof(err)),
-	                 CIVIS_ESYS);
-	assert_int_equal(fd, -1);
+	fill(data, sizeof(data), 9);
+	write_file("t.bin", data, sizeof(data));
+	tpath(p, sizeof(p), "t.bin");
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, p, -1, "/nonexistent/dir", NULL,
+	                                  NULL, err, sizeof(err)), CIVIS_ESYS);
+	assert_null(st);
+	assert_non_null(strstr(err, "/nonexistent/dir"));
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, tmpdir, -1, "/nonexistent/dir",
+	                                  NULL, NULL, err, sizeof(err)), CIVIS_ESYS);
+	assert_null(st);
 	assert_non_null(strstr(err, "/nonexistent/dir"));
 }
-
 
 int
 main(void)
@@ -464,7 +474,7 @@ main(void)
 		cmocka_unit_test(test_changed_detection),
 		cmocka_unit_test(test_gzip_truncated_midway),
 		cmocka_unit_test(test_human_size),
-		cmocka_unit_test(test_tmpfile),
+		cmocka_unit_test(test_stage_tmpdir_missing),
 	};
 	int rc;
 
