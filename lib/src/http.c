@@ -20,8 +20,8 @@
 #include "dl.h"
 #include "civis/civis.h"
 #include "civis/client.h"
-#include "civis/http.h"
 #include "civis/tls.h"
+#include "http_int.h"
 #include "loop_internal.h"
 
 #define DEFAULT_MAX_RESPONSE   (1u << 20)
@@ -34,6 +34,7 @@
 #define ETAG_MAX               256
 #define RETRY_AFTER_MAX        64
 #define METHOD_MAX             16
+#define MAX_HEADERS            64
 
 struct civis_http {
 	civis_loop *loop;
@@ -57,11 +58,15 @@ struct civis_http_req {
 	char *url;
 	char *what;
 	char *path;                 /* for messages: no host, no query */
-	const char *body;
+	const char *body;           /* in memory, or */
 	size_t body_len;
-	size_t body_pos;
-	civis_http_body_fn body_fn;
+	civis_http_read_fn body_read; /* streamed, or */
+	uint64_t body_size;
+	int (*body_fn)(void *ud, void *easy); /* the lib-internal hook (http_int.h) */
 	void *body_ud;
+	uint64_t body_pos;          /* next offset libcurl reads, per try */
+	int body_rc;                /* the reader's failure in this try, or CIVIS_OK */
+	unsigned rewinds;           /* libcurl resent a streamed body by itself */
 	struct curl_slist *headers;
 	char *userpwd;
 	size_t max_response;
@@ -390,6 +395,20 @@ rng_seed(void)
 
 /* ---------------------------------------------------------- callbacks */
 
+static int
+method_is(const civis_http_req *r, const char *m)
+{
+	return strcmp(r->method, m) == 0;
+}
+
+static int
+idempotent(const civis_http_req *r)
+{
+	return method_is(r, "GET") || method_is(r, "HEAD") || method_is(r, "PUT") ||
+	       method_is(r, "DELETE");
+}
+
+
 static size_t
 write_cb(char *data, size_t size, size_t nmemb, void *ud)
 {
@@ -461,24 +480,63 @@ read_cb(char *buf, size_t size, size_t nmemb, void *ud)
 {
 	civis_http_req *r = ud;
 	size_t n = size * nmemb;
-	size_t left = r->body_len - r->body_pos;
+	size_t got = 0;
+	int rc;
 
-	if (n > left)
-		n = left;
-	if (n > 0)
-		memcpy(buf, r->body + r->body_pos, n);
-	r->body_pos += n;
-	return n;
+	if (r->body_read == NULL) {
+		size_t left = r->body_len - (size_t)r->body_pos;
+
+		if (n > left)
+			n = left;
+		if (n > 0)
+			memcpy(buf, r->body + r->body_pos, n);
+		r->body_pos += n;
+		return n;
+	}
+	if (r->body_pos >= r->body_size)
+		return 0;
+	if (n > r->body_size - r->body_pos)
+		n = (size_t)(r->body_size - r->body_pos);
+	rc = r->body_read(r->body_ud, r->body_pos, buf, n, &got);
+	if (rc == CIVIS_OK && got > n) {
+		set_error(r, "the request body's reader gave %zu bytes for %zu at byte %llu",
+		          got, n, (unsigned long long)r->body_pos);
+		r->body_rc = CIVIS_EINVAL;
+		return CURL_READFUNC_ABORT;
+	}
+	if (rc == CIVIS_OK && got == 0) {
+		set_error(r, "the request body ended at byte %llu of %llu",
+		          (unsigned long long)r->body_pos, (unsigned long long)r->body_size);
+		r->body_rc = CIVIS_ESYS;
+		return CURL_READFUNC_ABORT;
+	}
+	if (rc != CIVIS_OK) {
+		set_error(r, "cannot read the request body at byte %llu of %llu: %s",
+		          (unsigned long long)r->body_pos, (unsigned long long)r->body_size,
+		          civis_strerror(rc));
+		r->body_rc = rc;
+		return CURL_READFUNC_ABORT;
+	}
+	r->body_pos += got;
+	return got;
 }
 
+/* libcurl rewinds the body when it sends the request again by itself: on a
+ * reused connection that died before any answer, it retries on a fresh one
+ * without telling anyone. The server may have acted on the first copy, so
+ * for a verb that is not idempotent a rewind after bytes went out counts as
+ * an ambiguous try. */
 static int
 seek_cb(void *ud, curl_off_t offset, int origin)
 {
 	civis_http_req *r = ud;
+	uint64_t size = r->body_read != NULL ? r->body_size : r->body_len;
 
-	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > r->body_len)
+	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > size)
 		return CURL_SEEKFUNC_FAIL;
-	r->body_pos = (size_t)offset;
+	if ((uint64_t)offset < r->body_pos && !idempotent(r))
+		r->rewinds++;
+	r->body_pos = (uint64_t)offset;
 	return CURL_SEEKFUNC_OK;
 }
 
@@ -530,7 +588,7 @@ req_finish(civis_http_req *r, int status, long http_code)
 	res.body_len = r->resp != NULL ? r->resp_len : 0;
 	res.etag = r->etag[0] != '\0' ? r->etag : NULL;
 	res.attempts = r->attempts;
-	res.ambiguous = r->ambiguous;
+	res.ambiguous = r->ambiguous + r->rewinds;
 	if (status == CIVIS_OK)
 		r->error[0] = '\0';
 	res.error = r->error;
@@ -540,16 +598,15 @@ req_finish(civis_http_req *r, int status, long http_code)
 }
 
 static int
-method_is(const civis_http_req *r, const char *m)
+has_body(const civis_http_req *r)
 {
-	return strcmp(r->method, m) == 0;
+	return r->body != NULL || r->body_read != NULL || r->body_fn != NULL;
 }
 
-static int
-idempotent(const civis_http_req *r)
+static uint64_t
+body_length(const civis_http_req *r)
 {
-	return method_is(r, "GET") || method_is(r, "HEAD") || method_is(r, "PUT") ||
-	       method_is(r, "DELETE");
+	return r->body_read != NULL ? r->body_size : r->body_len;
 }
 
 static int
@@ -570,6 +627,7 @@ start_try(civis_http_req *r)
 	r->etag[0] = '\0';
 	r->retry_after[0] = '\0';
 	r->body_pos = 0;
+	r->body_rc = CIVIS_OK;
 
 #define SET(opt, val) do { if (c == CURLE_OK) c = curl_easy_setopt(e, opt, val); } while (0)
 	SET(CURLOPT_URL, r->url);
@@ -601,7 +659,7 @@ start_try(civis_http_req *r)
 		SET(CURLOPT_UNRESTRICTED_AUTH, 0L);
 	}
 
-	if (method_is(r, "GET") && r->body == NULL && r->body_fn == NULL) {
+	if (method_is(r, "GET") && !has_body(r)) {
 		SET(CURLOPT_HTTPGET, 1L);
 	} else if (method_is(r, "HEAD")) {
 		SET(CURLOPT_NOBODY, 1L);
@@ -612,9 +670,9 @@ start_try(civis_http_req *r)
 			SET(CURLOPT_READDATA, (void *)r);
 			SET(CURLOPT_SEEKFUNCTION, seek_cb);
 			SET(CURLOPT_SEEKDATA, (void *)r);
-			SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
+			SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)body_length(r));
 		}
-	} else if (method_is(r, "DELETE") && r->body == NULL && r->body_fn == NULL) {
+	} else if (method_is(r, "DELETE") && !has_body(r)) {
 		SET(CURLOPT_CUSTOMREQUEST, "DELETE");
 	} else {
 		/* POST, PATCH, a DELETE with a body, ...: a POST with another verb;
@@ -622,7 +680,13 @@ start_try(civis_http_req *r)
 		if (!method_is(r, "POST"))
 			SET(CURLOPT_CUSTOMREQUEST, r->method);
 		SET(CURLOPT_POST, 1L);
-		if (r->body_fn == NULL) {
+		if (r->body_read != NULL) {
+			SET(CURLOPT_READFUNCTION, read_cb);
+			SET(CURLOPT_READDATA, (void *)r);
+			SET(CURLOPT_SEEKFUNCTION, seek_cb);
+			SET(CURLOPT_SEEKDATA, (void *)r);
+			SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_size);
+		} else if (r->body_fn == NULL) {
 			SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
 			SET(CURLOPT_POSTFIELDS, r->body != NULL ? r->body : "");
 		}
@@ -773,6 +837,11 @@ on_transfer_done(void *ctx, CURL *easy, CURLcode cc)
 		}
 		status = CIVIS_EHTTP;
 		retry = civis_http_status_retryable(code);
+	} else if (r->body_rc != CIVIS_OK) {
+		/* the reader failed: set_error said where; another try would
+		 * read the same bytes */
+		req_finish(r, r->body_rc, 0);
+		return;
 	} else if (r->too_big || cc == CURLE_FILESIZE_EXCEEDED) {
 		set_error(r, "answer larger than %zu bytes", r->max_response);
 		req_finish(r, CIVIS_ETOOBIG, code);
@@ -833,7 +902,7 @@ civis_http_new(civis_http **out, civis_loop *loop)
 	if (http == NULL)
 		return CIVIS_ENOMEM;
 	http->loop = loop;
-	http->multi = civis_loop_curl_multi(loop);
+	http->multi = civis__loop_curl_multi(loop);
 	if (http->multi == NULL) {
 		free(http);
 		/* no libcurl to load is not a lack of memory */
@@ -950,7 +1019,7 @@ start(civis_http *http, const civis_http_spec *spec, const char *userpwd,
       civis_http_req **out)
 {
 	civis_http_req *r = NULL;
-	const struct curl_slist *h;
+	size_t i;
 	int rc;
 
 	if (out != NULL)
@@ -958,16 +1027,18 @@ start(civis_http *http, const civis_http_spec *spec, const char *userpwd,
 	if (http->closing)
 		return CIVIS_ECANCELED;
 	if (spec == NULL || spec->method == NULL || spec->url == NULL || spec->done == NULL ||
-	    !method_ok(spec->method) || (spec->body != NULL && spec->body_fn != NULL) ||
-	    (spec->body == NULL && spec->body_len != 0))
+	    !method_ok(spec->method) ||
+	    (spec->body != NULL) + (spec->body_read != NULL) + (spec->body_fn != NULL) > 1 ||
+	    (spec->body == NULL && spec->body_len != 0) ||
+	    (spec->body_read == NULL && spec->body_size != 0))
 		return CIVIS_EINVAL;
 	if (spec->content_type != NULL &&
 	    (!header_ok(spec->content_type) || strlen(spec->content_type) > 200))
 		return CIVIS_EINVAL;
-	for (h = spec->headers; h != NULL; h = h->next) {
-		if (h->data == NULL || !header_ok(h->data))
+	for (i = 0; spec->headers != NULL && spec->headers[i] != NULL; i++) {
+		if (i >= MAX_HEADERS || !header_ok(spec->headers[i]))
 			return CIVIS_EINVAL;
-		if (userpwd == NULL && is_authorization(h->data))
+		if (userpwd == NULL && is_authorization(spec->headers[i]))
 			return CIVIS_EUNSAFE;
 	}
 
@@ -991,8 +1062,8 @@ start(civis_http *http, const civis_http_spec *spec, const char *userpwd,
 			goto out;
 		}
 	}
-	for (h = spec->headers; h != NULL; h = h->next) {
-		rc = add_header(&r->headers, h->data);
+	for (i = 0; spec->headers != NULL && spec->headers[i] != NULL; i++) {
+		rc = add_header(&r->headers, spec->headers[i]);
 		if (rc != CIVIS_OK)
 			goto out;
 	}
@@ -1009,6 +1080,8 @@ start(civis_http *http, const civis_http_spec *spec, const char *userpwd,
 		goto out;
 	r->body = spec->body;
 	r->body_len = spec->body != NULL ? spec->body_len : 0;
+	r->body_read = spec->body_read;
+	r->body_size = spec->body_read != NULL ? spec->body_size : 0;
 	r->body_fn = spec->body_fn;
 	r->body_ud = spec->body_ud;
 	r->max_response = spec->max_response != 0 ? spec->max_response : DEFAULT_MAX_RESPONSE;
@@ -1092,7 +1165,7 @@ out:
 }
 
 int
-civis_http_start_auth(civis_http *http, const civis_http_spec *spec,
+civis__http_start_auth(civis_http *http, const civis_http_spec *spec,
                       const char *origin, const char *userpwd, civis_http_req **out)
 {
 	if (out != NULL)

@@ -21,8 +21,6 @@ struct run_sending {
 	civis_run *r;
 	civis_logq_chunk *chunk;
 	civis_http_req *req;
-	size_t off;                 /* read position of the body, per try */
-	unsigned rewinds;           /* libcurl sent the body again by itself */
 	int used;
 };
 

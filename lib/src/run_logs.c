@@ -1,8 +1,6 @@
 /* run_logs.c: the run log. Messages -> JSON batch (civis_batch) -> log queue
  * (civis_logq: memory, then spool) -> POST .../logs, several in flight,
  * acknowledged or retried until delivered. See run.h. */
-#include "dl.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,52 +65,17 @@ civis_run_log_flush(civis_run *r)
 
 /* ---------------------------------------------------------------- bodies */
 
-static size_t
-body_read(char *buf, size_t size, size_t nitems, void *ud)
-{
-	struct run_sending *sd = ud;
-	size_t got = 0;
-
-	if (civis_logq_chunk_read(sd->r->q, sd->chunk, sd->off, buf, size * nitems, &got) != CIVIS_OK)
-		return CURL_READFUNC_ABORT;
-	sd->off += got;
-	return got;
-}
-
-/* libcurl rewinds the body when it sends the request again by itself: on a
- * reused connection that died before any answer, it retries on a fresh one
- * without telling anyone. The server may have stored the first copy, so a
- * rewind after bytes went out is a possible duplicate like any ambiguous
- * failure, and is counted as one. */
+/* The request body: the chunk, read at any offset (http streams it, and
+ * reads it from 0 again for a retry or a rewind). */
 static int
-body_seek(void *ud, curl_off_t offset, int origin)
+body_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got)
 {
 	struct run_sending *sd = ud;
 
-	if (origin != SEEK_SET || offset < 0 ||
-	    (uint64_t)offset > (uint64_t)civis_logq_chunk_len(sd->chunk))
-		return CURL_SEEKFUNC_FAIL;
-	if ((size_t)offset < sd->off)
-		sd->rewinds++;
-	sd->off = (size_t)offset;
-	return CURL_SEEKFUNC_OK;
-}
-
-static int
-body_setup(void *ud, CURL *easy)
-{
-	struct run_sending *sd = ud;
-
-	sd->off = 0;
-	if (curl_easy_setopt(easy, CURLOPT_POST, 1L) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_READFUNCTION, body_read) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_READDATA, sd) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, body_seek) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_SEEKDATA, sd) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-	                     (curl_off_t)civis_logq_chunk_len(sd->chunk)) != CURLE_OK)
+	*got = 0;
+	if (off > (uint64_t)civis_logq_chunk_len(sd->chunk))
 		return CIVIS_EINVAL;
-	return CIVIS_OK;
+	return civis_logq_chunk_read(sd->r->q, sd->chunk, (size_t)off, buf, n, got);
 }
 
 /* ---------------------------------------------------------------- sending */
@@ -134,7 +97,7 @@ on_sent(void *ud, const civis_http_result *res)
 	civis_run *r = sd->r;
 	uint32_t n = civis_logq_chunk_lines(sd->chunk);
 
-	r->ls.ambiguous += res->ambiguous + sd->rewinds;
+	r->ls.ambiguous += res->ambiguous;
 	sd->used = 0;
 	sd->req = NULL;
 	r->inflight--;
@@ -183,11 +146,10 @@ start_one(civis_run *r, struct run_sending *sd, civis_logq_chunk *c)
 	spec.url = r->logs_path;
 	spec.what = "log batch";
 	spec.content_type = "application/json";
-	/* Every body is streamed by body_setup (memory or spool alike), which
-	 * sets its own length, so that libcurl's silent resends are seen
-	 * (body_seek); spec.body_len stays 0 without spec.body (http says
-	 * EINVAL otherwise). */
-	spec.body_fn = body_setup;
+	/* Every body is streamed (memory or spool alike); http counts
+	 * libcurl's silent resends of it in res->ambiguous. */
+	spec.body_size = civis_logq_chunk_len(c);
+	spec.body_read = body_read;
 	spec.body_ud = sd;
 	spec.retry = &r->log_retry;
 	spec.done = on_sent;

@@ -8,7 +8,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <curl/curl.h>
 #include "civis/loop.h"
 
 #ifdef __cplusplus
@@ -60,21 +59,26 @@ typedef struct civis_http_result {
  * the call. */
 typedef void (*civis_http_done_fn)(void *ud, const civis_http_result *res);
 
-/* Called before each try to attach the body to the easy handle (e.g.
- * CURLOPT_READFUNCTION + CURLOPT_INFILESIZE_LARGE, or a curl_mime). It is
- * called again for a retry, so a streamed body must start over. */
-typedef int (*civis_http_body_fn)(void *ud, CURL *easy);
+/* A streamed request body: copy up to n bytes of the body from offset off
+ * into buf and set *got (1..n; fewer than n is fine, 0 only at the end).
+ * Return CIVIS_OK, or a civis_status: the try then fails at once with a
+ * one-line error naming the offset, and is not retried. Offsets only grow
+ * within a try, except when libcurl rewinds to send the body again by
+ * itself; every retry reads from 0 again. */
+typedef int (*civis_http_read_fn)(void *ud, uint64_t off, char *buf, size_t n, size_t *got);
 
 typedef struct civis_http_spec {
 	const char *method;      /* "GET", "POST", "PUT", "PATCH", "DELETE" */
 	const char *url;         /* absolute */
 	const char *what;        /* short name for messages: "log batch" */
 	const char *content_type;/* NULL: none */
-	const char *body;        /* request body or NULL; borrowed until done */
+	const char *body;        /* in-memory request body or NULL; borrowed until done */
 	size_t body_len;
-	civis_http_body_fn body_fn; /* alternative to body */
+	uint64_t body_size;      /* streamed body (instead of body): its exact length, */
+	civis_http_read_fn body_read; /* and its reader; sent with that Content-Length */
 	void *body_ud;
-	const struct curl_slist *headers; /* extra headers, borrowed until done */
+	const char *const *headers; /* extra "Name: value" headers, NULL-terminated, or
+	                               NULL; the array and strings borrowed until start returns */
 	size_t max_response;     /* answer body cap; 0 = 1 MiB */
 	long connect_timeout_ms; /* 0 = 10 s */
 	long low_speed_time_s;   /* cut when under 1 byte/s this long; 0 = 30 s */
@@ -82,6 +86,11 @@ typedef struct civis_http_spec {
 	const civis_retry_policy *retry; /* NULL = default */
 	civis_http_done_fn done;
 	void *done_ud;
+#ifdef CIVIS__HTTP_LEGACY_BODY
+	int (*body_fn)(void *ud, void *easy); /* libcivis-internal: lib/src/http_int.h */
+#else
+	void (*civis__reserved)(void);        /* libcivis-internal: leave it zero */
+#endif
 } civis_http_spec;
 
 int  civis_http_new(civis_http **out, civis_loop *loop);
@@ -91,13 +100,6 @@ void civis_http_free(civis_http *http);
 /* Start a request with no credentials (presigned upload URLs). Redirects are
  * not followed. On failure to start, done is NOT called. */
 int  civis_http_start(civis_http *http, const civis_http_spec *spec, civis_http_req **out);
-
-/* Start a request that carries `userpwd` ("key:") as Basic auth plus the
- * extra headers; refused with CIVIS_EUNSAFE unless spec->url starts with
- * `origin` (scheme://host:port/ of the API). Used by client.c. */
-int  civis_http_start_auth(civis_http *http, const civis_http_spec *spec,
-                           const char *origin, const char *userpwd,
-                           civis_http_req **out);
 
 /* Abort one request; its done runs with CIVIS_ECANCELED before this returns. */
 void civis_http_cancel(civis_http *http, civis_http_req *req);
