@@ -23,11 +23,16 @@ typedef struct agent_logstream_opts {
 	int redact_tee;             /* mask secrets in the copy too */
 	int verbose;
 	const char *level[2];       /* run-log level of stdout, stderr lines */
-	uint64_t flush_ns;          /* partial lines wait half of this */
+	uint64_t flush_ns;          /* a partial line goes once its stream was idle this long */
 	size_t line_max;
 	const char *spool_dir;      /* where the flood backlog file goes */
 	const civis_redact *redact; /* may be NULL */
-	civis_run *run;             /* gets every message; NULL: tee only */
+	civis_run *run;             /* gets every message (civis_run_log); NULL: tee only */
+	/* Told every message that goes to the run log, after masking, the
+	 * agent's own notes included (with the API on; none in tee-only mode).
+	 * msg is not NUL-terminated and valid only during the call. */
+	void (*on_message)(void *ud, const char *level, const char *msg, size_t len);
+	void *on_message_ud;
 } agent_logstream_opts;
 
 /* lines and bytes are the log stream's; the rest is the run's
