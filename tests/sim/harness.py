@@ -33,12 +33,12 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 SIM_SCRIPT = os.path.join(HERE, "civis_sim.py")
 
 
+CONTRACT_IN_TREE = os.path.join(ROOT, "tests", "contract", "agent-contract.json")
+
+
 def contract_path():
-    """CIVIS_CONTRACT, else ../shared/civis-api/agent-contract.json beside the repository."""
-    p = os.environ.get("CIVIS_CONTRACT")
-    if p:
-        return p
-    return os.path.normpath(os.path.join(ROOT, "..", "shared", "civis-api", "agent-contract.json"))
+    """$CIVIS_CONTRACT, else the repository's own tests/contract/agent-contract.json."""
+    return os.environ.get("CIVIS_CONTRACT") or CONTRACT_IN_TREE
 
 
 def prism_path():
@@ -49,9 +49,20 @@ def agent_path():
     return os.environ.get("CIVIS_AGENT") or os.path.join(ROOT, "build", "civis-agent")
 
 
+def prism_missing():
+    """Why Prism cannot run here (one line saying what to do), or None when it can."""
+    if not os.access(prism_path(), os.X_OK):
+        return "Prism not installed at %s: run `make prism` (or `make deps`)" % prism_path()
+    if shutil.which("node") is None:
+        return "node not on PATH (Prism needs it): run `make deps`"
+    if not os.path.exists(contract_path()):
+        return "contract %s not found: unset CIVIS_CONTRACT to use the in-tree %s" % (
+            contract_path(), CONTRACT_IN_TREE)
+    return None
+
+
 def prism_available():
-    return os.access(prism_path(), os.X_OK) and os.path.exists(contract_path()) \
-        and shutil.which("node") is not None
+    return prism_missing() is None
 
 
 # ------------------------------------------------------------------ process groups
@@ -295,9 +306,11 @@ class SimHarness:
         return self
 
     def _start_prism(self, deadline):
-        if not prism_available():
-            raise SimError("Prism not available (%s, contract %s): run `make deps`"
-                           % (prism_path(), self.contract))
+        why = prism_missing()
+        if why is None and not os.path.exists(self.contract):
+            why = "contract %s not found" % self.contract
+        if why is not None:
+            raise SimError(why)
         for _attempt in range(3):
             self.prism_port = free_port()
             argv = [prism_path(), "proxy", self.contract, "http://127.0.0.1:%d" % self.api_port,

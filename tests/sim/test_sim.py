@@ -661,9 +661,9 @@ class TestFlood(SimCase):
                          "%.0f lines/s, %.0f MB/s\n" % (n, mb, nreq, dt, n / dt, mb / dt))
 
 
-@unittest.skipUnless(harness.prism_available(), "Prism not installed (make deps)")
 class TestPrism(SimCase):
-    """Prism in front: real requests pass, bad requests get 422, bad answers 500."""
+    """Prism in front: real requests pass, bad requests get 422, bad answers 500.
+    No Prism is a failure, not a skip: `make sim-test` installs it first."""
     use_prism = True
 
     def test_every_endpoint_passes_validation(self):
@@ -700,15 +700,28 @@ class TestPrism(SimCase):
         self.assertEqual(st, 422, "the contract knows camelCase only; the simulator takes both")
         st, _, _ = self.h.api("POST", self.h.run_path("/outputs"), {"objectType": "File", "objectId": "7"})
         self.assertEqual(st, 422)
-        # the contract's request schemas are not nullable: "keep forever" (expiresAt null,
-        # as the API documents it) is refused by Prism although the simulator takes it
-        st, _, body = self.h.api("POST", "files/", {"name": "a.csv", "expiresAt": None})
+        # a new file without its required name, and an expiry that is not a date-time
+        st, _, body = self.h.api("POST", "files/", {"expiresAt": "2030-01-01T00:00:00Z"})
+        self.assertEqual(st, 422)
+        self.assertIn(b"name", body)
+        st, _, body = self.h.api("POST", "files/", {"name": "a.csv", "expiresAt": 17})
         self.assertEqual(st, 422)
         self.assertIn(b"expiresAt", body)
+        self.assertEqual(self.h.files(), [], "Prism stopped them before the simulator")
         self.assertEqual(self.h.state()["logs"], 0, "Prism stopped them before the simulator")
         self.assertTrue(self.h.prism_errors(self.mark))
         with self.assertRaises(AssertionError):
             self.h.assert_no_prism_violations(self.mark)
+
+    def test_expires_at_null_passes(self):
+        # "keep forever" as the API documents it: the in-tree contract accepts null
+        _, _, data = self.call("POST", "files/", {"name": "keep.csv", "expiresAt": None}, 201)
+        self.assertIsNone(json.loads(data)["expiresAt"])
+        _, _, data = self.call("POST", "files/multipart", {"name": "keep.bin", "numParts": 1,
+                                                           "expiresAt": None}, 201)
+        self.assertIsNone(json.loads(data)["expiresAt"])
+        self.assertEqual([f["expiresAt"] for f in self.h.files()], [None, None])
+        self.h.assert_no_prism_violations(self.mark)
 
     def test_auth_behind_prism(self):
         st, _, _ = self.h.api("GET", self.h.run_path(), auth=False)
