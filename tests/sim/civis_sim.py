@@ -42,6 +42,7 @@ FIELD_CAP = 64 << 10          # one non-file form field
 HEADER_BLOCK_CAP = 16 << 10   # headers of one form part
 CHUNK = 1 << 20
 LOG_LIMIT_DEFAULT = 10000
+JSON_VALUE_CAP = 1000000      # the API's limit on valueStr, in bytes
 SIM_SECRET = b"civis-sim-signing-secret"
 CREDENTIAL = "AKIASIMULATOR000000/20261127/us-east-1/s3/aws4_request"
 
@@ -49,6 +50,11 @@ RFC3339_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 DISPO_PARAM_RE = re.compile(r';\s*([A-Za-z0-9_\-\*]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 OBJECT_TYPES = ("File", "Table", "Report", "Project", "Credential", "JSONValue")
+# objects the simulator itself creates (a registration of an unknown id is a 404);
+# the others exist unless the control API says otherwise (/_sim/objects)
+OWN_TYPES = ("File", "JSONValue")
+LINK_PATHS = {"File": "files", "JSONValue": "json_values", "Table": "tables",
+              "Report": "reports", "Project": "projects", "Credential": "credentials"}
 
 REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
@@ -348,6 +354,10 @@ class Sim:
             self.files = {}
             self.keys = {}
             self.outputs = []       # every registration call
+            self.json_values = {}   # id -> dict(id, name, value, valueStr, size, createdAt, requestSeq)
+            self.next_json_value = 7001
+            self.objects = {t: {"known": {}, "unknown": set(), "strict": False}
+                            for t in OBJECT_TYPES if t not in OWN_TYPES}
             self.requests = []
             self.violations = []
             self.runs = {}
@@ -374,6 +384,26 @@ class Sim:
             r = self.runs[(job, run)] = Run(job, run)
         return r
 
+    def output_object(self, ot, oid):
+        """(name, value) of the object a run output names; HttpError 404 when it does
+        not exist. Files and JSON values are the simulator's own; other types exist
+        unless /_sim/objects declared the id unknown (or the type strict and the
+        id not known). Called with the lock held."""
+        if ot == "File":
+            f = self.files.get(oid)
+            if f is None:
+                raise HttpError(404, "The requested resource could not be found.")
+            return f.name, None
+        if ot == "JSONValue":
+            jv = self.json_values.get(oid)
+            if jv is None:
+                raise HttpError(404, "The requested resource could not be found.")
+            return jv["name"], jv["value"]
+        reg = self.objects[ot]
+        if oid in reg["unknown"] or (reg["strict"] and oid not in reg["known"]):
+            raise HttpError(404, "The requested resource could not be found.")
+        return reg["known"].get(oid), None
+
     def violation(self, rec, kind, detail):
         with self.lock:
             self.violations.append({"time": time.time(), "server": rec["server"],
@@ -386,7 +416,7 @@ class Sim:
                     "files": len(self.files),
                     "filesComplete": sum(1 for f in self.files.values() if f.complete),
                     "outputs": len(self.outputs), "requests": len(self.requests),
-                    "violations": len(self.violations)}
+                    "violations": len(self.violations), "jsonValues": len(self.json_values)}
 
 
 # ------------------------------------------------------------------ multipart/form-data
@@ -1028,6 +1058,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.multipart_complete(sim, self.int_seg(seg[2]))
         if len(seg) == 2 and seg[0] == "files" and m == "GET":
             return self.file_get(sim, self.int_seg(seg[1]))
+        if seg == ["json_values"] and m == "POST":
+            return self.json_value_post(sim, body)
+        if len(seg) == 2 and seg[0] == "json_values" and m == "GET":
+            return self.json_value_get(sim, self.int_seg(seg[1]))
         raise HttpError(404, "no such route: %s %s" % (m, path))
 
     @staticmethod
@@ -1140,22 +1174,47 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(400, "objectType must be one of %s" % ", ".join(OBJECT_TYPES))
         if type(oid) is not int:
             raise HttpError(400, "objectId must be an integer")
-        name = None
         with sim.lock:
-            if ot == "File":
-                f = sim.files.get(oid)
-                if f is None:
-                    raise HttpError(404, "The requested resource could not be found.")
-                name = f.name
+            name, value = sim.output_object(ot, oid)
             answer = {"objectType": ot, "objectId": oid, "name": name,
-                      "link": "api.civis.test/%s/%d" % ({"File": "files", "JSONValue": "json_values"}
-                                                        .get(ot, ot.lower() + "s"), oid),
-                      "value": None}
+                      "link": "api.civis.test/%s/%d" % (LINK_PATHS[ot], oid), "value": value}
             sim.outputs.append({"time": time.time(), "jobId": r.job, "runId": r.run,
                                 "objectType": ot, "objectId": oid, "requestSeq": self.rec["seq"],
                                 "answer": answer})
             sim.cond.notify_all()
         return api_reply(202, answer)
+
+    def json_value_post(self, sim, body):
+        obj = self.json_body(body)
+        vs = obj.get("valueStr", obj.get("value_str"))
+        name = obj.get("name")
+        if not isinstance(vs, str):
+            raise HttpError(400, "valueStr must be a string holding serialized JSON")
+        if name is not None and not isinstance(name, str):
+            raise HttpError(400, "name must be a string")
+        size = len(vs.encode("utf-8", "surrogatepass"))
+        if size > JSON_VALUE_CAP:
+            sim.violation(self.rec, "json_value_too_big", "valueStr is %d bytes" % size)
+            raise HttpError(400, "valueStr is %d bytes; the limit is %d bytes" % (size, JSON_VALUE_CAP))
+        try:
+            value = json.loads(vs)
+        except (ValueError, RecursionError) as e:
+            raise HttpError(400, "valueStr is not valid JSON: %s" % e)
+        with sim.lock:
+            jid = sim.next_json_value
+            sim.next_json_value += 1
+            sim.json_values[jid] = {"id": jid, "name": name, "value": value, "valueStr": vs,
+                                    "size": size, "createdAt": iso_ms(),
+                                    "requestSeq": self.rec["seq"]}
+            sim.cond.notify_all()
+        return api_reply(201, {"id": jid, "name": name, "value": value})
+
+    def json_value_get(self, sim, jid):
+        with sim.lock:
+            jv = sim.json_values.get(jid)
+        if jv is None:
+            raise HttpError(404, "The requested resource could not be found.")
+        return api_reply(200, {"id": jv["id"], "name": jv["name"], "value": jv["value"]})
 
     def upload_base(self, sim, fault):
         if fault is not None and fault["action"] == "hostile" and fault["kind"] == "upload_url_to_api":
@@ -1503,130 +1562,227 @@ def qint(query, name, default, lo=0, hi=1 << 62):
 
 
 def control(h, sim, path, query, body):
-    m = h.command
+    """The control API: /_sim/<name> (no auth). Returns a Reply, or None when the
+    handler answered itself (file data)."""
     c = path[len("/_sim/"):].rstrip("/")
     try:
         obj = json.loads(body) if body else {}
     except ValueError as e:
         return api_err(400, "invalid JSON: %s" % e)
-    offset = qint(query, "offset", 0)
-    limit = qint(query, "limit", 1 << 62)
-    if c == "state" and m == "GET":
-        out = sim.counts()
-        with sim.lock:
-            out["runs"] = [r.public() for r in sim.runs.values()]
-        out["faults"] = sim.faults.describe()
-        out["ports"] = {k: v.port for k, v in sim.listeners.items()}
-        return api_reply(200, out)
-    if c == "logs" and m == "GET":
-        with sim.lock:
-            rows = sim.logs[offset:offset + limit]
-        if query.get("format", [""])[0] == "messages":
-            return api_reply(200, [t[3] for t in rows])
-        return api_reply(200, [{"id": t[0], "createdAt": t[1], "level": t[2], "message": t[3],
-                                "requestSeq": t[4], "jobId": t[5], "runId": t[6]} for t in rows])
-    if c == "heartbeats" and m == "GET":
-        with sim.lock:
-            rows = sim.heartbeats[offset:offset + limit]
-        return api_reply(200, [{"mono": t[0], "wall": t[1], "jobId": t[2], "runId": t[3],
-                                "requestSeq": t[4]} for t in rows])
-    if c == "files" and m == "GET":
-        with sim.lock:
-            files = list(sim.files.values())
-        return api_reply(200, [f.public() for f in files])
     fm = re.match(r"^files/(\d{1,18})/data$", c)
-    if fm and m == "GET":
-        with sim.lock:
-            f = sim.files.get(int(fm.group(1)))
-        if f is None:
-            return api_err(404, "no such file")
-        h.send_file(f)
-        return None
-    if c == "outputs" and m == "GET":
-        with sim.lock:
-            return api_reply(200, [{k: v for k, v in o.items() if k != "answer"} for o in sim.outputs])
-    if c == "requests" and m == "GET":
-        with sim.lock:
-            rows = [dict(r) for r in sim.requests[offset:offset + limit]]
-        srv = query.get("server", [None])[0]
-        if srv:
-            rows = [r for r in rows if r["side"] == srv]
-        return api_reply(200, rows)
-    if c == "violations" and m == "GET":
-        with sim.lock:
-            return api_reply(200, list(sim.violations))
-    if c == "reset" and m == "POST":
-        sim.reset()
-        return api_reply(200, {"ok": True})
-    if c == "faults" and m == "GET":
-        return api_reply(200, sim.faults.describe())
-    if c == "faults" and m == "POST":
-        faults = obj.get("faults", []) if isinstance(obj, dict) else obj
-        if not isinstance(faults, list):
-            return api_err(400, "faults must be a list")
-        try:
-            sim.faults.set(faults, append=bool(isinstance(obj, dict) and obj.get("append")))
-        except HttpError as e:
-            return api_err(400, e.description)
-        return api_reply(200, sim.faults.describe())
-    if c == "run" and m == "POST":
-        if not isinstance(obj, dict):
-            return api_err(400, "body must be an object")
-        job = obj.get("jobId", sim.job_id)
-        run = obj.get("runId", sim.run_id)
-        with sim.lock:
-            targets = [sim.run_for(job, run)] if job is not None and run is not None \
-                else list(sim.runs.values())
-            for r in targets:
-                if r is None:
-                    continue
-                if "state" in obj:
-                    r.state = obj["state"]
-                if "isCancelRequested" in obj:
-                    r.is_cancel_requested = bool(obj["isCancelRequested"])
-                if "error" in obj:
-                    r.error = obj["error"]
-            out = [r.public() for r in targets if r is not None]
-        return api_reply(200, out)
-    if c == "refuse" and m == "POST":
-        side = obj.get("server", "api")
-        secs = obj.get("seconds", 2)
-        if side not in sim.listeners or not isinstance(secs, (int, float)):
-            return api_err(400, "server must be api or storage; seconds a number")
-        lst = sim.listeners[side]
+    if fm:
+        c, query = "files/data", dict(query, id=[fm.group(1)])
+    fn = CONTROL.get((h.command, c))
+    if fn is None:
+        return api_err(404, "no such control endpoint: %s %s" % (h.command, path))
+    try:
+        return fn(h, sim, query, obj)
+    except HttpError as e:
+        return api_err(e.status, e.description)
 
-        def later():
-            sim.stopping.wait(float(obj.get("after", 0.05)))
-            lst.refuse(float(secs))
-        threading.Thread(target=later, daemon=True).start()
-        return api_reply(200, {"ok": True}, [("Connection", "close")])
-    if c == "wait" and m == "GET":
+
+def c_state(h, sim, query, obj):
+    out = sim.counts()
+    with sim.lock:
+        out["runs"] = [r.public() for r in sim.runs.values()]
+    out["faults"] = sim.faults.describe()
+    out["ports"] = {k: v.port for k, v in sim.listeners.items()}
+    return api_reply(200, out)
+
+
+def c_logs(h, sim, query, obj):
+    offset, limit = qint(query, "offset", 0), qint(query, "limit", 1 << 62)
+    with sim.lock:
+        rows = sim.logs[offset:offset + limit]
+    if query.get("format", [""])[0] == "messages":
+        return api_reply(200, [t[3] for t in rows])
+    return api_reply(200, [{"id": t[0], "createdAt": t[1], "level": t[2], "message": t[3],
+                            "requestSeq": t[4], "jobId": t[5], "runId": t[6]} for t in rows])
+
+
+def c_heartbeats(h, sim, query, obj):
+    offset, limit = qint(query, "offset", 0), qint(query, "limit", 1 << 62)
+    with sim.lock:
+        rows = sim.heartbeats[offset:offset + limit]
+    return api_reply(200, [{"mono": t[0], "wall": t[1], "jobId": t[2], "runId": t[3],
+                            "requestSeq": t[4]} for t in rows])
+
+
+def c_files(h, sim, query, obj):
+    with sim.lock:
+        files = list(sim.files.values())
+    return api_reply(200, [f.public() for f in files])
+
+
+def c_file_data(h, sim, query, obj):
+    with sim.lock:
+        f = sim.files.get(int(query["id"][0]))
+    if f is None:
+        return api_err(404, "no such file")
+    h.send_file(f)
+    return None
+
+
+def c_outputs(h, sim, query, obj):
+    with sim.lock:
+        return api_reply(200, [dict({k: v for k, v in o.items() if k != "answer"},
+                                    name=o["answer"]["name"], link=o["answer"]["link"],
+                                    value=o["answer"]["value"]) for o in sim.outputs])
+
+
+def c_json_values(h, sim, query, obj):
+    with sim.lock:
+        return api_reply(200, [dict(v) for _, v in sorted(sim.json_values.items())])
+
+
+def c_objects_get(h, sim, query, obj):
+    with sim.lock:
+        return api_reply(200, {t: {"known": [{"id": i, "name": n} for i, n in sorted(r["known"].items())],
+                                   "unknown": sorted(r["unknown"]), "strict": r["strict"]}
+                               for t, r in sim.objects.items()})
+
+
+def c_objects_post(h, sim, query, obj):
+    """{"objectType": "Table", "known": [7, {"id": 8, "name": "t"}], "unknown": [9],
+    "strict": bool, "append": bool}: which ids of a type other than File and
+    JSONValue a registration finds (default: every id, name null)."""
+    if not isinstance(obj, dict) or obj.get("objectType") not in sim.objects:
+        raise HttpError(400, "objectType must be one of %s" % ", ".join(sim.objects))
+    known, unknown = {}, set()
+    for k in obj.get("known", []):
+        i, n = (k.get("id"), k.get("name")) if isinstance(k, dict) else (k, None)
+        if type(i) is not int or (n is not None and not isinstance(n, str)):
+            raise HttpError(400, "known: ids must be integers, names strings")
+        known[i] = n
+    for i in obj.get("unknown", []):
+        if type(i) is not int:
+            raise HttpError(400, "unknown: ids must be integers")
+        unknown.add(i)
+    with sim.lock:
+        reg = sim.objects[obj["objectType"]]
+        if not obj.get("append"):
+            reg["known"], reg["unknown"], reg["strict"] = {}, set(), False
+        reg["known"].update(known)
+        reg["unknown"] |= unknown
+        reg["unknown"] -= set(known)
+        if "strict" in obj:
+            reg["strict"] = bool(obj["strict"])
+    return c_objects_get(h, sim, query, obj)
+
+
+def c_requests(h, sim, query, obj):
+    offset, limit = qint(query, "offset", 0), qint(query, "limit", 1 << 62)
+    with sim.lock:
+        rows = [dict(r) for r in sim.requests[offset:offset + limit]]
+    srv = query.get("server", [None])[0]
+    if srv:
+        rows = [r for r in rows if r["side"] == srv]
+    pre = query.get("path", [None])[0]
+    if pre:
+        rows = [r for r in rows if r["path"].startswith(pre)]
+    return api_reply(200, rows)
+
+
+def c_violations(h, sim, query, obj):
+    with sim.lock:
+        return api_reply(200, list(sim.violations))
+
+
+def c_reset(h, sim, query, obj):
+    sim.reset()
+    return api_reply(200, {"ok": True})
+
+
+def c_faults_get(h, sim, query, obj):
+    return api_reply(200, sim.faults.describe())
+
+
+def c_faults_post(h, sim, query, obj):
+    faults = obj.get("faults", []) if isinstance(obj, dict) else obj
+    if not isinstance(faults, list):
+        raise HttpError(400, "faults must be a list")
+    sim.faults.set(faults, append=bool(isinstance(obj, dict) and obj.get("append")))
+    return api_reply(200, sim.faults.describe())
+
+
+def c_run(h, sim, query, obj):
+    if not isinstance(obj, dict):
+        raise HttpError(400, "body must be an object")
+    job = obj.get("jobId", sim.job_id)
+    run = obj.get("runId", sim.run_id)
+    with sim.lock:
+        targets = [sim.run_for(job, run)] if job is not None and run is not None \
+            else list(sim.runs.values())
+        for r in targets:
+            if r is None:
+                continue
+            if "state" in obj:
+                r.state = obj["state"]
+            if "isCancelRequested" in obj:
+                r.is_cancel_requested = bool(obj["isCancelRequested"])
+            if "error" in obj:
+                r.error = obj["error"]
+        out = [r.public() for r in targets if r is not None]
+    return api_reply(200, out)
+
+
+def c_refuse(h, sim, query, obj):
+    side = obj.get("server", "api")
+    secs = obj.get("seconds", 2)
+    if side not in sim.listeners or not isinstance(secs, (int, float)):
+        raise HttpError(400, "server must be api or storage; seconds a number")
+    lst = sim.listeners[side]
+
+    def later():
+        sim.stopping.wait(float(obj.get("after", 0.05)))
+        lst.refuse(float(secs))
+    threading.Thread(target=later, daemon=True).start()
+    return api_reply(200, {"ok": True}, [("Connection", "close")])
+
+
+WAIT_COUNTS = ("logs", "heartbeats", "outputs", "requests", "files", "filesComplete", "jsonValues")
+
+
+def c_wait(h, sim, query, obj):
+    try:
         timeout = min(float(query.get("timeout", ["10"])[0]), 600.0)
-        want = {}
-        for k in ("logs", "heartbeats", "outputs", "requests", "files", "filesComplete"):
-            if k in query:
-                want[k] = qint(query, k, 0)
-        deadline = time.monotonic() + timeout
+    except ValueError:
+        raise HttpError(400, "timeout must be a number")
+    want = {k: qint(query, k, 0) for k in WAIT_COUNTS if k in query}
+    deadline = time.monotonic() + timeout
 
-        def have():
-            return {"logs": len(sim.logs), "heartbeats": len(sim.heartbeats),
-                    "outputs": len(sim.outputs), "requests": len(sim.requests),
-                    "files": len(sim.files),
-                    "filesComplete": sum(1 for f in sim.files.values() if f.complete)}
-        with sim.cond:
-            while True:
-                now = have()
-                if all(now[k] >= v for k, v in want.items()):
-                    return api_reply(200, {"ok": True, **now})
-                left = deadline - time.monotonic()
-                if left <= 0 or sim.stopping.is_set():
-                    return api_reply(200, {"ok": False, **now})
-                sim.cond.wait(min(left, 0.5))
-    if c == "shutdown" and m == "POST":
-        threading.Thread(target=lambda: (time.sleep(0.05), os.kill(os.getpid(), signal.SIGTERM)),
-                         daemon=True).start()
-        return api_reply(200, {"ok": True})
-    return api_err(404, "no such control endpoint: %s %s" % (m, path))
+    def have():
+        return {"logs": len(sim.logs), "heartbeats": len(sim.heartbeats),
+                "outputs": len(sim.outputs), "requests": len(sim.requests),
+                "files": len(sim.files), "jsonValues": len(sim.json_values),
+                "filesComplete": sum(1 for f in sim.files.values() if f.complete)}
+    with sim.cond:
+        while True:
+            now = have()
+            if all(now[k] >= v for k, v in want.items()):
+                return api_reply(200, {"ok": True, **now})
+            left = deadline - time.monotonic()
+            if left <= 0 or sim.stopping.is_set():
+                return api_reply(200, {"ok": False, **now})
+            sim.cond.wait(min(left, 0.5))
+
+
+def c_shutdown(h, sim, query, obj):
+    threading.Thread(target=lambda: (time.sleep(0.05), os.kill(os.getpid(), signal.SIGTERM)),
+                     daemon=True).start()
+    return api_reply(200, {"ok": True})
+
+
+CONTROL = {
+    ("GET", "state"): c_state, ("GET", "logs"): c_logs, ("GET", "heartbeats"): c_heartbeats,
+    ("GET", "files"): c_files, ("GET", "files/data"): c_file_data,
+    ("GET", "outputs"): c_outputs, ("GET", "json_values"): c_json_values,
+    ("GET", "objects"): c_objects_get, ("POST", "objects"): c_objects_post,
+    ("GET", "requests"): c_requests, ("GET", "violations"): c_violations,
+    ("POST", "reset"): c_reset, ("GET", "faults"): c_faults_get, ("POST", "faults"): c_faults_post,
+    ("POST", "run"): c_run, ("POST", "refuse"): c_refuse, ("GET", "wait"): c_wait,
+    ("POST", "shutdown"): c_shutdown,
+}
 
 
 # ------------------------------------------------------------------ main

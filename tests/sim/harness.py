@@ -460,8 +460,22 @@ class SimHarness:
     def outputs(self):
         return self.control("GET", "outputs")
 
-    def requests(self, server=None):
-        return self.control("GET", "requests", query={"server": server} if server else None)
+    def requests(self, server=None, path=None):
+        """Every non-control request; `server` "api"/"storage", `path` a path prefix."""
+        q = {k: v for k, v in (("server", server), ("path", path)) if v}
+        return self.control("GET", "requests", query=q or None)
+
+    def json_values(self):
+        return self.control("GET", "json_values")
+
+    def set_objects(self, object_type, known=(), unknown=(), strict=None, append=False):
+        """Which ids of Table/Report/Project/Credential a registration finds: `known`
+        ids (or {"id", "name"}), `unknown` ids (404), `strict` (only known ids exist)."""
+        body = {"objectType": object_type, "known": list(known), "unknown": list(unknown),
+                "append": append}
+        if strict is not None:
+            body["strict"] = strict
+        return self.control("POST", "objects", body)
 
     def violations(self):
         return self.control("GET", "violations")

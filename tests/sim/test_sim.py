@@ -212,6 +212,80 @@ class TestApi(SimCase):
                          [("File", fp["id"]), ("Table", 7)])
         self.assertEqual(len(self.h.outputs()), 3, "every registration call is recorded")
 
+    def test_json_values(self):
+        _, _, data = self.call("POST", "json_values/", {"name": "outputs",
+                                                         "valueStr": '{"rows": 10, "ok": true}'}, 201)
+        jv = json.loads(data)
+        self.assertEqual((jv["name"], jv["value"]), ("outputs", {"rows": 10, "ok": True}))
+        _, _, data = self.call("GET", "json_values/%d" % jv["id"], status=200)
+        self.assertEqual(json.loads(data), jv)
+        for text, value in (("3.5", 3.5), ('"s"', "s"), ("[1, null]", [1, None]), ("null", None)):
+            _, _, data = self.call("POST", "json_values/", {"valueStr": text}, 201)
+            self.assertEqual(json.loads(data)["value"], value)
+            self.assertIsNone(json.loads(data)["name"])
+        self.call("POST", "json_values/", {"name": "snake", "value_str": "1"}, 201)
+        big = json.dumps("x" * (1000000 - 2))             # exactly 1,000,000 bytes
+        self.call("POST", "json_values/", {"name": "big", "valueStr": big}, 201)
+        self.assertEqual(self.h.violations(), [])
+        st, _, body = self.h.api("POST", "json_values/", {"name": "big", "valueStr": big + " "})
+        self.assertEqual(st, 400)
+        self.assertIn("1000000", json.loads(body)["errorDescription"])
+        self.assertEqual([v["kind"] for v in self.h.violations()], ["json_value_too_big"])
+        for bad in ({"name": "x"}, {"valueStr": "{nope"}, {"valueStr": 5}, {"name": 1, "valueStr": "1"}):
+            self.assertEqual(self.h.api("POST", "json_values/", bad)[0], 400, bad)
+        self.assertEqual(self.h.api("GET", "json_values/999999")[0], 404)
+        rows = self.h.json_values()
+        self.assertEqual(len(rows), 7)
+        self.assertEqual(rows[0]["valueStr"], '{"rows": 10, "ok": true}')
+        self.assertEqual(rows[-1]["size"], 1000000)
+        self.assertEqual(self.h.state()["jsonValues"], 7)
+        self.assertEqual(self.h.wait_for(timeout=1, jsonValues=7)["jsonValues"], 7)
+
+    def test_outputs_of_every_type(self):
+        fp = self.new_form_file("f.csv")
+        jv = json.loads(self.call("POST", "json_values/", {"name": "outputs",
+                                                            "valueStr": '{"a": [1, 2]}'}, 201)[2])
+        p = self.h.run_path("/outputs")
+        _, _, data = self.call("POST", p, {"objectType": "JSONValue", "objectId": jv["id"]}, 202)
+        self.assertEqual(json.loads(data), {"objectType": "JSONValue", "objectId": jv["id"],
+                                            "name": "outputs", "value": {"a": [1, 2]},
+                                            "link": "api.civis.test/json_values/%d" % jv["id"]})
+        self.assertEqual(self.h.api("POST", p, {"objectType": "JSONValue", "objectId": 999999})[0], 404)
+        self.call("POST", p, {"objectType": "File", "objectId": fp["id"]}, 202)
+        for t in ("Table", "Report", "Project", "Credential"):   # any id exists by default
+            _, _, data = self.call("POST", p, {"objectType": t, "objectId": 42}, 202)
+            self.assertEqual((json.loads(data)["objectType"], json.loads(data)["name"]), (t, None))
+        # the control API declares ids unknown, or a type strict with named known ids
+        self.h.set_objects("Table", unknown=[13])
+        self.assertEqual(self.h.api("POST", p, {"objectType": "Table", "objectId": 13})[0], 404)
+        self.call("POST", p, {"objectType": "Table", "objectId": 14}, 202)
+        self.h.set_objects("Report", known=[{"id": 5, "name": "weekly"}, 6], strict=True)
+        self.assertEqual(json.loads(self.call("POST", p, {"objectType": "Report", "objectId": 5},
+                                              202)[2])["name"], "weekly")
+        self.call("POST", p, {"objectType": "Report", "objectId": 6}, 202)
+        self.assertEqual(self.h.api("POST", p, {"objectType": "Report", "objectId": 7})[0], 404)
+        objs = self.h.control("GET", "objects")
+        self.assertEqual((objs["Table"]["unknown"], objs["Report"]["strict"]), ([13], True))
+        # the fault plan can refuse any one registration too
+        self.h.set_faults([{"path": "/" + p, "method": "POST", "action": "status", "status": 404,
+                            "count": 1}])
+        self.assertEqual(self.h.api("POST", p, {"objectType": "Project", "objectId": 1})[0], 404)
+        self.h.clear_faults()
+        _, _, data = self.call("POST", p, {"objectType": "Project", "objectId": 1}, 202)
+        got = json.loads(self.call("GET", p, status=200)[2])
+        self.assertEqual([(o["objectType"], o["objectId"]) for o in got],
+                         [("JSONValue", jv["id"]), ("File", fp["id"]), ("Table", 42), ("Report", 42),
+                          ("Project", 42), ("Credential", 42), ("Table", 14), ("Report", 5),
+                          ("Report", 6), ("Project", 1)])
+        for o in got:
+            self.assertEqual(set(o), {"objectType", "objectId", "name", "link", "value"})
+        rec = self.h.outputs()
+        self.assertEqual(rec[0]["value"], {"a": [1, 2]})
+        self.assertEqual(rec[0]["name"], "outputs")
+        self.assertEqual(rec[1]["name"], "f.csv")
+        self.h.reset()
+        self.assertEqual(self.h.control("GET", "objects")["Table"]["unknown"], [], "reset forgets")
+
     def test_files_post_fields(self):
         fp = self.new_form_file("a b.csv")
         self.assertIsNone(fp["fileSize"])
@@ -687,6 +761,13 @@ class TestPrism(SimCase):
         self.assertEqual(raw_request(port, "PUT", path, b"part")[0], 200)
         self.call("POST", "files/multipart/%d/complete" % mp["id"], status=204)
         self.call("POST", h.run_path("/outputs"), {"objectType": "File", "objectId": fp["id"]}, 202)
+        jv = json.loads(self.call("POST", "json_values/", {"name": "outputs",
+                                                            "valueStr": '{"n": 1}'}, 201)[2])
+        self.call("POST", "json_values/", {"valueStr": "[1, 2]"}, 201)
+        self.call("GET", "json_values/%d" % jv["id"], status=200)
+        for t, i in (("JSONValue", jv["id"]), ("Table", 3), ("Report", 4), ("Project", 5),
+                     ("Credential", 6)):
+            self.call("POST", h.run_path("/outputs"), {"objectType": t, "objectId": i}, 202)
         self.call("GET", h.run_path("/outputs"), status=200)
         h.assert_no_prism_violations(self.mark)
         h.assert_no_violations()
@@ -700,6 +781,9 @@ class TestPrism(SimCase):
         self.assertEqual(st, 422, "the contract knows camelCase only; the simulator takes both")
         st, _, _ = self.h.api("POST", self.h.run_path("/outputs"), {"objectType": "File", "objectId": "7"})
         self.assertEqual(st, 422)
+        st, _, body = self.h.api("POST", "json_values/", {"name": "no value"})
+        self.assertEqual(st, 422)
+        self.assertIn(b"valueStr", body)
         # a new file without its required name, and an expiry that is not a date-time
         st, _, body = self.h.api("POST", "files/", {"expiresAt": "2030-01-01T00:00:00Z"})
         self.assertEqual(st, 422)
