@@ -16,9 +16,11 @@ The fault plan, the records and the control API are described in README.md.
 
 import argparse
 import base64
+import collections
 import hashlib
 import hmac
 import json
+import math
 import os
 import queue
 import re
@@ -277,6 +279,113 @@ class FaultPlan:
         return None
 
 
+# ------------------------------------------------------------------ settings, rate limit
+
+MISSING_STATUSES = (404, 405, 410)
+CONFIG_DEFAULTS = {"rateLimit": 0, "rateWindow": 300.0, "delayMs": 0.0, "storageDelayMs": 0.0,
+                   "heartbeatStatus": None, "runPatchStatus": None}
+
+
+def check_config(obj):
+    """A validated copy of a partial configuration; HttpError 400 on a bad value."""
+    if not isinstance(obj, dict):
+        raise HttpError(400, "the configuration must be an object")
+    unknown = set(obj) - set(CONFIG_DEFAULTS)
+    if unknown:
+        raise HttpError(400, "unknown settings %s (known: %s)" % (sorted(unknown), sorted(CONFIG_DEFAULTS)))
+    out = {}
+    for k, v in obj.items():
+        if k == "rateLimit":
+            ok = type(v) is int and v >= 0
+        elif k in ("heartbeatStatus", "runPatchStatus"):
+            ok = v is None or v in MISSING_STATUSES
+        else:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 \
+                and (k != "rateWindow" or v > 0)
+        if not ok:
+            raise HttpError(400, "bad value for %s: %r (rateLimit an integer >= 0, rateWindow "
+                            "seconds > 0, delays milliseconds >= 0, statuses null, 404, 405 "
+                            "or 410)" % (k, v))
+        out[k] = float(v) if k in ("rateWindow", "delayMs", "storageDelayMs") else v
+    return out
+
+
+def client_of(user_agent):
+    """Who made a request: "agent" for civis-agent's User-Agent (civis-agent/VERSION,
+    lib/src/client.c), "user" for anything else (civis-python, curl...)."""
+    return "agent" if (user_agent or "").startswith("civis-agent/") else "user"
+
+
+class RateLimiter:
+    """Civis's limit: at most `limit` requests per `window` seconds per API key,
+    a sliding window over the requests it let through (a 429 uses no slot).
+    Also counts, per client, the requests and 429s of each fixed window
+    [t0 + i*window, t0 + (i+1)*window) since it was configured, and the most
+    requests a client got through in any sliding window."""
+
+    def __init__(self, limit=0, window=300.0):
+        self.lock = threading.Lock()
+        self.configure(limit, window)
+
+    def configure(self, limit, window):
+        with self.lock:
+            self.limit, self.window = limit, window
+            self.t0 = time.monotonic()
+            self.used = {}          # key -> deque of monotonic times of requests let through
+            self.clients = {}
+
+    def take(self, key, client, user_agent, now=None):
+        """Count one request. Returns None when no limit is set, else
+        (allowed, limit, remaining, retry_after_seconds_or_None)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            c = self.clients.get(client)
+            if c is None:
+                c = self.clients[client] = {"requests": 0, "limited": 0, "windows": {},
+                                            "recent": collections.deque(), "maxInWindow": 0,
+                                            "userAgents": set()}
+            c["requests"] += 1
+            if len(c["userAgents"]) < 20:
+                c["userAgents"].add(user_agent or "")
+            w = c["windows"].setdefault(int((now - self.t0) // self.window), [0, 0])
+            w[0] += 1
+            verdict = None
+            if self.limit > 0:
+                dq = self.used.setdefault(key, collections.deque())
+                while dq and dq[0] <= now - self.window:
+                    dq.popleft()
+                if len(dq) >= self.limit:
+                    c["limited"] += 1
+                    w[1] += 1
+                    retry = max(1, int(math.ceil(dq[0] + self.window - now)))
+                    return (False, self.limit, 0, retry)
+                dq.append(now)
+                verdict = (True, self.limit, self.limit - len(dq), None)
+            rq = c["recent"]
+            rq.append(now)
+            while rq[0] <= now - self.window:
+                rq.popleft()
+            c["maxInWindow"] = max(c["maxInWindow"], len(rq))
+            return verdict
+
+    def report(self):
+        now = time.monotonic()
+        with self.lock:
+            out = {"limit": self.limit, "window": self.window, "elapsed": now - self.t0,
+                   "keys": {}, "clients": {}}
+            for key, dq in self.used.items():
+                n = sum(1 for t in dq if t > now - self.window)
+                kid = "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+                out["keys"][kid] = {"used": n, "remaining": max(0, self.limit - n)}
+            for name, c in self.clients.items():
+                out["clients"][name] = {
+                    "requests": c["requests"], "limited": c["limited"],
+                    "maxInWindow": c["maxInWindow"], "userAgents": sorted(c["userAgents"]),
+                    "windows": [{"index": i, "start": i * self.window, "requests": r, "limited": lim}
+                                for i, (r, lim) in sorted(c["windows"].items())]}
+            return out
+
+
 # ------------------------------------------------------------------ state
 
 class FileRec:
@@ -334,8 +443,11 @@ class Run:
 
 
 class Sim:
-    def __init__(self, api_key, job_id, run_id, data_dir, verbose=False):
+    def __init__(self, api_key, job_id, run_id, data_dir, verbose=False, config=None):
         self.api_key = api_key
+        self.initial_config = dict(CONFIG_DEFAULTS, **check_config(config or {}))
+        self.config = dict(self.initial_config)
+        self.rate = RateLimiter()
         self.job_id = job_id
         self.run_id = run_id
         self.data_dir = data_dir
@@ -365,6 +477,7 @@ class Sim:
             self.next_file = 1001
             self.cond.notify_all()
         self.faults.set([])
+        self.configure(self.initial_config, replace=True)
         for d in ("tmp", "files"):
             p = os.path.join(self.data_dir, d)
             shutil.rmtree(p, ignore_errors=True)
@@ -383,6 +496,18 @@ class Sim:
         if r is None and create:
             r = self.runs[(job, run)] = Run(job, run)
         return r
+
+    def configure(self, changes, replace=False):
+        """Apply settings (see CONFIG_DEFAULTS); a change of rateLimit or rateWindow
+        (or replace=True) starts the rate counts afresh."""
+        changes = check_config(changes)
+        with self.lock:
+            old = self.config
+            self.config = dict(CONFIG_DEFAULTS if replace else old, **changes)
+            new = self.config
+        if replace or (new["rateLimit"], new["rateWindow"]) != (old["rateLimit"], old["rateWindow"]):
+            self.rate.configure(new["rateLimit"], new["rateWindow"])
+        return dict(new)
 
     def output_object(self, ot, oid):
         """(name, value) of the object a run output names; HttpError 404 when it does
@@ -704,6 +829,8 @@ class Handler(BaseHTTPRequestHandler):
             lines.append("Content-Type: " + reply.ctype)
         for k, v in reply.headers:
             lines.append("%s: %s" % (k, v))
+        for k, v in getattr(self, "rate_headers", None) or ():
+            lines.append("%s: %s" % (k, v))
         if status >= 200 and status not in (204, 304):
             lines.append("Content-Length: %d" % (len(reply.body) if content_length is None
                                                  else content_length))
@@ -806,6 +933,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_any(self):
         sim = self.server.sim
         self.rec = None
+        self.rate_headers = None
         url = urllib.parse.urlsplit(self.path)
         path = url.path
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
@@ -977,10 +1105,12 @@ class Handler(BaseHTTPRequestHandler):
         except HttpError as e:
             self.send_raw(api_err(e.status, e.description), close=self.close_connection)
             return
+        auth = self.rec["auth"]
+        if auth in ("basic-ok", "bearer-ok") and self.rate_limited(sim):
+            return
         if fault is not None and not fault["_store"]:
             if self.fault_answer(sim, fault, None):
                 return
-        auth = self.rec["auth"]
         if auth not in ("basic-ok", "bearer-ok"):
             self.send_raw(api_err(401, "Invalid or missing credentials" if auth != "none"
                                   else "Authentication required", "unauthorized",
@@ -993,6 +1123,25 @@ class Handler(BaseHTTPRequestHandler):
         if fault is not None and self.fault_answer(sim, fault, reply):
             return
         self.send_raw(reply)
+
+    def rate_limited(self, sim):
+        """Count this request against the key's rate limit; when over it, answer
+        429 and return True. Every answer then carries the X-RateLimit headers."""
+        ua = self.headers.get("User-Agent", "")
+        client = self.rec["client"] = client_of(ua)
+        v = sim.rate.take(sim.api_key, client, ua)
+        if v is None:
+            return False
+        allowed, limit, remaining, retry = v
+        self.rate_headers = [("X-RateLimit-Limit", str(limit)), ("X-RateLimit-Remaining", str(remaining))]
+        self.rec["rateRemaining"] = remaining
+        if allowed:
+            return False
+        self.rec["rateLimited"] = True
+        self.send_raw(api_err(429, "Rate limit exceeded: at most %d requests per %g seconds; "
+                              "retry after %d s" % (limit, sim.rate.window, retry),
+                              "too_many_requests", [("Retry-After", str(retry))]))
+        return True
 
     def json_body(self, body, required=True):
         if not body:
@@ -1767,6 +1916,19 @@ def c_wait(h, sim, query, obj):
             sim.cond.wait(min(left, 0.5))
 
 
+def c_config_get(h, sim, query, obj):
+    with sim.lock:
+        return api_reply(200, dict(sim.config))
+
+
+def c_config_post(h, sim, query, obj):
+    return api_reply(200, sim.configure(obj))
+
+
+def c_ratelimit(h, sim, query, obj):
+    return api_reply(200, sim.rate.report())
+
+
 def c_shutdown(h, sim, query, obj):
     threading.Thread(target=lambda: (time.sleep(0.05), os.kill(os.getpid(), signal.SIGTERM)),
                      daemon=True).start()
@@ -1781,7 +1943,8 @@ CONTROL = {
     ("GET", "requests"): c_requests, ("GET", "violations"): c_violations,
     ("POST", "reset"): c_reset, ("GET", "faults"): c_faults_get, ("POST", "faults"): c_faults_post,
     ("POST", "run"): c_run, ("POST", "refuse"): c_refuse, ("GET", "wait"): c_wait,
-    ("POST", "shutdown"): c_shutdown,
+    ("GET", "config"): c_config_get, ("POST", "config"): c_config_post,
+    ("GET", "ratelimit"): c_ratelimit, ("POST", "shutdown"): c_shutdown,
 }
 
 
@@ -1801,14 +1964,33 @@ def main(argv=None):
                     help="exit after this many seconds, whatever happens")
     ap.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--rate-limit", type=int, default=0, metavar="N",
+                    help="at most N API requests per window per API key, then 429 (0: no limit)")
+    ap.add_argument("--rate-window", type=float, default=300.0, metavar="S",
+                    help="the rate limit's window in seconds (default 300, Civis's 5 minutes)")
+    ap.add_argument("--delay-ms", type=float, default=0.0, metavar="MS",
+                    help="wait this long before every API answer")
+    ap.add_argument("--storage-delay-ms", type=float, default=0.0, metavar="MS",
+                    help="wait this long before every storage answer")
+    ap.add_argument("--heartbeats-missing", type=int, choices=MISSING_STATUSES, default=None,
+                    metavar="STATUS", help="answer POST .../heartbeats with 404, 405 or 410")
+    ap.add_argument("--run-patch-missing", type=int, choices=MISSING_STATUSES, default=None,
+                    metavar="STATUS", help="answer PATCH .../runs/{run_id} with 404, 405 or 410")
     a = ap.parse_args(argv)
     if a.host not in ("127.0.0.1", "localhost", "::1"):
         ap.error("the simulator binds a loopback address only")
+    try:
+        config = check_config({"rateLimit": a.rate_limit, "rateWindow": a.rate_window,
+                               "delayMs": a.delay_ms, "storageDelayMs": a.storage_delay_ms,
+                               "heartbeatStatus": a.heartbeats_missing,
+                               "runPatchStatus": a.run_patch_missing})
+    except HttpError as e:
+        ap.error(e.description)
 
     own_dir = a.data_dir is None
     data_dir = tempfile.mkdtemp(prefix="civis-sim-") if own_dir else a.data_dir
     os.makedirs(data_dir, exist_ok=True)
-    sim = Sim(a.api_key, a.job_id, a.run_id, data_dir, a.verbose)
+    sim = Sim(a.api_key, a.job_id, a.run_id, data_dir, a.verbose, config)
     done = threading.Event()
 
     def stop(*_):

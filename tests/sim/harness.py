@@ -246,7 +246,8 @@ class SimHarness:
     """The simulator (and Prism with use_prism=True) for one test or demo."""
 
     def __init__(self, api_key="sim-key-3f1c2a9d7e", job_id=11, run_id=22, use_prism=False,
-                 contract=None, verbose=False, max_lifetime=1800, start_timeout=60):
+                 contract=None, verbose=False, max_lifetime=1800, start_timeout=60, sim_args=()):
+        """sim_args: more civis_sim.py options, e.g. ["--rate-limit", "100", "--delay-ms", "50"]."""
         self.api_key = api_key
         self.job_id = job_id
         self.run_id = run_id
@@ -255,6 +256,7 @@ class SimHarness:
         self.verbose = verbose
         self.max_lifetime = max_lifetime
         self.start_timeout = start_timeout
+        self.sim_args = list(sim_args)
         self.sim_proc = None
         self.prism_proc = None
         self.prism_port = None
@@ -286,6 +288,7 @@ class SimHarness:
             argv += ["--run-id", str(self.run_id)]
         if self.verbose:
             argv.append("--verbose")
+        argv += self.sim_args
         self.sim_log = open(os.path.join(self.tmp, "sim.log"), "wb")
         self.sim_proc = _spawn(argv, stdin=subprocess.DEVNULL, stdout=self.sim_log,
                                stderr=subprocess.STDOUT)
@@ -464,6 +467,21 @@ class SimHarness:
         """Every non-control request; `server` "api"/"storage", `path` a path prefix."""
         q = {k: v for k, v in (("server", server), ("path", path)) if v}
         return self.control("GET", "requests", query=q or None)
+
+    def config(self):
+        """The simulator's settings: rateLimit, rateWindow, delayMs, storageDelayMs,
+        heartbeatStatus, runPatchStatus."""
+        return self.control("GET", "config")
+
+    def set_config(self, **settings):
+        """e.g. set_config(rateLimit=100, rateWindow=30) or set_config(heartbeatStatus=404).
+        Until reset(), which restores the command line's settings."""
+        return self.control("POST", "config", settings)
+
+    def ratelimit(self):
+        """Rate-limit counts: limit, window, keys {used, remaining}, clients {agent|user:
+        requests, limited, maxInWindow, userAgents, windows [{index, start, requests, limited}]}."""
+        return self.control("GET", "ratelimit")
 
     def json_values(self):
         return self.control("GET", "json_values")

@@ -66,11 +66,12 @@ def url_port_path(url):
 class SimCase(unittest.TestCase):
     """One simulator for the class, reset before each test."""
     use_prism = False
+    sim_args = ()
     h = None
 
     @classmethod
     def setUpClass(cls):
-        cls.h = SimHarness(use_prism=cls.use_prism)
+        cls.h = SimHarness(use_prism=cls.use_prism, sim_args=cls.sim_args)
         cls.h.start()
 
     @classmethod
@@ -692,6 +693,90 @@ class TestFaults(SimCase):
         self.assertEqual(self.h.state()["logs"], 0)
 
 
+AGENT_UA = {"User-Agent": "civis-agent/1.2.3"}
+USER_UA = {"User-Agent": "civis-python/2.4.0"}
+
+
+def rate_headers(hdrs):
+    return {k: v for k, v in hdrs.items() if k.startswith("x-ratelimit-") or k == "retry-after"}
+
+
+class TestRateLimit(SimCase):
+    """--rate-limit 5 --rate-window 2: a sliding window per API key."""
+    sim_args = ("--rate-limit", "5", "--rate-window", "2")
+
+    def hb(self, headers=AGENT_UA, **kw):
+        return self.h.api("POST", self.h.run_path("/heartbeats"), headers=headers, **kw)
+
+    def test_headers_429_and_retry_after(self):
+        got = [rate_headers(self.hb()[1]) for _ in range(5)]
+        self.assertEqual(got, [{"x-ratelimit-limit": "5", "x-ratelimit-remaining": str(n)}
+                               for n in (4, 3, 2, 1, 0)])
+        t_full = time.monotonic()
+        st, hdrs, body = self.hb()
+        self.assertEqual(st, 429)
+        self.assertEqual((hdrs["x-ratelimit-limit"], hdrs["x-ratelimit-remaining"]), ("5", "0"))
+        ra = int(hdrs["retry-after"])
+        self.assertTrue(1 <= ra <= 2, ra)
+        self.assertEqual(json.loads(body)["code"], 429)
+        self.assertEqual(len(self.h.heartbeats()), 5, "a 429 stores nothing")
+        # every kind of answer carries the headers: a 404, a 201, a 400
+        time.sleep(max(0.0, t_full + ra - time.monotonic()) + 0.05)
+        st, hdrs, _ = self.h.api("GET", "files/999999")
+        self.assertEqual((st, hdrs.get("x-ratelimit-limit")), (404, "5"))
+        st, hdrs, _ = self.h.api("POST", "files/", {"name": "r.csv"})
+        self.assertEqual((st, hdrs.get("x-ratelimit-remaining") is not None), (201, True))
+        st, hdrs, _ = self.h.api("POST", "files/", {"nom": "x"})
+        self.assertEqual((st, hdrs.get("x-ratelimit-limit")), (400, "5"))
+        # the control API, the storage side and requests without a valid key do not count
+        self.h.state()
+        self.assertEqual(self.h.api("GET", self.h.run_path(), auth=False)[0], 401)
+        self.assertNotIn("x-ratelimit-limit", self.h.api("GET", self.h.run_path(), auth=False)[1])
+        rep = self.h.ratelimit()
+        self.assertEqual(rep["clients"]["agent"]["limited"], 1)
+        self.assertEqual(sum(k["used"] for k in rep["keys"].values()), 3, rep)
+        self.assertNotIn(self.h.api_key, json.dumps(rep))
+
+    def test_agent_and_user_share_the_key(self):
+        for _ in range(3):
+            self.assertEqual(self.hb(AGENT_UA)[0], 204)
+        got = [self.hb(USER_UA)[0] for _ in range(4)]
+        self.assertEqual(got, [204, 204, 429, 429])
+        self.assertEqual(self.hb(AGENT_UA)[0], 429)
+        rep = self.h.ratelimit()
+        self.assertEqual((rep["limit"], rep["window"]), (5, 2.0))
+        a, u = rep["clients"]["agent"], rep["clients"]["user"]
+        self.assertEqual((a["requests"], a["limited"], a["maxInWindow"]), (4, 1, 3))
+        self.assertEqual((u["requests"], u["limited"], u["maxInWindow"]), (4, 2, 2))
+        self.assertEqual(a["userAgents"], ["civis-agent/1.2.3"])
+        self.assertEqual(u["windows"], [{"index": 0, "start": 0.0, "requests": 4, "limited": 2}])
+        self.assertEqual([r["client"] for r in self.h.requests()], ["agent"] * 3 + ["user"] * 4 + ["agent"])
+        self.assertEqual([r.get("rateLimited", False) for r in self.h.requests()][-3:], [True, True, True])
+        # the next fixed window counts afresh; the sliding window frees slots as they age
+        time.sleep(2.1)
+        self.assertEqual(self.hb(USER_UA)[0], 204)
+        w = self.h.ratelimit()["clients"]["user"]["windows"]
+        self.assertEqual([(x["index"], x["requests"], x["limited"]) for x in w], [(0, 4, 2), (1, 1, 0)])
+
+    def test_settings_at_run_time(self):
+        self.assertEqual(self.h.config()["rateLimit"], 5)
+        self.h.set_config(rateLimit=2, rateWindow=1)
+        self.assertEqual([self.hb()[0] for _ in range(3)], [204, 204, 429])
+        self.assertEqual(self.h.ratelimit()["clients"]["agent"]["requests"], 3, "new limit, new counts")
+        time.sleep(1.05)
+        self.assertEqual(self.hb()[0], 204)
+        self.h.set_config(rateLimit=0)
+        st, hdrs, _ = self.hb()
+        self.assertEqual((st, rate_headers(hdrs)), (204, {}), "no limit, no headers")
+        self.assertEqual(self.h.ratelimit()["clients"]["agent"]["requests"], 1, "still counted")
+        for bad in ({"rateLimit": -1}, {"rateWindow": 0}, {"rateLimit": "5"}, {"bogus": 1}):
+            with self.assertRaises(harness.SimError):
+                self.h.control("POST", "config", bad)
+        self.h.reset()
+        self.assertEqual((self.h.config()["rateLimit"], self.h.config()["rateWindow"]), (5, 2.0),
+                         "reset restores the command line's settings")
+
+
 class TestFlood(SimCase):
     """How fast the simulator stores log lines: SIM_FLOOD_LINES lines (default 1,000,000,
     ~170 B of JSON each) in batches of 500 over 2 keep-alive connections."""
@@ -829,6 +914,30 @@ class TestPrism(SimCase):
         self.assertEqual((st, hdrs.get("retry-after")), (503, "2"))
         self.assertEqual(self.h.prism_errors(self.mark), [], "undocumented statuses are warnings only")
         self.assertTrue(self.h.prism_warnings(self.mark))
+
+    def test_rate_limit_behind_prism(self):
+        # headers pass through Prism both ways, the 429 validates (the contract
+        # lists it), and Prism forwards User-Agent so clients are told apart
+        self.h.set_config(rateLimit=2, rateWindow=60)
+        st, hdrs, _ = self.h.api("POST", self.h.run_path("/heartbeats"), headers=AGENT_UA)
+        self.assertEqual((st, rate_headers(hdrs)), (204, {"x-ratelimit-limit": "2",
+                                                          "x-ratelimit-remaining": "1"}))
+        st, hdrs, _ = self.call("GET", self.h.run_path(), status=200, headers=USER_UA)
+        self.assertEqual(hdrs["x-ratelimit-remaining"], "0")
+        st, hdrs, body = self.h.api("POST", "files/", {"name": "x.csv"}, headers=USER_UA)
+        self.assertEqual(st, 429, body)
+        self.assertEqual(rate_headers(hdrs), {"x-ratelimit-limit": "2", "x-ratelimit-remaining": "0",
+                                              "retry-after": hdrs["retry-after"]})
+        self.assertTrue(1 <= int(hdrs["retry-after"]) <= 60)
+        self.assertNotIn("sl-violations", hdrs, "a 429 is in the contract")
+        self.h.assert_no_prism_violations(self.mark)
+        self.assertEqual(self.h.prism_warnings(self.mark), [])
+        c = self.h.ratelimit()["clients"]
+        self.assertEqual((c["agent"]["requests"], c["user"]["requests"], c["user"]["limited"]), (1, 2, 1))
+        # a 429 whose body breaks the contract is caught
+        self.h.set_config(rateLimit=0)
+        self.h.set_faults([{"action": "status", "status": 429, "body": {"nope": 1}, "count": 1}])
+        self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 500)
 
     def test_cut_and_refuse_behind_prism(self):
         # Prism turns a cut upstream connection into an answer of its own: record what it is
