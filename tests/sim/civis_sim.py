@@ -62,7 +62,7 @@ REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
     302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    409: "Conflict", 411: "Length Required", 413: "Payload Too Large",
+    409: "Conflict", 410: "Gone", 411: "Length Required", 413: "Payload Too Large",
     415: "Unsupported Media Type", 422: "Unprocessable Entity",
     429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout",
@@ -71,7 +71,7 @@ S3_CODES = {400: "InvalidRequest", 403: "AccessDenied", 404: "NoSuchKey",
             411: "MissingContentLength", 500: "InternalError",
             503: "SlowDown", 504: "RequestTimeout"}
 API_ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden",
-              404: "not_found", 405: "method_not_allowed", 409: "conflict",
+              404: "not_found", 405: "method_not_allowed", 409: "conflict", 410: "gone",
               413: "payload_too_large", 415: "unsupported_media_type",
               422: "unprocessable_entity", 429: "too_many_requests",
               500: "internal_server_error", 502: "bad_gateway",
@@ -310,6 +310,13 @@ def check_config(obj):
     return out
 
 
+def missing_endpoint(status):
+    """What a deployment without an endpoint answers: 404, 405 or 410."""
+    return HttpError(status, {404: "The requested resource could not be found.",
+                              405: "Method Not Allowed: this deployment has no such call.",
+                              410: "Gone: this endpoint is no longer available."}[status])
+
+
 def client_of(user_agent):
     """Who made a request: "agent" for civis-agent's User-Agent (civis-agent/VERSION,
     lib/src/client.c), "user" for anything else (civis-python, curl...)."""
@@ -433,7 +440,6 @@ class Run:
         self.started_at = iso_ms(time.time() - 1)
         self.finished_at = None
         self.error = None
-        self.patches = []
 
     def public(self):
         return {"id": self.run, "containerId": self.job, "state": self.state,
@@ -463,6 +469,8 @@ class Sim:
         with self.lock:
             self.logs = []          # (id, createdAt, level, message, requestSeq, job, run)
             self.heartbeats = []    # (monotonic, wall, job, run, requestSeq)
+            self.heartbeats_refused = 0
+            self.patches = []       # every PATCH of a run: time, jobId, runId, body, requestSeq, status
             self.files = {}
             self.keys = {}
             self.outputs = []       # every registration call
@@ -537,11 +545,15 @@ class Sim:
 
     def counts(self):
         with self.lock:
-            return {"logs": len(self.logs), "heartbeats": len(self.heartbeats),
-                    "files": len(self.files),
-                    "filesComplete": sum(1 for f in self.files.values() if f.complete),
-                    "outputs": len(self.outputs), "requests": len(self.requests),
-                    "violations": len(self.violations), "jsonValues": len(self.json_values)}
+            return self.counts_locked()
+
+    def counts_locked(self):
+        return {"logs": len(self.logs), "heartbeats": len(self.heartbeats),
+                "files": len(self.files),
+                "filesComplete": sum(1 for f in self.files.values() if f.complete),
+                "outputs": len(self.outputs), "requests": len(self.requests),
+                "violations": len(self.violations), "jsonValues": len(self.json_values),
+                "heartbeatsRefused": self.heartbeats_refused, "patches": len(self.patches)}
 
 
 # ------------------------------------------------------------------ multipart/form-data
@@ -1192,6 +1204,12 @@ class Handler(BaseHTTPRequestHandler):
             if sub == "heartbeats":
                 if m != "POST":
                     raise HttpError(405, "method not allowed")
+                missing = sim.config["heartbeatStatus"]
+                if missing:
+                    with sim.lock:
+                        sim.heartbeats_refused += 1
+                        sim.cond.notify_all()
+                    raise missing_endpoint(missing)
                 with sim.lock:
                     sim.heartbeats.append((time.monotonic(), time.time(), job, run, self.rec["seq"]))
                     sim.cond.notify_all()
@@ -1229,6 +1247,24 @@ class Handler(BaseHTTPRequestHandler):
                 r.is_cancel_requested = True
             return Reply(202)
         if m == "PATCH":
+            return self.run_patch(sim, r, body)
+        raise HttpError(405, "method not allowed")
+
+    def run_patch(self, sim, r, body):
+        """PATCH .../runs/{run_id}: every attempt is recorded with its answer's status."""
+        rec = {"time": time.time(), "jobId": r.job, "runId": r.run, "body": None,
+               "requestSeq": self.rec["seq"], "status": None}
+        with sim.lock:
+            sim.patches.append(rec)
+            sim.cond.notify_all()
+        try:
+            missing = sim.config["runPatchStatus"]
+            try:
+                rec["body"] = json.loads(body) if body else None
+            except (ValueError, RecursionError):
+                pass
+            if missing:
+                raise missing_endpoint(missing)
             obj = self.json_body(body)
             for k in ("bocceAcceptedAt", "bocce_accepted_at", "bocceStartedAt", "bocce_started_at"):
                 if k in obj and (not isinstance(obj[k], str) or not RFC3339_RE.match(obj[k])):
@@ -1237,13 +1273,15 @@ class Handler(BaseHTTPRequestHandler):
                                                        "failed", "cancelled"):
                 raise HttpError(400, "invalid state %r" % (obj["state"],))
             with sim.lock:
-                r.patches.append({"time": time.time(), "body": obj, "requestSeq": self.rec["seq"]})
                 if "state" in obj:
                     r.state = obj["state"]
                     if obj["state"] in ("succeeded", "failed", "cancelled"):
                         r.finished_at = iso_ms()
-            return Reply(204)
-        raise HttpError(405, "method not allowed")
+        except HttpError as e:
+            rec["status"] = e.status
+            raise
+        rec["status"] = 204
+        return Reply(204)
 
     def logs_route(self, sim, r, query, body):
         if self.command == "GET":
@@ -1889,7 +1927,8 @@ def c_refuse(h, sim, query, obj):
     return api_reply(200, {"ok": True}, [("Connection", "close")])
 
 
-WAIT_COUNTS = ("logs", "heartbeats", "outputs", "requests", "files", "filesComplete", "jsonValues")
+WAIT_COUNTS = ("logs", "heartbeats", "outputs", "requests", "files", "filesComplete", "jsonValues",
+               "heartbeatsRefused", "patches", "violations")
 
 
 def c_wait(h, sim, query, obj):
@@ -1899,21 +1938,20 @@ def c_wait(h, sim, query, obj):
         raise HttpError(400, "timeout must be a number")
     want = {k: qint(query, k, 0) for k in WAIT_COUNTS if k in query}
     deadline = time.monotonic() + timeout
-
-    def have():
-        return {"logs": len(sim.logs), "heartbeats": len(sim.heartbeats),
-                "outputs": len(sim.outputs), "requests": len(sim.requests),
-                "files": len(sim.files), "jsonValues": len(sim.json_values),
-                "filesComplete": sum(1 for f in sim.files.values() if f.complete)}
     with sim.cond:
         while True:
-            now = have()
+            now = sim.counts_locked()
             if all(now[k] >= v for k, v in want.items()):
                 return api_reply(200, {"ok": True, **now})
             left = deadline - time.monotonic()
             if left <= 0 or sim.stopping.is_set():
                 return api_reply(200, {"ok": False, **now})
             sim.cond.wait(min(left, 0.5))
+
+
+def c_patches(h, sim, query, obj):
+    with sim.lock:
+        return api_reply(200, [dict(p) for p in sim.patches])
 
 
 def c_config_get(h, sim, query, obj):
@@ -1944,7 +1982,7 @@ CONTROL = {
     ("POST", "reset"): c_reset, ("GET", "faults"): c_faults_get, ("POST", "faults"): c_faults_post,
     ("POST", "run"): c_run, ("POST", "refuse"): c_refuse, ("GET", "wait"): c_wait,
     ("GET", "config"): c_config_get, ("POST", "config"): c_config_post,
-    ("GET", "ratelimit"): c_ratelimit, ("POST", "shutdown"): c_shutdown,
+    ("GET", "ratelimit"): c_ratelimit, ("GET", "patches"): c_patches, ("POST", "shutdown"): c_shutdown,
 }
 
 

@@ -483,6 +483,11 @@ class SimHarness:
         requests, limited, maxInWindow, userAgents, windows [{index, start, requests, limited}]}."""
         return self.control("GET", "ratelimit")
 
+    def patches(self):
+        """Every PATCH of a run: time, jobId, runId, body (parsed JSON or None),
+        requestSeq, status (204, 400, or the runPatchStatus answered)."""
+        return self.control("GET", "patches")
+
     def json_values(self):
         return self.control("GET", "json_values")
 

@@ -777,6 +777,53 @@ class TestRateLimit(SimCase):
                          "reset restores the command line's settings")
 
 
+class TestMissingEndpoints(SimCase):
+    """--heartbeats-missing 404: today's public API has no heartbeat endpoint."""
+    sim_args = ("--heartbeats-missing", "404")
+
+    def test_heartbeats_missing_and_selectable(self):
+        st, _, body = self.h.api("POST", self.h.run_path("/heartbeats"))
+        self.assertEqual((st, json.loads(body)["code"]), (404, 404))
+        self.assertEqual(self.h.heartbeats(), [])
+        self.assertEqual(self.h.config()["heartbeatStatus"], 404)
+        for code in (405, 410):
+            self.h.set_config(heartbeatStatus=code)
+            st, _, body = self.h.api("POST", self.h.run_path("/heartbeats"))
+            self.assertEqual((st, json.loads(body)["code"]), (code, code))
+        self.assertEqual(self.h.state()["heartbeatsRefused"], 3)
+        self.assertEqual(self.h.wait_for(timeout=1, heartbeatsRefused=3)["heartbeatsRefused"], 3)
+        self.assertEqual(len(self.h.requests(path="/" + self.h.run_path("/heartbeats"))), 3)
+        self.h.set_config(heartbeatStatus=None)
+        self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 204)
+        self.assertEqual(len(self.h.heartbeats()), 1)
+        with self.assertRaises(harness.SimError):
+            self.h.set_config(heartbeatStatus=500)
+        # the rest of the API works as ever
+        self.assertEqual(self.h.api("POST", self.h.run_path("/logs"), {"message": "x"})[0], 204)
+        self.h.reset()
+        self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 404, "back to the flag")
+
+    def test_run_patch_recorded_and_missing(self):
+        p = self.h.run_path()
+        self.assertEqual(self.h.api("PATCH", p, {"bocceAcceptedAt": "2026-12-01T21:00:00.123Z"})[0], 204)
+        self.assertEqual(self.h.api("PATCH", p, {"bocceStartedAt": "2026-12-01T21:00:01Z"})[0], 204)
+        self.assertEqual(self.h.api("PATCH", p, {"state": "nope"})[0], 400)
+        self.assertEqual(self.h.api("PATCH", p, {"state": "failed"})[0], 204)
+        self.h.set_config(runPatchStatus=410)
+        self.assertEqual(self.h.api("PATCH", p, {"state": "succeeded"})[0], 410)
+        pt = self.h.patches()
+        self.assertEqual([(x["body"], x["status"]) for x in pt], [
+            ({"bocceAcceptedAt": "2026-12-01T21:00:00.123Z"}, 204),
+            ({"bocceStartedAt": "2026-12-01T21:00:01Z"}, 204),
+            ({"state": "nope"}, 400), ({"state": "failed"}, 204), ({"state": "succeeded"}, 410)])
+        self.assertEqual((pt[0]["jobId"], pt[0]["runId"]), (self.h.job_id, self.h.run_id))
+        self.assertEqual(json.loads(self.h.api("GET", p)[2])["state"], "failed", "a refused PATCH acts not")
+        self.assertEqual(self.h.state()["patches"], 5)
+        for code in (404, 405):
+            self.h.set_config(runPatchStatus=code)
+            self.assertEqual(self.h.api("PATCH", p, {"state": "running"})[0], code)
+
+
 class TestFlood(SimCase):
     """How fast the simulator stores log lines: SIM_FLOOD_LINES lines (default 1,000,000,
     ~170 B of JSON each) in batches of 500 over 2 keep-alive connections."""
@@ -938,6 +985,15 @@ class TestPrism(SimCase):
         self.h.set_config(rateLimit=0)
         self.h.set_faults([{"action": "status", "status": 429, "body": {"nope": 1}, "count": 1}])
         self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 500)
+
+    def test_missing_endpoints_behind_prism(self):
+        # a 404/405/410 from a deployment without the call passes Prism as a warning
+        for code in (404, 405, 410):
+            self.h.set_config(heartbeatStatus=code, runPatchStatus=code)
+            self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], code)
+            self.assertEqual(self.h.api("PATCH", self.h.run_path(), {"state": "running"})[0], code)
+        self.assertEqual(self.h.prism_errors(self.mark), [])
+        self.assertEqual([p["status"] for p in self.h.patches()], [404, 405, 410])
 
     def test_cut_and_refuse_behind_prism(self):
         # Prism turns a cut upstream connection into an answer of its own: record what it is
