@@ -831,6 +831,12 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write("civis-sim %s: %s\n" % (self.server.side, fmt % args))
 
     def send_raw(self, reply, close=False, content_length=None):
+        rec = getattr(self, "rec", None)
+        if rec is not None:     # the latency setting: each handler thread waits on its own
+            sim = self.server.sim
+            ms = sim.config["storageDelayMs" if rec["side"] == "storage" else "delayMs"]
+            if ms > 0:
+                sim.stopping.wait(ms / 1000.0)
         status = reply.status
         lines = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status")),
                  "Server: civis-sim/1",

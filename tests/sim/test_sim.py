@@ -824,6 +824,58 @@ class TestMissingEndpoints(SimCase):
             self.assertEqual(self.h.api("PATCH", p, {"state": "running"})[0], code)
 
 
+class TestLatency(SimCase):
+    """--delay-ms 300 --storage-delay-ms 300: each answer waits, none waits for another."""
+    sim_args = ("--delay-ms", "300", "--storage-delay-ms", "300")
+
+    def parallel(self, fn, n):
+        out = [None] * n
+        ts = [threading.Thread(target=lambda i=i: out.__setitem__(i, fn(i))) for i in range(n)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return out, time.monotonic() - t0
+
+    def test_every_answer_waits(self):
+        t0 = time.monotonic()
+        self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 204)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.29)
+        t0 = time.monotonic()
+        self.assertEqual(self.h.api("GET", "files/999999")[0], 404)
+        self.assertEqual(self.h.api("GET", self.h.run_path(), auth=False)[0], 401)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.58, "errors wait too")
+        t0 = time.monotonic()
+        self.h.state()
+        self.assertLess(time.monotonic() - t0, 0.25, "the control API does not wait")
+        fp = json.loads(self.h.api("POST", "files/", {"name": "d.bin"})[2])
+        t0 = time.monotonic()
+        self.assertEqual(SimCase.form_upload(self, fp, b"data")[0], 201)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.29, "storage answers wait")
+        self.h.set_config(delayMs=0, storageDelayMs=0)
+        t0 = time.monotonic()
+        self.h.api("POST", self.h.run_path("/heartbeats"))
+        self.assertLess(time.monotonic() - t0, 0.25)
+
+    def test_requests_in_flight_each_wait_their_own(self):
+        n = 40
+        got, wall = self.parallel(lambda i: self.h.api("POST", self.h.run_path("/logs"),
+                                                       {"message": "m%d" % i})[0], n)
+        self.assertEqual(got, [204] * n)
+        # serialized it would take n * 0.3 = 12 s; the loaded machine gets slack
+        self.assertLess(wall, 3.0, "%d requests in flight took %.2f s" % (n, wall))
+        self.assertEqual(self.h.state()["logs"], n)
+        mp = json.loads(self.h.api("POST", "files/multipart", {"name": "p.bin", "numParts": 8})[2])
+
+        def put(i):
+            port, path = url_port_path(mp["uploadUrls"][i])
+            return raw_request(port, "PUT", path, b"p" * 1000)[0]
+        got, wall = self.parallel(put, 8)
+        self.assertEqual(got, [200] * 8)
+        self.assertLess(wall, 2.0, "8 part PUTs in flight took %.2f s" % wall)
+
+
 class TestFlood(SimCase):
     """How fast the simulator stores log lines: SIM_FLOOD_LINES lines (default 1,000,000,
     ~170 B of JSON each) in batches of 500 over 2 keep-alive connections."""
@@ -994,6 +1046,20 @@ class TestPrism(SimCase):
             self.assertEqual(self.h.api("PATCH", self.h.run_path(), {"state": "running"})[0], code)
         self.assertEqual(self.h.prism_errors(self.mark), [])
         self.assertEqual([p["status"] for p in self.h.patches()], [404, 405, 410])
+
+    def test_latency_behind_prism(self):
+        self.h.set_config(delayMs=300)
+        out = []
+        ts = [threading.Thread(target=lambda: out.append(self.h.api(
+            "POST", self.h.run_path("/heartbeats"))[0])) for _ in range(20)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        wall = time.monotonic() - t0
+        self.assertEqual(out, [204] * 20)
+        self.assertTrue(0.29 <= wall < 3.0, "20 requests through Prism in flight took %.2f s" % wall)
 
     def test_cut_and_refuse_behind_prism(self):
         # Prism turns a cut upstream connection into an answer of its own: record what it is
