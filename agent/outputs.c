@@ -18,7 +18,7 @@
 #include "outputs_int.h"
 
 struct agent_outputs_engine agent_outputs__engine = {
-	civis_upload_start, civis_upload_cancel, civis_client_register_output
+	civis_upload_start, civis_upload_cancel, civis_run_register_output
 };
 
 #ifdef CIVIS_UNITTEST
@@ -28,7 +28,7 @@ agent_outputs__set_hooks(const agent_outputs_hooks *h)
 	if (h == NULL) {
 		engine.upload_start = civis_upload_start;
 		engine.upload_cancel = civis_upload_cancel;
-		engine.register_output = civis_client_register_output;
+		engine.register_output = civis_run_register_output;
 		return;
 	}
 	engine.upload_start = h->upload_start;
@@ -257,8 +257,8 @@ agent_outputs_new(agent_outputs **out, civis_loop *loop, civis_client *client,
 	if (errlen > 0)
 		err[0] = '\0';
 	if (loop == NULL || client == NULL || opts == NULL || opts->dir == NULL ||
-	    opts->dir[0] == '\0' || opts->note == NULL) {
-		snprintf(err, errlen, "outputs: missing loop, client, directory or note");
+	    opts->dir[0] == '\0' || opts->note == NULL || opts->run == NULL) {
+		snprintf(err, errlen, "outputs: missing loop, client, run, directory or note");
 		return CIVIS_EINVAL;
 	}
 	o = calloc(1, sizeof(*o));
@@ -269,6 +269,7 @@ agent_outputs_new(agent_outputs **out, civis_loop *loop, civis_client *client,
 	o->ifd = -1;
 	o->loop = loop;
 	o->client = client;
+	o->run = opts->run;
 	o->note = opts->note;
 	o->ud = opts->ud;
 	o->gzip = opts->gzip;

@@ -47,6 +47,7 @@
 
 #include "civis/client.h"
 #include "civis/loop.h"
+#include "civis/run.h"
 #include "civis/upload.h"
 
 /* Exit status of the agent when the command exited 0 but an output could
@@ -76,6 +77,7 @@ typedef struct agent_outputs_opts {
 	uint64_t multipart_threshold; /* 0: the engine's default */
 	unsigned concurrency;         /* parts in flight per file; 0: the engine's */
 	const char *tmp_dir;          /* NULL: $TMPDIR or /tmp */
+	civis_run *run;               /* registers the outputs; never NULL */
 	agent_note_fn note;           /* one line, no newline; never NULL */
 	void *ud;
 } agent_outputs_opts;
@@ -196,7 +198,7 @@ void agent_outputs_show(char *buf, size_t len, const agent_out_rules *r, const c
 typedef struct agent_outputs_hooks {
 	int  (*upload_start)(civis_client *c, const civis_upload_opts *o, civis_upload **out);
 	void (*upload_cancel)(civis_upload *u);
-	int  (*register_output)(civis_client *c, int64_t file_id,
+	int  (*register_output)(civis_run *r, const char *object_type, int64_t object_id,
 	                        void (*done)(void *ud, int status, const char *error), void *ud);
 } agent_outputs_hooks;
 void agent_outputs__set_hooks(const agent_outputs_hooks *h);

@@ -52,6 +52,7 @@ struct reg_token {                  /* outlives the outputs while in flight */
 struct agent_outputs {
 	civis_loop *loop;
 	civis_client *client;
+	civis_run *run;
 	agent_note_fn note;
 	void *ud;
 	char *root;
@@ -95,7 +96,7 @@ struct agent_outputs {
 struct agent_outputs_engine {
 	int  (*upload_start)(civis_client *c, const civis_upload_opts *o, civis_upload **out);
 	void (*upload_cancel)(civis_upload *u);
-	int  (*register_output)(civis_client *c, int64_t file_id,
+	int  (*register_output)(civis_run *r, const char *object_type, int64_t object_id,
 	                        void (*done)(void *ud, int status, const char *error), void *ud);
 };
 extern struct agent_outputs_engine agent_outputs__engine;

@@ -73,7 +73,7 @@ reg_next(agent_outputs *o)
 			tok->o = o;
 			o->reg_tok = tok;
 			o->reg_inflight = 1;
-			rc = engine.register_output(o->client, e->file_id, on_registered, tok);
+			rc = engine.register_output(o->run, "File", e->file_id, on_registered, tok);
 		}
 		if (rc != CIVIS_OK) {
 			char shown[SHOW_MAX];

@@ -7,7 +7,6 @@
  *   upload_stage.c      gzip into a temporary file (tar.gz: upload_tar.c)
  *   upload_util.c       S3 error texts, sizes, the file-changed check
  *   (temporary files and positional reads: fileio.h)
- *   upload_register.c   registering a file as a run output
  *
  * Staging turns a file (gzip) or a directory (tar.gz) into one anonymous
  * temporary file, a bounded slice per call, so the loop thread never blocks

@@ -109,9 +109,11 @@ fake_finish(size_t i)
 }
 
 static int
-fake_register(civis_client *c, int64_t id, void (*done)(void *, int, const char *), void *ud)
+fake_register(civis_run *r, const char *type, int64_t id,
+              void (*done)(void *, int, const char *), void *ud)
 {
-	(void)c;
+	(void)r;
+	assert_string_equal(type, "File");
 	assert_true(nregistered < MAX_FAKE);
 	registered[nregistered++] = id;
 	if (reg_deferred) {
@@ -194,6 +196,7 @@ sched_setup(struct sched *s, const char *const *archives, size_t narchives, int 
 	opts.narchives = narchives;
 	opts.gzip = gzip;
 	opts.note = collect_note;
+	opts.run = (civis_run *)&s->dummy_client;   /* only the fake engine sees it */
 	assert_int_equal(agent_outputs_new(&s->o, s->loop, (civis_client *)&s->dummy_client,
 	                                   &opts, err, sizeof(err)), CIVIS_OK);
 	assert_true(agent_outputs__watching(s->o) >= 1);
@@ -589,6 +592,7 @@ test_new_creates_dir_and_rejects(void **state)
 	snprintf(path, sizeof(path), "%s/a/b/c/", dir);
 	opts.dir = path;
 	opts.note = collect_note;
+	opts.run = (civis_run *)&dummy;
 	assert_int_equal(agent_outputs_new(&o, loop, (civis_client *)&dummy, &opts, err,
 	                                   sizeof(err)), CIVIS_OK);
 	snprintf(path, sizeof(path), "%s/a/b/c", dir);
@@ -609,6 +613,12 @@ test_new_creates_dir_and_rejects(void **state)
 	assert_int_equal(agent_outputs_new(&o, loop, (civis_client *)&dummy, &opts, err,
 	                                   sizeof(err)), CIVIS_EINVAL);
 	assert_non_null(strstr(err, "not a directory"));
+	/* no run to register the outputs with */
+	snprintf(path, sizeof(path), "%s/a", dir);
+	opts.run = NULL;
+	assert_int_equal(agent_outputs_new(&o, loop, (civis_client *)&dummy, &opts, err,
+	                                   sizeof(err)), CIVIS_EINVAL);
+	assert_string_equal(err, "outputs: missing loop, client, run, directory or note");
 	civis_loop_free(loop);
 	rm_rf(dir);
 	free(dir);

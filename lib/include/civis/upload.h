@@ -63,13 +63,6 @@ int  civis_upload_start(civis_client *c, const civis_upload_opts *o, civis_uploa
 /* Stop it; done runs with CIVIS_ECANCELED before this returns. */
 void civis_upload_cancel(civis_upload *u);
 
-/* POST .../runs/{run_id}/outputs {"objectType":"File","objectId":id}. */
-/* Accepts any 2xx (the API answers 202). done is not called when this
- * returns an error. */
-int  civis_client_register_output(civis_client *c, int64_t file_id,
-                                  void (*done)(void *ud, int status, const char *error),
-                                  void *ud);
-
 /* Part size for a file of `size` bytes: max(sqrt(5 MiB * size), 5 MiB),
  * raised so that there are at most 10,000 parts. */
 uint64_t civis_upload_part_size(uint64_t size);
