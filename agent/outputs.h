@@ -182,6 +182,15 @@ int  agent_outputs_in_archive(const agent_out_rules *r, const char *rel, int is_
 agent_out_kind agent_outputs_classify(const agent_out_rules *r, const char *rel,
                                       agent_out_stat *st, char *reason, size_t rlen);
 
+/* The same answer as agent_outputs_classify, from the object itself: rel is
+ * opened beneath DIR without following a symlink at any step (openat2
+ * RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, else component by component with
+ * O_NOFOLLOW); a symlink to a file inside DIR is opened by its target's
+ * path the same way. For FILE (read-only) and ARCHIVE (a directory) *fd is
+ * the open descriptor (the caller's) and st its fstat; else *fd is -1. */
+agent_out_kind agent_outputs_open(const agent_out_rules *r, const char *rel,
+                                  agent_out_stat *st, int *fd, char *reason, size_t rlen);
+
 /* Walk the tree under sub ("" = all of DIR), directories in name order,
  * not into archived ones (reported as ARCHIVE items) nor through symlinks.
  * Skips are reported through note ("warn"; NULL: silent), as is a failure

@@ -9,7 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#ifdef SYS_openat2
+#include <linux/openat2.h>
+#endif
 
 #include "civis/civis.h"
 #include "civis/upload.h"
@@ -117,6 +121,256 @@ agent_outputs_classify(const agent_out_rules *r, const char *rel, agent_out_stat
 	}
 out:
 	free(real);
+	return kind;
+}
+
+/* ---------------------------------------------------------------- open */
+
+/* 1 when the kernel refused openat2 (ENOSYS): walk component by component. */
+static int no_openat2;
+
+#ifdef CIVIS_UNITTEST
+/* Tests take the component-by-component walk on a kernel with openat2. */
+void agent_outputs__set_no_openat2(int on);
+
+void
+agent_outputs__set_no_openat2(int on)
+{
+	no_openat2 = on;
+}
+#endif
+
+/* Open rel beneath dirfd, following no symbolic link at any step (the last
+ * one as O_NOFOLLOW does: ELOOP, or the link itself with O_PATH). -1 with
+ * errno: ELOOP or EXDEV for a link on the way, ENOENT, ... */
+#ifndef CIVIS_UNITTEST
+static
+#endif
+int agent_outputs__open_beneath(int dirfd, const char *rel, int flags);
+
+#ifndef CIVIS_UNITTEST
+static
+#endif
+int
+agent_outputs__open_beneath(int dirfd, const char *rel, int flags)
+{
+	char comp[PATH_MAX];
+	const char *p = rel, *slash;
+	int cur = dirfd, fd;
+
+	flags |= O_NOFOLLOW | O_CLOEXEC;
+#ifdef SYS_openat2
+	if (!no_openat2) {
+		struct open_how how;
+		long r;
+
+		memset(&how, 0, sizeof(how));
+		how.flags = (uint64_t)flags;
+		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
+		r = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+		if (r >= 0)
+			return (int)r;
+		if (errno != ENOSYS && errno != EINVAL && errno != EPERM)
+			return -1;
+		/* ENOSYS: an old kernel; EPERM: a seccomp filter that does not
+		 * know it; EINVAL: flags it refuses. The walk below does the same. */
+		if (errno != EINVAL)
+			no_openat2 = 1;
+	}
+#endif
+	if (rel[0] == '/' || rel[0] == '\0') {
+		errno = EXDEV;
+		return -1;
+	}
+	for (;;) {
+		size_t n;
+
+		slash = strchr(p, '/');
+		if (slash == NULL)
+			break;
+		n = (size_t)(slash - p);
+		if (n == 0 || n >= sizeof(comp) || (n == 2 && p[0] == '.' && p[1] == '.')) {
+			errno = n >= sizeof(comp) ? ENAMETOOLONG : EXDEV;
+			goto fail;
+		}
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		fd = openat(cur, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			struct stat sb;
+
+			/* a symlink there says ENOTDIR through O_PATH: say ELOOP */
+			if (errno == ENOTDIR && fstatat(cur, comp, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISLNK(sb.st_mode))
+				errno = ELOOP;
+			goto fail;
+		}
+		if (cur != dirfd)
+			close(cur);
+		cur = fd;
+		p = slash + 1;
+	}
+	if (strcmp(p, "..") == 0 || p[0] == '\0') {
+		errno = EXDEV;
+		goto fail;
+	}
+	fd = openat(cur, p, flags);
+	if (cur != dirfd) {
+		int e = errno;
+		close(cur);
+		errno = e;
+	}
+	return fd;
+fail:
+	if (cur != dirfd) {
+		int e = errno;
+		close(cur);
+		errno = e;
+	}
+	return -1;
+}
+
+/* The link rel (relative to root) resolved by its final target: its path
+ * relative to root into buf, or a reason why it is not an output. */
+static agent_out_kind
+link_target(const agent_out_rules *r, const char *rel, char *buf, size_t len,
+            char *reason, size_t rlen)
+{
+	char path[PATH_MAX];
+	char *real;
+	agent_out_kind kind = AGENT_OUT_FILE;
+	size_t n = strlen(r->root);
+
+	if (join(path, sizeof(path), r->root, rel) != 0) {
+		snprintf(reason, rlen, "the path is longer than PATH_MAX (%d bytes)", PATH_MAX);
+		return AGENT_OUT_ERROR;
+	}
+	real = realpath(path, NULL);
+	if (real == NULL) {
+		if (errno == ELOOP)
+			snprintf(reason, rlen, "symlink loop");
+		else if (errno == ENOENT)
+			snprintf(reason, rlen, "dangling symlink");
+		else
+			snprintf(reason, rlen, "cannot resolve the symlink: %s", strerror(errno));
+		return errno == ENOMEM ? AGENT_OUT_ERROR : AGENT_OUT_SKIP;
+	}
+	if (inside_root(r->root, real) != 1) {
+		snprintf(reason, rlen, inside_root(r->root, real) == 2 ? "symlink to a directory"
+		                                                        : "points outside the output directory");
+		kind = AGENT_OUT_SKIP;
+	} else if (snprintf(buf, len, "%s", real + (strcmp(r->root, "/") == 0 ? 1 : n + 1)) >=
+	           (int)len) {
+		snprintf(reason, rlen, "the path is longer than PATH_MAX (%d bytes)", PATH_MAX);
+		kind = AGENT_OUT_ERROR;
+	}
+	free(real);
+	return kind;
+}
+
+/* What the object open as O_PATH fd is, for an output of kind `want`. */
+static agent_out_kind
+kind_of(const agent_out_rules *r, const char *rel, const struct stat *sb, int via_link,
+        char *reason, size_t rlen)
+{
+	if (S_ISREG(sb->st_mode))
+		return AGENT_OUT_FILE;
+	if (S_ISDIR(sb->st_mode)) {
+		if (via_link) {
+			snprintf(reason, rlen, "symlink to a directory");
+			return AGENT_OUT_SKIP;
+		}
+		return agent_outputs_in_archive(r, rel, 1) == 2 ? AGENT_OUT_ARCHIVE : AGENT_OUT_DIR;
+	}
+	if (S_ISLNK(sb->st_mode)) {
+		snprintf(reason, rlen, "the symlink changed while it was opened");
+		return AGENT_OUT_SKIP;
+	}
+	snprintf(reason, rlen, "%s", agent_outputs_type_text(sb->st_mode));
+	return AGENT_OUT_SKIP;
+}
+
+agent_out_kind
+agent_outputs_open(const agent_out_rules *r, const char *rel, agent_out_stat *st, int *fdp,
+                   char *reason, size_t rlen)
+{
+	char target[PATH_MAX];
+	const char *at = rel;
+	struct stat sb, sb2;
+	agent_out_kind kind;
+	int root, pfd = -1, fd = -1, via_link = 0;
+
+	memset(st, 0, sizeof(*st));
+	*fdp = -1;
+	if (rlen > 0)
+		reason[0] = '\0';
+	root = open(r->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0) {
+		snprintf(reason, rlen, "cannot open the output directory: %s", strerror(errno));
+		return errno == ENOENT ? AGENT_OUT_GONE : AGENT_OUT_ERROR;
+	}
+	for (;;) {
+		pfd = agent_outputs__open_beneath(root, at, O_PATH);
+		if (pfd < 0) {
+			if (errno == ENOENT || errno == ENOTDIR)
+				kind = AGENT_OUT_GONE;
+			else if (errno == ENAMETOOLONG) {
+				snprintf(reason, rlen, "the path is longer than PATH_MAX (%d bytes)",
+				         PATH_MAX);
+				kind = AGENT_OUT_ERROR;
+			} else if (errno == ELOOP || errno == EXDEV) {
+				snprintf(reason, rlen, "a directory on its path is a symlink now "
+				         "(not followed)");
+				kind = AGENT_OUT_SKIP;
+			} else {
+				snprintf(reason, rlen, "%s", strerror(errno));
+				kind = AGENT_OUT_ERROR;
+			}
+			goto out;
+		}
+		if (fstat(pfd, &sb) != 0) {
+			snprintf(reason, rlen, "%s", strerror(errno));
+			kind = AGENT_OUT_ERROR;
+			goto out;
+		}
+		if (!S_ISLNK(sb.st_mode) || via_link)
+			break;
+		/* a symlink: followed only when its final target is inside DIR,
+		 * and then opened by that path, beneath DIR, without links */
+		kind = link_target(r, rel, target, sizeof(target), reason, rlen);
+		if (kind != AGENT_OUT_FILE)
+			goto out;
+		close(pfd);
+		pfd = -1;
+		at = target;
+		via_link = 1;
+	}
+	kind = kind_of(r, rel, &sb, via_link, reason, rlen);
+	if (kind != AGENT_OUT_FILE && kind != AGENT_OUT_ARCHIVE)
+		goto out;
+	/* the same object, now for reading (O_PATH first: no open of a FIFO
+	 * or a device, whose open can block or have effects) */
+	fd = agent_outputs__open_beneath(root, at, kind == AGENT_OUT_FILE
+	                                 ? O_RDONLY | O_NONBLOCK | O_NOCTTY
+	                                 : O_RDONLY | O_DIRECTORY);
+	if (fd < 0 || fstat(fd, &sb2) != 0 || sb2.st_dev != sb.st_dev || sb2.st_ino != sb.st_ino) {
+		if (fd < 0 && (errno == EACCES || errno == EPERM)) {
+			snprintf(reason, rlen, "%s", strerror(errno));
+			kind = AGENT_OUT_ERROR;
+		} else {
+			kind = AGENT_OUT_GONE;   /* replaced or removed meanwhile */
+		}
+		goto out;
+	}
+	fill_stat(st, &sb2);
+	*fdp = fd;
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (pfd >= 0)
+		close(pfd);
+	close(root);
 	return kind;
 }
 

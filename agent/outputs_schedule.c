@@ -118,35 +118,30 @@ on_upload_done(void *ud, int status, int64_t file_id, const char *sha256_hex,
 	pump(o);
 }
 
-/* Start e's upload; when it cannot start, e ends FAILED (or not present). */
-static void
-start_upload(agent_outputs *o, struct ent *e)
+/* Open e for its upload: classified from the object itself, opened
+ * beneath DIR without following a symlink (agent_outputs_open). -1 when it
+ * is not to be uploaded (e is then FAILED, or not present). */
+static int
+open_entry(agent_outputs *o, struct ent *e, agent_out_stat *st, int *fd, const char *shown)
 {
-	char path[PATH_MAX], reason[256], shown[SHOW_MAX];
-	agent_out_stat st;
-	agent_out_kind k;
-	civis_upload_opts uo;
-	civis_upload *u = NULL;
-	int rc, fd;
+	char reason[256];
+	agent_out_kind k = agent_outputs_open(&o->rules, e->rel, st, fd, reason, sizeof(reason));
 
-	if (o->exiting && !e->present) {
-		e->state = ST_FAILED;
-		return;
-	}
-	k = agent_outputs_classify(&o->rules, e->rel, &st, reason, sizeof(reason));
-	show(o, shown, sizeof(shown), e->rel);
 	if (k == AGENT_OUT_GONE) {
 		e->state = ST_FAILED;
 		snprintf(e->err, sizeof(e->err), "vanished before its upload");
 		onote(o, "warn", "skipping %s: it vanished before its upload", shown);
 		if (o->exiting)
 			e->present = 0;
-		return;
+		return -1;
 	}
 	if (k != e->kind) {
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
 		if (k == AGENT_OUT_ERROR) {
 			fail(o, e, reason, 1);
-			return;
+			return -1;
 		}
 		e->state = ST_FAILED;
 		if (o->exiting) {
@@ -154,33 +149,38 @@ start_upload(agent_outputs *o, struct ent *e)
 			onote(o, "warn", "skipping %s: %s", shown,
 			      reason[0] != '\0' ? reason : "replaced by something else");
 		}
+		return -1;
+	}
+	if (e->kind == AGENT_OUT_FILE && !o->gzip &&
+	    agent_outputs_check_size(st->size, reason, sizeof(reason)) != CIVIS_OK) {
+		close(*fd);
+		*fd = -1;
+		fail(o, e, reason, 1);
+		return -1;
+	}
+	return 0;
+}
+
+/* Start e's upload; when it cannot start, e ends FAILED (or not present). */
+static void
+start_upload(agent_outputs *o, struct ent *e)
+{
+	char path[PATH_MAX], shown[SHOW_MAX];
+	agent_out_stat st;
+	civis_upload_opts uo;
+	civis_upload *u = NULL;
+	int rc, fd = -1;
+
+	if (o->exiting && !e->present) {
+		e->state = ST_FAILED;
 		return;
 	}
-	if (e->kind == AGENT_OUT_FILE) {
-		if (!o->gzip && agent_outputs_check_size(st.size, reason, sizeof(reason)) != CIVIS_OK) {
-			fail(o, e, reason, 1);
-			return;
-		}
-		if (snprintf(path, sizeof(path), "%s/%s", strcmp(o->root, "/") == 0 ? "" : o->root,
-		             e->rel) >= (int)sizeof(path)) {
-			fail(o, e, "the path is longer than PATH_MAX", 1);
-			return;
-		}
-		fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-		if (fd < 0) {
-			if (errno == ENOENT) {
-				e->state = ST_FAILED;
-				onote(o, "warn", "skipping %s: it vanished before its upload", shown);
-				if (o->exiting)
-					e->present = 0;
-				return;
-			}
-			fail(o, e, strerror(errno), 1);
-			return;
-		}
+	show(o, shown, sizeof(shown), e->rel);
+	if (open_entry(o, e, &st, &fd, shown) != 0)
+		return;
+	if (snprintf(path, sizeof(path), "%s/%s", strcmp(o->root, "/") == 0 ? "" : o->root,
+	             e->rel) >= (int)sizeof(path)) {
 		close(fd);
-	} else if (snprintf(path, sizeof(path), "%s/%s", strcmp(o->root, "/") == 0 ? "" : o->root,
-	                    e->rel) >= (int)sizeof(path)) {
 		fail(o, e, "the path is longer than PATH_MAX", 1);
 		return;
 	}
@@ -189,8 +189,8 @@ start_upload(agent_outputs *o, struct ent *e)
 	if (o->exiting)
 		e->exit_tries++;
 	memset(&uo, 0, sizeof(uo));
-	uo.fd = -1;
-	uo.path = path;
+	uo.fd = fd;
+	uo.path = path;           /* for messages only: the upload reads fd */
 	uo.name = e->name;
 	uo.kind = e->kind == AGENT_OUT_ARCHIVE ? CIVIS_UPLOAD_TARGZ
 	        : o->gzip ? CIVIS_UPLOAD_GZIP : CIVIS_UPLOAD_FILE;
@@ -206,6 +206,7 @@ start_upload(agent_outputs *o, struct ent *e)
 	e->state = ST_UPLOADING;
 	o->inflight++;
 	rc = engine.upload_start(o->client, &uo, &u);
+	close(fd);                /* the upload dup()ed it */
 	if (rc != CIVIS_OK) {
 		o->inflight--;
 		fail(o, e, civis_strerror(rc), 0);

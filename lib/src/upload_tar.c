@@ -2,6 +2,7 @@
  * through directory descriptors in name order, one bounded slice per call;
  * the archive's bytes go to the caller's writer. */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -36,7 +37,6 @@ struct civis__tar {
 	int write_errno;         /* from the archive write callback */
 	struct archive *a;
 	int a_open;
-	char root_real[PATH_MAX];
 	char rel[PATH_MAX];
 	stage_frame frames[CIVIS__TAR_MAX_DEPTH];
 	size_t depth;
@@ -187,8 +187,35 @@ frame_pop(civis__tar *st)
 	st->depth--;
 }
 
+typedef void (*set_symlink_fn)(struct archive_entry *e, const char *target);
+
+/* archive_entry_set_symlink: not in dl.c's table yet (asked for), so taken
+ * from the libarchive civis__dl_archive() has loaded. NULL: not found. */
+static set_symlink_fn
+symlink_setter(void)
+{
+	static set_symlink_fn fn;
+	static int tried;
+
+	if (!tried) {
+		tried = 1;
+#ifdef CIVIS_DL_LINKED_ARCHIVE
+		fn = archive_entry_set_symlink;
+#else
+		void *h = dlopen(CIVIS__DL_ARCHIVE_NAME, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+
+		if (h != NULL) {
+			*(void **)(&fn) = dlsym(h, "archive_entry_set_symlink");
+			(void)dlclose(h);   /* NOLOAD: only the count it took */
+		}
+#endif
+	}
+	return fn;
+}
+
 static int
-tar_header(civis__tar *st, const struct stat *sb, int type, char *err, size_t errlen)
+tar_header(civis__tar *st, const struct stat *sb, int type, const char *link,
+           char *err, size_t errlen)
 {
 	struct archive_entry *e = archive_entry_new2(st->a);
 	int ar;
@@ -204,6 +231,8 @@ tar_header(civis__tar *st, const struct stat *sb, int type, char *err, size_t er
 	archive_entry_set_mtime(e, sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec);
 	archive_entry_set_uid(e, sb->st_uid);
 	archive_entry_set_gid(e, sb->st_gid);
+	if (link != NULL)
+		symlink_setter()(e, link);
 	ar = archive_write_header(st->a, e);
 	archive_entry_free(e);
 	if (ar < ARCHIVE_WARN) {
@@ -226,48 +255,33 @@ on_stack(const civis__tar *st, const struct stat *sb)
 	return 0;
 }
 
-/* Resolve a symlink st->rel; opens its target when it stays inside the
- * directory (fd in *fdp, its stat in *sb), else warns and sets *fdp = -1. */
+/* Store the symlink st->rel as a symlink: its target is only text here,
+ * never followed, wherever it points. */
 static int
-tar_follow(civis__tar *st, int *fdp, struct stat *sb, char *err, size_t errlen)
+tar_symlink(civis__tar *st, int dfd, const char *name, const struct stat *sb,
+            char *err, size_t errlen)
 {
-	char full[PATH_MAX], real[PATH_MAX];
-	size_t rl = strlen(st->root_real);
-	struct stat lsb;
-	int n, fd;
+	char target[PATH_MAX];
+	ssize_t n = readlinkat(dfd, name, target, sizeof(target) - 1);
+	int rc;
 
-	*fdp = -1;
-	n = snprintf(full, sizeof(full), "%s/%s", st->root_real, st->rel);
-	if (n < 0 || (size_t)n >= sizeof(full) || realpath(full, real) == NULL) {
-		stage_warn(st, "skipped %s: symbolic link does not resolve", st->rel);
+	if (symlink_setter() == NULL) {
+		stage_warn(st, "skipped %s: symbolic link (this libarchive cannot store one)",
+		           st->rel);
 		return CIVIS_OK;
 	}
-	if (strncmp(real, st->root_real, rl) != 0 ||
-	    (real[rl] != '/' && !(rl == 1 && st->root_real[0] == '/')) || real[rl] == '\0') {
-		stage_warn(st, "skipped %s: symbolic link points outside the directory", st->rel);
-		return CIVIS_OK;
-	}
-	if (stat(real, &lsb) != 0) {
+	if (n < 0) {
 		stage_warn(st, "skipped %s: %s", st->rel, strerror(errno));
 		return CIVIS_OK;
 	}
-	fd = open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0) {
-		stage_warn(st, "skipped %s: %s", st->rel, strerror(errno));
-		return CIVIS_OK;
+	target[n] = '\0';
+	rc = tar_header(st, sb, AE_IFLNK, target, err, errlen);
+	if (rc == CIVIS_OK && archive_write_finish_entry(st->a) < ARCHIVE_WARN) {
+		seterr(err, errlen, "archiving %s: %s", st->path,
+		       archive_error_string(st->a) ? archive_error_string(st->a) : "failed");
+		return st->write_errno ? CIVIS_ESYS : CIVIS_EINVAL;
 	}
-	if (fstat(fd, sb) != 0) {
-		seterr(err, errlen, "%s/%s: %s", st->path, st->rel, strerror(errno));
-		(void)close(fd);
-		return CIVIS_ESYS;
-	}
-	if (sb->st_dev != lsb.st_dev || sb->st_ino != lsb.st_ino) {
-		(void)close(fd);
-		stage_warn(st, "skipped %s: symbolic link target changed while archiving", st->rel);
-		return CIVIS_OK;
-	}
-	*fdp = fd;
-	return CIVIS_OK;
+	return rc;
 }
 
 /* Take the next name of the innermost directory: header, then either a
@@ -294,12 +308,11 @@ tar_next(civis__tar *st, char *err, size_t errlen)
 		goto next;
 	}
 	if (S_ISLNK(sb.st_mode)) {
-		rc = tar_follow(st, &fd, &sb, err, errlen);
-		if (rc != CIVIS_OK)
-			return rc;
-		if (fd < 0)
-			goto next;
-	} else if (S_ISDIR(sb.st_mode) || S_ISREG(sb.st_mode)) {
+		rc = tar_symlink(st, f->dfd, name, &sb, err, errlen);
+		st->rel[f->rel_len] = '\0';
+		return rc;
+	}
+	if (S_ISDIR(sb.st_mode) || S_ISREG(sb.st_mode)) {
 		int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
 		fd = openat(f->dfd, name, S_ISDIR(sb.st_mode) ? flags | O_DIRECTORY : flags);
 		if (fd < 0) {
@@ -315,10 +328,10 @@ tar_next(civis__tar *st, char *err, size_t errlen)
 	if (fd >= 0 && S_ISDIR(sb.st_mode)) {
 		if (on_stack(st, &sb)) {
 			(void)close(fd);
-			stage_warn(st, "skipped %s: directory loop through a symbolic link", st->rel);
+			stage_warn(st, "skipped %s: directory loop", st->rel);
 			goto next;
 		}
-		rc = tar_header(st, &sb, AE_IFDIR, err, errlen);
+		rc = tar_header(st, &sb, AE_IFDIR, NULL, err, errlen);
 		if (rc != CIVIS_OK) {
 			(void)close(fd);
 			return rc;
@@ -326,7 +339,7 @@ tar_next(civis__tar *st, char *err, size_t errlen)
 		return frame_push(st, fd, &sb, err, errlen);
 	}
 	if (fd >= 0 && S_ISREG(sb.st_mode)) {
-		rc = tar_header(st, &sb, AE_IFREG, err, errlen);
+		rc = tar_header(st, &sb, AE_IFREG, NULL, err, errlen);
 		if (rc != CIVIS_OK) {
 			(void)close(fd);
 			return rc;
@@ -428,7 +441,7 @@ tar_open(civis__tar *st, int dfd, char *err, size_t errlen)
 		seterr(err, errlen, "%s: %s", st->path, strerror(errno));
 		return errno == ENOENT ? CIVIS_ENOTFOUND : CIVIS_ESYS;
 	}
-	if (fstat(dfd, &sb) != 0 || realpath(st->path, st->root_real) == NULL) {
+	if (fstat(dfd, &sb) != 0) {
 		seterr(err, errlen, "%s: %s", st->path, strerror(errno));
 		(void)close(dfd);
 		return CIVIS_ESYS;

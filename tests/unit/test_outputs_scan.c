@@ -315,6 +315,122 @@ test_classify_types(void **state)
 }
 
 
+int agent_outputs__open_beneath(int dirfd, const char *rel, int flags);
+void agent_outputs__set_no_openat2(int on);
+
+/* The same answers with openat2 and with the walk by components. */
+static void
+test_open_beneath(void **state)
+{
+	struct tree t;
+	char path[PATH_MAX];
+	int pass, root, fd;
+
+	(void)state;
+	build_tree(&t);
+	snprintf(path, sizeof(path), "%s/subswap", t.dir);
+	assert_int_equal(symlink("/etc", path), 0);
+	root = open(t.root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	assert_true(root >= 0);
+	for (pass = 0; pass < 2; pass++) {
+		agent_outputs__set_no_openat2(pass);
+		fd = agent_outputs__open_beneath(root, "sub/deeper/y.txt", O_RDONLY);
+		assert_true(fd >= 0);
+		close(fd);
+		/* a symlink on the way, inside or out: never followed */
+		errno = 0;
+		assert_int_equal(agent_outputs__open_beneath(root, "dirlink/x.txt", O_RDONLY), -1);
+		assert_int_equal(errno, ELOOP);
+		assert_int_equal(agent_outputs__open_beneath(root, "subswap/passwd", O_RDONLY), -1);
+		assert_int_equal(errno, ELOOP);
+		/* the last one: ELOOP, or the link itself with O_PATH */
+		assert_int_equal(agent_outputs__open_beneath(root, "inside", O_RDONLY), -1);
+		assert_int_equal(errno, ELOOP);
+		fd = agent_outputs__open_beneath(root, "inside", O_PATH);
+		assert_true(fd >= 0);
+		close(fd);
+		/* out of the tree by name */
+		assert_int_equal(agent_outputs__open_beneath(root, "sub/../../x", O_RDONLY), -1);
+		assert_true(errno == EXDEV || errno == ELOOP);
+		assert_int_equal(agent_outputs__open_beneath(root, "/etc/passwd", O_RDONLY), -1);
+		assert_int_equal(errno, EXDEV);
+		assert_int_equal(agent_outputs__open_beneath(root, "nope/x", O_RDONLY), -1);
+		assert_int_equal(errno, ENOENT);
+	}
+	agent_outputs__set_no_openat2(0);
+	close(root);
+	free_tree(&t);
+}
+
+/* agent_outputs_open: the kinds of agent_outputs_classify, from the open
+ * object; a descriptor only for what is uploaded. */
+static void
+test_open_outputs(void **state)
+{
+	struct tree t;
+	agent_out_stat st;
+	struct stat sb;
+	char reason[256], path[PATH_MAX], buf[8];
+	int fd, pass;
+
+	(void)state;
+	build_tree(&t);
+	snprintf(path, sizeof(path), "%s/subswap", t.dir);
+	assert_int_equal(symlink("/etc", path), 0);
+	for (pass = 0; pass < 2; pass++) {
+		agent_outputs__set_no_openat2(pass);
+		assert_int_equal(agent_outputs_open(&t.r, "a.csv", &st, &fd, reason, sizeof(reason)),
+		                 AGENT_OUT_FILE);
+		assert_true(fd >= 0);
+		assert_int_equal(st.size, 8);
+		assert_int_equal(fstat(fd, &sb), 0);
+		assert_true(sb.st_ino == st.ino && sb.st_dev == st.dev);
+		assert_int_equal(read(fd, buf, 4), 4);
+		assert_memory_equal(buf, "a,b\n", 4);
+		close(fd);
+		/* a link to a file inside: the target, opened by its own path */
+		assert_int_equal(agent_outputs_open(&t.r, "inside", &st, &fd, reason, sizeof(reason)),
+		                 AGENT_OUT_FILE);
+		assert_true(fd >= 0);
+		assert_int_equal(read(fd, buf, 2), 2);
+		assert_memory_equal(buf, "x\n", 2);
+		close(fd);
+		assert_int_equal(agent_outputs_open(&t.r, "outside", &st, &fd, reason, sizeof(reason)),
+		                 AGENT_OUT_SKIP);
+		assert_int_equal(fd, -1);
+		assert_string_equal(reason, "points outside the output directory");
+		assert_int_equal(agent_outputs_open(&t.r, "subswap/passwd", &st, &fd, reason,
+		                                    sizeof(reason)), AGENT_OUT_SKIP);
+		assert_int_equal(fd, -1);
+		assert_string_equal(reason, "a directory on its path is a symlink now (not followed)");
+		assert_int_equal(agent_outputs_open(&t.r, "dirlink/x.txt", &st, &fd, reason,
+		                                    sizeof(reason)), AGENT_OUT_SKIP);
+		assert_int_equal(agent_outputs_open(&t.r, "dirlink", &st, &fd, reason, sizeof(reason)),
+		                 AGENT_OUT_SKIP);
+		assert_string_equal(reason, "symlink to a directory");
+		assert_int_equal(agent_outputs_open(&t.r, "loop1", &st, &fd, reason, sizeof(reason)),
+		                 AGENT_OUT_SKIP);
+		assert_string_equal(reason, "symlink loop");
+		assert_int_equal(agent_outputs_open(&t.r, "dangling", &st, &fd, reason, sizeof(reason)),
+		                 AGENT_OUT_SKIP);
+		assert_string_equal(reason, "dangling symlink");
+		/* a FIFO is never opened for reading (that could block) */
+		assert_int_equal(agent_outputs_open(&t.r, "fifo", &st, &fd, reason, sizeof(reason)),
+		                 AGENT_OUT_SKIP);
+		assert_int_equal(fd, -1);
+		assert_string_equal(reason, "not a regular file (FIFO)");
+		assert_int_equal(agent_outputs_open(&t.r, "tofifo", &st, &fd, reason, sizeof(reason)),
+		                 AGENT_OUT_SKIP);
+		assert_int_equal(agent_outputs_open(&t.r, "nope", &st, &fd, reason, sizeof(reason)),
+		                 AGENT_OUT_GONE);
+		assert_int_equal(agent_outputs_open(&t.r, "sub", &st, &fd, reason, sizeof(reason)),
+		                 AGENT_OUT_DIR);
+		assert_int_equal(fd, -1);
+	}
+	agent_outputs__set_no_openat2(0);
+	free_tree(&t);
+}
+
 int
 main(void)
 {
@@ -324,6 +440,8 @@ main(void)
 		cmocka_unit_test(test_scan_cap_and_device),
 		cmocka_unit_test(test_scan_path_too_long),
 		cmocka_unit_test(test_classify_types),
+		cmocka_unit_test(test_open_beneath),
+		cmocka_unit_test(test_open_outputs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
