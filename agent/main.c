@@ -311,7 +311,8 @@ setup_watchers(agent *ag)
 		.gzip = ag->o.gzip, .expires_at = ag->o.expires_at,
 		.multipart_threshold = ag->o.multipart_threshold,
 		.concurrency = (unsigned)ag->o.upload_concurrency,
-		.tmp_dir = ag->o.spool_dir, .run = ag->run, .note = note_cb, .ud = ag,
+		.tmp_dir = ag->o.spool_dir, .run = ag->run, .redact = ag->redact,
+		.note = note_cb, .ud = ag,
 	};
 	char err[512];
 

@@ -60,18 +60,27 @@ agent_outputs__rebuilds(const agent_outputs *o)
 void
 onote(agent_outputs *o, const char *level, const char *fmt, ...)
 {
-	char text[NOTE_MAX];
+	char text[NOTE_MAX], safe[NOTE_MAX * 2];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): clang 14 false positive */
 	va_end(ap);
-	o->note(o->ud, level, text);
+	agent_outputs_escape_text(safe, sizeof(safe), text);
+	o->note(o->ud, level, safe);
 }
 
 void
 show(const agent_outputs *o, char *buf, size_t len, const char *rel)
 {
+	char masked[PATH_MAX + 64];
+
+	/* masked before it is quoted and cut: no piece of a secret shows */
+	if (o->redact != NULL && civis_redact_string(o->redact, rel, masked, sizeof(masked)) ==
+	    CIVIS_OK && strcmp(masked, rel) != 0) {
+		agent_outputs_show(buf, len, &o->rules, masked);
+		return;
+	}
 	agent_outputs_show(buf, len, &o->rules, rel);
 }
 
@@ -143,6 +152,10 @@ ent_new(agent_outputs *o, const char *rel, agent_out_kind kind, char *why, size_
 	}
 	if (agent_outputs_civis_name(name, sizeof(name), rel, suffix) != CIVIS_OK) {
 		snprintf(why, wlen, "the name is too long");
+		return NULL;
+	}
+	if (agent_outputs_name_has_secret(o->redact, name)) {
+		snprintf(why, wlen, "%s", AGENT_OUTPUTS_SECRET_NAME);
 		return NULL;
 	}
 	if (o->nents >= o->tabsize && tab_grow(o) != CIVIS_OK) {
@@ -270,6 +283,7 @@ agent_outputs_new(agent_outputs **out, civis_loop *loop, civis_client *client,
 	o->loop = loop;
 	o->client = client;
 	o->run = opts->run;
+	o->redact = opts->redact;
 	o->note = opts->note;
 	o->ud = opts->ud;
 	o->gzip = opts->gzip;

@@ -47,6 +47,7 @@
 
 #include "civis/client.h"
 #include "civis/loop.h"
+#include "civis/redact.h"
 #include "civis/run.h"
 #include "civis/upload.h"
 
@@ -78,6 +79,9 @@ typedef struct agent_outputs_opts {
 	unsigned concurrency;         /* parts in flight per file; 0: the engine's */
 	const char *tmp_dir;          /* NULL: $TMPDIR or /tmp */
 	civis_run *run;               /* registers the outputs; never NULL */
+	const civis_redact *redact;   /* the run's secrets (NULL: none): a file whose
+	                                 Civis name holds one is refused, and names
+	                                 in notes are masked */
 	agent_note_fn note;           /* one line, no newline; never NULL */
 	void *ud;
 } agent_outputs_opts;
@@ -115,11 +119,27 @@ void agent_outputs_free(agent_outputs *o);
 size_t agent_outputs_quote(char *buf, size_t len, const char *s);
 /* The same escapes, never wrapped in quotes (a tab-separated column). */
 size_t agent_outputs_escape(char *buf, size_t len, const char *s);
+/* A whole message text, whose names may already be quoted: the same escapes
+ * for newlines, control characters, invalid UTF-8 and bidi code points, but
+ * no quotes and a backslash left as it is. Every agent note goes through it
+ * last, so no byte of a name (or of a library error naming it) can start a
+ * line or a terminal escape on stderr or in the run log. */
+size_t agent_outputs_escape_text(char *buf, size_t len, const char *s);
 
 /* The Civis name for rel: '/' becomes "%2F", '%' "%25", invalid UTF-8
  * bytes U+FFFD, then suffix (NULL, ".gz", ".tar.gz") is added.
  * CIVIS_ETOOBIG when it does not fit. */
 int  agent_outputs_civis_name(char *buf, size_t len, const char *rel, const char *suffix);
+
+/* Why a file whose Civis name holds a secret is not uploaded: the name is
+ * stored in Civis Files as it is, and masking it would upload the file
+ * under a name nobody chose. */
+#define AGENT_OUTPUTS_SECRET_NAME \
+	"its name holds a secret (shown masked here): not uploaded; rename it"
+
+/* Whether name holds a secret of r (NULL: never). Also 1 when it cannot
+ * tell (no memory): a name is refused rather than leaked. */
+int  agent_outputs_name_has_secret(const civis_redact *r, const char *name);
 
 /* An --archive value: relative, no "." or ".." or empty components, no NUL;
  * trailing slashes are dropped into buf. CIVIS_EINVAL with a reason. */

@@ -53,6 +53,7 @@ struct agent_outputs {
 	civis_loop *loop;
 	civis_client *client;
 	civis_run *run;
+	const civis_redact *redact;
 	agent_note_fn note;
 	void *ud;
 	char *root;

@@ -103,6 +103,8 @@ needs_quotes(const char *s)
 	return *s == '\0' || strpbrk(s, " :\"'") != NULL;
 }
 
+/* may_quote: 1 quote when needed, 0 never, -1 a text (no quotes, and a
+ * backslash stays one: the text's own escapes are left alone). */
 static size_t
 quote_impl(char *buf, size_t len, const char *s, int may_quote)
 {
@@ -116,7 +118,7 @@ quote_impl(char *buf, size_t len, const char *s, int may_quote)
 	buf[0] = '\0';
 	if (s == NULL)
 		return 0;
-	quoted = may_quote && needs_quotes(s);
+	quoted = may_quote > 0 && needs_quotes(s);
 	reserve = 1 + 3 + (quoted ? 1 : 0);   /* NUL, "...", closing quote */
 	if (len <= reserve + (quoted ? 1 : 0))
 		return 0;
@@ -140,7 +142,12 @@ quote_impl(char *buf, size_t len, const char *s, int may_quote)
 			case '\n': qput(&q, "\\n", 2); break;
 			case '\r': qput(&q, "\\r", 2); break;
 			case '\t': qput(&q, "\\t", 2); break;
-			case '\\': qput(&q, "\\\\", 2); break;
+			case '\\':
+				if (may_quote >= 0)
+					qput(&q, "\\\\", 2);
+				else
+					qput(&q, "\\", 1);
+				break;
 			case '"':
 				if (quoted)
 					qput(&q, "\\\"", 2);
@@ -184,7 +191,33 @@ agent_outputs_escape(char *buf, size_t len, const char *s)
 	return quote_impl(buf, len, s, 0);
 }
 
+size_t
+agent_outputs_escape_text(char *buf, size_t len, const char *s)
+{
+	return quote_impl(buf, len, s, -1);
+}
+
 /* ---------------------------------------------------------------- names */
+
+int
+agent_outputs_name_has_secret(const civis_redact *r, const char *name)
+{
+	size_t n;
+	char *masked;
+	int has;
+
+	if (r == NULL || civis_redact_count(r) == 0)
+		return 0;
+	n = strlen(name) + 1;
+	/* "[REDACTED]" is at most 10 bytes per secret of at least 6: x2 + 16 holds it */
+	masked = malloc(2 * n + 16);
+	if (masked == NULL)
+		return 1;
+	has = civis_redact_string(r, name, masked, 2 * n + 16) != CIVIS_OK ||
+	      strcmp(masked, name) != 0;
+	free(masked);
+	return has;
+}
 
 int
 agent_outputs_civis_name(char *buf, size_t len, const char *rel, const char *suffix)

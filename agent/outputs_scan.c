@@ -388,7 +388,7 @@ struct walk {
 static void
 wnote(struct walk *w, const char *level, const char *fmt, ...)
 {
-	char text[SHOW_MAX + 512];
+	char text[SHOW_MAX + 512], safe[2 * (SHOW_MAX + 512)];
 	va_list ap;
 
 	if (w->note == NULL)
@@ -396,7 +396,8 @@ wnote(struct walk *w, const char *level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): clang 14 false positive */
 	va_end(ap);
-	w->note(w->ud, level, text);
+	agent_outputs_escape_text(safe, sizeof(safe), text);
+	w->note(w->ud, level, safe);
 }
 
 static int

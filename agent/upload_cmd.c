@@ -23,6 +23,7 @@
 #include "civis/client.h"
 #include "civis/http.h"
 #include "civis/loop.h"
+#include "civis/redact.h"
 #include "civis/run.h"
 #include "civis/upload.h"
 #include "options.h"
@@ -91,13 +92,23 @@ agent_upload_cmd_usage(FILE *f)
 "each on stderr), 2 usage error.\n", f);
 }
 
+extern char **environ;
+
+/* The job's secrets (the agent's default names), for the names this
+ * command shows and sends; NULL when there are none. */
+static civis_redact *cmd_redact;
+
 static void
 fail_line(const char *arg, const char *text)
 {
-	char shown[SHOW_MAX];
+	char shown[SHOW_MAX], safe[2048], masked[PATH_MAX + 64];
 
+	if (cmd_redact != NULL &&
+	    civis_redact_string(cmd_redact, arg, masked, sizeof(masked)) == CIVIS_OK)
+		arg = masked;
 	agent_outputs_quote(shown, sizeof(shown), arg);
-	fprintf(stderr, "civis-agent: upload: %s: %s\n", shown, text);
+	agent_outputs_escape_text(safe, sizeof(safe), text);
+	fprintf(stderr, "civis-agent: upload: %s: %s\n", shown, safe);
 }
 
 static void
@@ -187,6 +198,10 @@ job_prepare(struct job *j, const char *name_opt, int gzip)
 			job_fail(j, "the name is too long");
 			return;
 		}
+	}
+	if (agent_outputs_name_has_secret(cmd_redact, name)) {
+		job_fail(j, "%s", AGENT_OUTPUTS_SECRET_NAME);
+		return;
 	}
 	j->name = strdup(name);
 	if (j->name == NULL)
@@ -390,13 +405,14 @@ finished(const struct cmd *c)
 static int
 usage_error(const char *fmt, ...)
 {
-	char text[1024];
+	char text[1024], safe[2048];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): clang 14 false positive */
 	va_end(ap);
-	fprintf(stderr, "civis-agent: upload: %s\n", text);
+	agent_outputs_escape_text(safe, sizeof(safe), text);
+	fprintf(stderr, "civis-agent: upload: %s\n", safe);
 	fprintf(stderr, "Try 'civis-agent upload --help'.\n");
 	return AGENT_UPLOAD_USAGE;
 }
@@ -552,6 +568,11 @@ agent_upload_cmd_main(int argc, char **argv)
 		return AGENT_UPLOAD_FAILED;
 	}
 	rc = AGENT_UPLOAD_FAILED;
+	if (civis_redact_new(&cmd_redact) != CIVIS_OK ||
+	    civis_redact_add_env(cmd_redact, environ, NULL, 0, 1) != CIVIS_OK) {
+		fprintf(stderr, "civis-agent: upload: cannot set up secret masking: out of memory\n");
+		goto out;
+	}
 	c.njobs = (size_t)(argc - optind);
 	c.jobs = calloc(c.njobs, sizeof(*c.jobs));
 	if (c.jobs == NULL) {
@@ -593,5 +614,7 @@ out:
 		free(c.jobs);
 	}
 	civis_client_config_dispose(&cfg);
+	civis_redact_free(cmd_redact);
+	cmd_redact = NULL;
 	return rc;
 }

@@ -17,6 +17,7 @@
 
 #include "civis/civis.h"
 #include "civis/loop.h"
+#include "civis/redact.h"
 #include "civis/upload.h"
 #include "../../agent/outputs.h"
 
@@ -201,10 +202,49 @@ test_in_archive(void **state)
 }
 
 
+/* A whole message: control bytes escaped, backslashes and quotes left. */
+static void
+test_escape_text(void **state)
+{
+	char b[256];
+	(void)state;
+
+	agent_outputs_escape_text(b, sizeof(b),
+	                          "upload of evil\ncivis-agent: OK\x1b[2J: \"x\\n\" \xff \xe2\x80\xae.");
+	assert_string_equal(b, "upload of evil\\ncivis-agent: OK\\x1b[2J: \"x\\n\" \\xff "
+	                       "\\xe2\\x80\\xae.");
+	/* idempotent on what quote made */
+	agent_outputs_quote(b, sizeof(b), "a\nb c");
+	assert_string_equal(b, "\"a\\nb c\"");
+	{
+		char c[256];
+		agent_outputs_escape_text(c, sizeof(c), b);
+		assert_string_equal(c, b);
+	}
+}
+
+static void
+test_name_has_secret(void **state)
+{
+	civis_redact *r;
+	(void)state;
+
+	assert_int_equal(agent_outputs_name_has_secret(NULL, "x"), 0);
+	assert_int_equal(civis_redact_new(&r), CIVIS_OK);
+	assert_int_equal(agent_outputs_name_has_secret(r, "Sup3rS3cretValue.csv"), 0);
+	assert_int_equal(civis_redact_add(r, "Sup3rS3cretValue", 16), CIVIS_OK);
+	assert_int_equal(agent_outputs_name_has_secret(r, "a-Sup3rS3cretValue.csv"), 1);
+	assert_int_equal(agent_outputs_name_has_secret(r, "sub%2FSup3rS3cretValue"), 1);
+	assert_int_equal(agent_outputs_name_has_secret(r, "a-Sup3rS3cret.csv"), 0);
+	civis_redact_free(r);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_escape_text),
+		cmocka_unit_test(test_name_has_secret),
 		cmocka_unit_test(test_quote_plain_and_escapes),
 		cmocka_unit_test(test_quote_quotes_when_needed),
 		cmocka_unit_test(test_quote_truncates_at_boundaries),
