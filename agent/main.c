@@ -431,9 +431,11 @@ wind_down(agent *ag, uint64_t now)
 		if (ag->stop_deadline && ag->stop_deadline < ag->flush_deadline)
 			ag->flush_deadline = ag->stop_deadline;
 	}
-	/* Notes made now (uploads finishing, registrations) need not wait
-	 * for a flush tick: seal them at once. */
-	agent_logstream_finish(ag->ls);
+	/* Notes made now (uploads finishing, registrations) share log
+	 * requests on the flush tick like every other line; once the outputs
+	 * are done, the last ones are sealed at once. */
+	if (!ag->out || agent_outputs_idle(ag->out))
+		agent_logstream_finish(ag->ls);
 	/* Logs get --final-flush-timeout; output uploads (bounded by their
 	 * own retries) run to their end, unless a SIGTERM, SIGINT or cancel
 	 * set a stop deadline. */

@@ -173,6 +173,7 @@ ent_new(agent_outputs *o, const char *rel, agent_out_kind kind, char *why, size_
 	}
 	e->o = o;
 	e->kind = kind;
+	e->size_hint = UINT64_MAX;
 	b = hash_str(rel, kind) & (o->tabsize - 1);
 	e->hnext = o->tab[b];
 	o->tab[b] = e;
@@ -385,6 +386,7 @@ agent_outputs_command_exited(agent_outputs *o)
 			}
 		}
 		e->present = 1;
+		e->size_hint = it->st.size;
 		switch (e->state) {
 		case ST_NEW:
 		case ST_FAILED:
@@ -491,8 +493,12 @@ agent_outputs_free(agent_outputs *o)
 			engine.upload_cancel(u);
 		}
 	}
-	if (o->reg_tok != NULL)
-		o->reg_tok->o = NULL;    /* its callback frees it */
+	while (o->reg_toks != NULL) {
+		struct reg_token *t = o->reg_toks;
+
+		o->reg_toks = t->next;
+		t->o = NULL;             /* its callback frees it */
+	}
 	stop_watching(o);
 	for (e = o->all_head; e != NULL; e = next) {
 		next = e->anext;

@@ -6,7 +6,10 @@
  *    sub-directory with inotify.
  *  - While the command runs, a file is uploaded as soon as it is complete
  *    (IN_CLOSE_WRITE, or IN_MOVED_TO into DIR). At most
- *    AGENT_OUTPUTS_MAX_INFLIGHT files are in flight; the rest wait in a FIFO.
+ *    AGENT_OUTPUTS_MAX_INFLIGHT files are in flight, or up to
+ *    AGENT_OUTPUTS_SMALL_INFLIGHT while the next in line is a file of at most
+ *    AGENT_OUTPUTS_SMALL_FILE (a small file costs requests, not bytes); the
+ *    rest wait in a FIFO.
  *    A scan during the run (new sub-directory, IN_Q_OVERFLOW) only adds
  *    watches: a scan cannot tell a finished file from one still written, so
  *    what it finds goes at exit.
@@ -15,10 +18,13 @@
  *    (size, mtime, inode, or another IN_CLOSE_WRITE), are uploaded
  *    now, in name order; archived directories are packed now (never earlier:
  *    they may still be written).
- *  - Registration order (deterministic): nothing is registered during the
- *    run. When every upload has finished, the outputs are registered one at
- *    a time (one POST .../outputs after the other) sorted by Civis name
- *    (byte order, then by SHA-256 for equal names). Only what is in DIR at
+ *  - Registration order: nothing is registered during the run. When every
+ *    upload has finished, the registrations start in Civis name order
+ *    (byte order, then by SHA-256 for equal names), up to
+ *    AGENT_OUTPUTS_REG_INFLIGHT at once: the API gets them in that order
+ *    but may store neighbours within such a window in either order, so the
+ *    run's outputs are the same set every time and in name order up to
+ *    that window (one request at a time costs a round trip per file). Only what is in DIR at
  *    exit is registered, each file's latest upload only, and a (name,
  *    SHA-256) pair only once. An earlier upload that a later one superseded
  *    stays an unregistered Civis file (it expires like any other).
@@ -58,7 +64,10 @@
  * command exited 0, so a 3 after a command's 0 always means "outputs". */
 #define AGENT_EXIT_OUTPUT_FAILED 3
 
-#define AGENT_OUTPUTS_MAX_INFLIGHT 4        /* files uploading at once */
+#define AGENT_OUTPUTS_MAX_INFLIGHT 4        /* files uploading at once... */
+#define AGENT_OUTPUTS_SMALL_INFLIGHT 32     /* ...or this many while they are small: */
+#define AGENT_OUTPUTS_SMALL_FILE   (1u << 20) /* at most 1 MiB, not an archive */
+#define AGENT_OUTPUTS_REG_INFLIGHT 32       /* registrations at once */
 #define AGENT_OUTPUTS_MAX_FILES    100000   /* outputs of one run, at most */
 #define AGENT_OUTPUTS_MAX_WATCHES  65536    /* directories watched, at most */
 #define AGENT_OUTPUTS_NAME_MAX     16384    /* a Civis name, bytes, with NUL */

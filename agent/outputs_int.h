@@ -34,6 +34,7 @@ struct ent {
 	int registered;
 	unsigned exit_tries;        /* uploads started after the command exited */
 	agent_out_stat start;       /* when its latest upload started */
+	uint64_t size_hint;         /* its size when last seen (UINT64_MAX: unknown) */
 	civis_upload *u;
 	int have;                   /* an upload succeeded: */
 	int64_t file_id;
@@ -46,7 +47,9 @@ struct ent {
 };
 
 struct reg_token {                  /* outlives the outputs while in flight */
-	struct agent_outputs *o;
+	struct agent_outputs *o;        /* NULL once the outputs are freed */
+	size_t idx;                     /* into regs */
+	struct reg_token *next, **prevp;
 };
 
 struct agent_outputs {
@@ -87,8 +90,9 @@ struct agent_outputs {
 	int freeing;
 	struct ent **regs;
 	size_t nregs, reg_i;
-	int reg_started, reg_inflight, reg_finished, in_reg_next;
-	struct reg_token *reg_tok;
+	int reg_started, reg_finished, in_reg_next;
+	unsigned reg_inflight;
+	struct reg_token *reg_toks;     /* in flight */
 
 	unsigned failed;
 };

@@ -29,69 +29,80 @@ cmp_reg(const void *a, const void *b)
 static void reg_next(agent_outputs *o);
 
 static void
+reg_failed(agent_outputs *o, struct ent *e, int status, const char *error)
+{
+	char shown[SHOW_MAX];
+
+	show(o, shown, sizeof(shown), e->rel);
+	onote(o, "error", "cannot register %s (file %lld) as an output of the run: %s",
+	      shown, (long long)e->file_id,
+	      error != NULL && error[0] != '\0' ? error : civis_strerror(status));
+	o->failed++;
+}
+
+static void
 on_registered(void *ud, int status, const char *error)
 {
 	struct reg_token *tok = ud;
 	agent_outputs *o = tok->o;
 	struct ent *e;
 
-	free(tok);
-	if (o == NULL)
+	if (o == NULL) {
+		free(tok);
 		return;   /* the outputs were freed meanwhile */
-	o->reg_tok = NULL;
-	o->reg_inflight = 0;
-	e = o->regs[o->reg_i++];
-	if (status == CIVIS_OK) {
-		e->registered = 1;
-	} else {
-		char shown[SHOW_MAX];
-
-		show(o, shown, sizeof(shown), e->rel);
-		onote(o, "error", "cannot register %s (file %lld) as an output of the run: %s",
-		      shown, (long long)e->file_id,
-		      error != NULL && error[0] != '\0' ? error : civis_strerror(status));
-		o->failed++;
 	}
+	*tok->prevp = tok->next;
+	if (tok->next != NULL)
+		tok->next->prevp = tok->prevp;
+	e = o->regs[tok->idx];
+	free(tok);
+	o->reg_inflight--;
+	if (status == CIVIS_OK)
+		e->registered = 1;
+	else
+		reg_failed(o, e, status, error);
 	if (!o->in_reg_next)
 		reg_next(o);
 }
 
-/* One registration at a time, in order; the callback may run inside the
- * call (then the loop here goes on) or later (then it calls us). */
+/* Registrations start in order, up to AGENT_OUTPUTS_REG_INFLIGHT at once;
+ * a callback may run inside the call (then the loop here goes on) or later
+ * (then it calls us). */
 static void
 reg_next(agent_outputs *o)
 {
 	o->in_reg_next = 1;
-	while (!o->reg_inflight && o->reg_i < o->nregs && !o->freeing) {
+	while (o->reg_inflight < AGENT_OUTPUTS_REG_INFLIGHT && o->reg_i < o->nregs &&
+	       !o->freeing) {
 		struct ent *e = o->regs[o->reg_i];
 		struct reg_token *tok = malloc(sizeof(*tok));
 		int rc;
 
 		if (tok == NULL) {
-			rc = CIVIS_ENOMEM;
-		} else {
-			tok->o = o;
-			o->reg_tok = tok;
-			o->reg_inflight = 1;
-			rc = engine.register_output(o->run, "File", e->file_id, on_registered, tok);
-		}
-		if (rc != CIVIS_OK) {
-			char shown[SHOW_MAX];
-
-			if (tok != NULL) {
-				free(tok);
-				o->reg_tok = NULL;
-				o->reg_inflight = 0;
-			}
-			show(o, shown, sizeof(shown), e->rel);
-			onote(o, "error", "cannot register %s (file %lld) as an output of the run: %s",
-			      shown, (long long)e->file_id, civis_strerror(rc));
-			o->failed++;
+			reg_failed(o, e, CIVIS_ENOMEM, NULL);
 			o->reg_i++;
+			continue;
+		}
+		tok->o = o;
+		tok->idx = o->reg_i++;
+		tok->next = o->reg_toks;
+		if (tok->next != NULL)
+			tok->next->prevp = &tok->next;
+		tok->prevp = &o->reg_toks;
+		o->reg_toks = tok;
+		o->reg_inflight++;
+		rc = engine.register_output(o->run, "File", e->file_id, on_registered, tok);
+		if (rc != CIVIS_OK) {
+			*tok->prevp = tok->next;
+			if (tok->next != NULL)
+				tok->next->prevp = tok->prevp;
+			free(tok);
+			o->reg_inflight--;
+			reg_failed(o, e, rc, NULL);
 		}
 	}
 	o->in_reg_next = 0;
-	if (!o->reg_inflight && o->reg_i >= o->nregs)
+	if (o->reg_inflight == 0 && o->reg_i >= o->nregs)
 		o->reg_finished = 1;
 }
 

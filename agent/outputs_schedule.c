@@ -223,9 +223,15 @@ pump(agent_outputs *o)
 	if (o->pumping || o->freeing)
 		return;
 	o->pumping = 1;
-	while (o->inflight < AGENT_OUTPUTS_MAX_INFLIGHT && o->qhead != NULL) {
-		struct ent *e = dequeue(o);
+	/* in queue order: up to AGENT_OUTPUTS_MAX_INFLIGHT files, more while
+	 * the next is small (its requests, not its bytes, take the time) */
+	while (o->qhead != NULL && o->inflight < AGENT_OUTPUTS_SMALL_INFLIGHT) {
+		struct ent *e = o->qhead;
 
+		if (e->state == ST_QUEUED && o->inflight >= AGENT_OUTPUTS_MAX_INFLIGHT &&
+		    !(e->kind == AGENT_OUT_FILE && e->size_hint <= AGENT_OUTPUTS_SMALL_FILE))
+			break;
+		(void)dequeue(o);
 		if (e->state == ST_QUEUED)
 			start_upload(o, e);
 	}

@@ -137,6 +137,7 @@ file_ready(agent_outputs *o, const char *rel)
 		if (e == NULL)
 			return;   /* the final scan reports it */
 	}
+	e->size_hint = st.size;
 	switch (e->state) {
 	case ST_NEW:
 	case ST_FAILED:

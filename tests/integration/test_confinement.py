@@ -71,12 +71,14 @@ class TestConfinement(unittest.TestCase):
         return [files[o["objectId"]]["name"] for o in self.h.outputs()]
 
     def test_swapped_while_queued_during_the_run(self):
-        # Four uploads hold every slot (each storage answer takes 1.5 s);
-        # sub/x.txt is queued behind them, then sub becomes a symlink to a
+        # Four uploads hold every slot (each storage answer takes 1.5 s; the
+        # files are not small, so no more go at once); sub/x.txt is queued
+        # behind them, then sub becomes a symlink to a
         # directory outside before its upload can start.
         self.h.set_config(storageDelayMs=1500)
-        script = ("for i in 1 2 3 4; do printf \"b$i\" > '{o}'/b$i.txt; done; "
-                  "sleep 0.5; printf inside > '{o}/sub/x.txt'; "
+        # (2 MiB each: not small, so only four go at once)
+        script = ("for i in 1 2 3 4; do head -c 2097152 /dev/zero > '{o}'/b$i.txt; done; "
+                  "sleep 0.5; head -c 2097152 /dev/zero > '{o}/sub/x.txt'; "
                   "mv '{o}/sub' '{o}/sub.old'; ln -s '{x}' '{o}/sub'; "
                   "sleep 2.5").format(o=self.out, x=self.outside)
         res = self.h.run_agent(["--output-dir", self.out] + sh(script), timeout=120)
@@ -95,9 +97,9 @@ class TestConfinement(unittest.TestCase):
         self.h.set_config(storageDelayMs=1500)
         for i in range(1, 5):
             with open(os.path.join(self.out, "b%d.txt" % i), "wb") as f:
-                f.write(b"b%d" % i)
+                f.truncate(2 << 20)   # not small: only four go at once
         with open(os.path.join(self.out, "sub", "x.txt"), "wb") as f:
-            f.write(b"inside")
+            f.truncate(2 << 20)
         swapped = threading.Event()
 
         def swap():

@@ -143,8 +143,10 @@ class TestDuringRun(OutputsBase):
         self.assertTrue(early and nested, self.h.files())
         self.assertLess(min(early), end - 1.0, "early.txt went only at exit")
         self.assertLess(min(nested), end - 1.0, "a file in a new sub-directory went only at exit")
-        # registered at exit, sorted by name, each once
-        self.assertEqual(self.registered_names(), ["early.txt", "late.txt", "sub/deep/n.txt"])
+        # registered at exit, each once (started in name order, several in
+        # flight: the API may record neighbours in either order)
+        self.assertEqual(sorted(self.registered_names()),
+                         ["early.txt", "late.txt", "sub/deep/n.txt"])
         for name, f in self.registered():
             src = os.path.join(self.out, rel_of(name))
             self.assertEqual(f["sha256"], file_sha(src), name)
@@ -180,7 +182,7 @@ class TestContent(OutputsBase):
         self.assertEqual(res.returncode, 0, res)
         reg = dict(self.registered())
         self.assertEqual(sorted(reg), ["a.csv", "big.bin", "empty", "logs.tar.gz", "nested/b.bin"])
-        self.assertEqual(self.registered_names(), sorted(reg))
+        self.assertEqual(sorted(self.registered_names()), sorted(reg))
         for rel in ("a.csv", "empty", "nested/b.bin", "big.bin"):
             self.assertEqual(reg[civis_name(rel)]["sha256"], sha(srcs[rel]), rel)
         self.assertEqual(reg["empty"]["size"], 0)
@@ -208,7 +210,7 @@ class TestContent(OutputsBase):
         self.write("d2/b", b"b")
         res = self.run_agent(["--output-dir", self.out, "--archive-dirs"] + sh("true"))
         self.assertEqual(res.returncode, 0, res)
-        self.assertEqual(self.registered_names(), ["d1.tar.gz", "d2.tar.gz", "top.txt"])
+        self.assertEqual(sorted(self.registered_names()), ["d1.tar.gz", "d2.tar.gz", "top.txt"])
 
     def test_output_dir_is_created(self):
         out = os.path.join(self.tmp, "made", "by", "agent")
@@ -248,7 +250,7 @@ class TestBadInput(OutputsBase):
         self.assertIn("%s/bad\\xff.bin" % o, err)
         self.assertIn('"%s/with space.txt"' % o, err)
         names = self.registered_names()
-        self.assertEqual(names, sorted(names, key=lambda s: s.encode()))
+        self.assertEqual(len(names), len(set(names)))
         self.assertEqual(set(names), {
             "with space.txt", "new\nline", "bad\ufffd.bin", long_name, "sub/" + long_name,
             "inside", "final.txt"})

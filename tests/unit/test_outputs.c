@@ -23,207 +23,7 @@
 #include "../../agent/outputs.h"
 
 #include "outputs_testutil.h"
-
-/* ---------------------------------------------------------------- scheduler */
-
-#define MAX_FAKE 20000     /* the overflow test makes 17,000 */
-
-struct fake_up {
-	civis_upload_opts o;
-	char path[256];
-	char name[128];
-	int live;
-	int canceled;
-	uint64_t started_ns;
-};
-
-static struct fake_up fakes[MAX_FAKE];
-static size_t nfakes;
-static int64_t next_id;
-static int64_t registered[MAX_FAKE];
-static size_t nregistered;
-static void (*reg_pending_done)(void *, int, const char *);
-static void *reg_pending_ud;
-static int reg_deferred;            /* registration answers later, by hand */
-static const char *fail_name;       /* uploads of this name fail */
-
-static int
-fake_start(civis_client *c, const civis_upload_opts *o, civis_upload **out)
-{
-	struct fake_up *f;
-
-	(void)c;
-	assert_true(nfakes < MAX_FAKE);
-	assert_non_null(o->loop);
-	f = &fakes[nfakes];
-	memset(f, 0, sizeof(*f));
-	f->o = *o;
-	snprintf(f->path, sizeof(f->path), "%s", o->path);
-	snprintf(f->name, sizeof(f->name), "%s", o->name);
-	f->o.path = f->path;
-	f->o.name = f->name;
-	f->live = 1;
-	f->started_ns = civis_now_ns();
-	*out = (civis_upload *)f;
-	nfakes++;
-	return CIVIS_OK;
-}
-
-static void
-fake_cancel(civis_upload *u)
-{
-	struct fake_up *f = (struct fake_up *)u;
-
-	assert_true(f->live);
-	f->live = 0;
-	f->canceled = 1;
-	f->o.done(f->o.ud, CIVIS_ECANCELED, 0, "", 0, "canceled");
-}
-
-/* Finish upload i; the "SHA-256" is the file's content, which is enough to
- * tell contents apart here. */
-static void
-fake_finish(size_t i)
-{
-	struct fake_up *f = &fakes[i];
-	char sha[65] = "";
-	int fd;
-	ssize_t n;
-
-	assert_true(f->live);
-	f->live = 0;
-	fd = open(f->path, O_RDONLY);
-	if (fd >= 0) {
-		n = read(fd, sha, 64);
-		if (n < 0)
-			snprintf(sha, sizeof(sha), "dirsha");   /* a directory */
-		else
-			sha[n] = '\0';
-		close(fd);
-	}
-	if (fail_name != NULL && strcmp(f->name, fail_name) == 0)
-		f->o.done(f->o.ud, CIVIS_EHTTP, 0, "", 0,
-		          "storage answered 403: <Error><Code>AccessDenied</Code></Error>");
-	else
-		f->o.done(f->o.ud, CIVIS_OK, ++next_id, sha, 1, "");
-}
-
-static int
-fake_register(civis_run *r, const char *type, int64_t id,
-              void (*done)(void *, int, const char *), void *ud)
-{
-	(void)r;
-	assert_string_equal(type, "File");
-	assert_true(nregistered < MAX_FAKE);
-	registered[nregistered++] = id;
-	if (reg_deferred) {
-		reg_pending_done = done;
-		reg_pending_ud = ud;
-	} else {
-		done(ud, CIVIS_OK, "");
-	}
-	return CIVIS_OK;
-}
-
-static const agent_outputs_hooks fake_hooks = { fake_start, fake_cancel, fake_register };
-
-static size_t
-nlive(void)
-{
-	size_t i, n = 0;
-
-	for (i = 0; i < nfakes; i++)
-		n += fakes[i].live;
-	return n;
-}
-
-static struct fake_up *
-fake_by_name(const char *name, int live)
-{
-	size_t i;
-
-	for (i = nfakes; i-- > 0; )
-		if (strcmp(fakes[i].name, name) == 0 && (!live || fakes[i].live))
-			return &fakes[i];
-	return NULL;
-}
-
-static void
-finish_all(agent_outputs *o)
-{
-	size_t i;
-	int progress = 1;
-
-	(void)o;
-	while (progress) {
-		progress = 0;
-		for (i = 0; i < nfakes; i++) {
-			if (fakes[i].live) {
-				fake_finish(i);
-				progress = 1;
-			}
-		}
-	}
-}
-
-struct sched {
-	civis_loop *loop;
-	agent_outputs *o;
-	char *dir;
-	int dummy_client;
-};
-
-static void
-sched_setup(struct sched *s, const char *const *archives, size_t narchives, int gzip)
-{
-	agent_outputs_opts opts;
-	char err[256];
-
-	memset(s, 0, sizeof(*s));
-	memset(fakes, 0, sizeof(fakes));
-	nfakes = 0;
-	nregistered = 0;
-	next_id = 100;
-	reg_deferred = 0;
-	fail_name = NULL;
-	notes_clear();
-	agent_outputs__set_hooks(&fake_hooks);
-	assert_int_equal(civis_loop_new(&s->loop), CIVIS_OK);
-	s->dir = make_tmpdir();
-	memset(&opts, 0, sizeof(opts));
-	opts.dir = s->dir;
-	opts.archives = archives;
-	opts.narchives = narchives;
-	opts.gzip = gzip;
-	opts.note = collect_note;
-	opts.run = (civis_run *)&s->dummy_client;   /* only the fake engine sees it */
-	assert_int_equal(agent_outputs_new(&s->o, s->loop, (civis_client *)&s->dummy_client,
-	                                   &opts, err, sizeof(err)), CIVIS_OK);
-	assert_true(agent_outputs__watching(s->o) >= 1);
-}
-
-static void
-sched_teardown(struct sched *s)
-{
-	agent_outputs_free(s->o);
-	civis_loop_free(s->loop);
-	rm_rf(s->dir);
-	free(s->dir);
-	agent_outputs__set_hooks(NULL);
-	notes_clear();
-}
-
-/* Run the loop until cond() or a second passes. */
-static void
-spin(struct sched *s, size_t want_fakes)
-{
-	uint64_t end = civis_now_ns() + 2000000000ULL;
-
-	while (nfakes < want_fakes && civis_now_ns() < end)
-		assert_int_equal(civis_loop_run_once(s->loop, 50000000ULL), CIVIS_OK);
-	/* and drain whatever else is pending */
-	assert_int_equal(civis_loop_run_once(s->loop, 20000000ULL), CIVIS_OK);
-}
+#include "outputs_fake.h"
 
 static void
 test_sched_inflight_cap_and_order(void **state)
@@ -235,10 +35,10 @@ test_sched_inflight_cap_and_order(void **state)
 
 	(void)state;
 	sched_setup(&s, NULL, 0, 0);
-	/* ten complete files, written in reverse name order */
+	/* ten complete files that are not small, written in reverse name order */
 	for (i = 9; i >= 0; i--) {
 		snprintf(name, sizeof(name), "f%02d.txt", i);
-		put_file(s.dir, name, name);
+		put_big_file(s.dir, name, name);
 	}
 	spin(&s, AGENT_OUTPUTS_MAX_INFLIGHT);
 	assert_int_equal(nfakes, AGENT_OUTPUTS_MAX_INFLIGHT);
@@ -270,6 +70,10 @@ test_sched_inflight_cap_and_order(void **state)
 	sched_teardown(&s);
 }
 
+/* Small files: up to AGENT_OUTPUTS_SMALL_INFLIGHT at once; a big one in
+ * line waits until fewer than AGENT_OUTPUTS_MAX_INFLIGHT are in flight;
+ * registrations: up to AGENT_OUTPUTS_REG_INFLIGHT at once, started in name
+ * order. */
 static void
 test_sched_changed_vanished_failed(void **state)
 {
@@ -359,55 +163,6 @@ test_sched_archives_gzip_dedupe(void **state)
 	assert_int_equal(agent_outputs_failed(s.o), 1);   /* "missing" */
 	assert_true(has_note("error: cannot archive out/missing: no such directory") ||
 	            has_note_part("cannot archive"));
-	sched_teardown(&s);
-}
-
-static void
-test_sched_same_name_same_content_once(void **state)
-{
-	static const char *const arch[] = { "x" };
-	struct sched s;
-
-	(void)state;
-	sched_setup(&s, arch, 1, 0);
-	make_dir(s.dir, "x");
-	/* a file named like the archive, with the content the fake engine
-	 * reports as the archive's SHA-256: same (name, SHA-256) */
-	put_file(s.dir, "x.tar.gz", "dirsha");
-	put_file(s.dir, "y", "y");
-	spin(&s, 2);
-	finish_all(s.o);
-	agent_outputs_command_exited(s.o);
-	finish_all(s.o);
-	assert_true(agent_outputs_idle(s.o));
-	assert_int_equal(nfakes, 3);
-	assert_int_equal(nregistered, 2);      /* x.tar.gz once, y */
-	assert_true(has_note_part("has the same name and content as"));
-	assert_int_equal(agent_outputs_failed(s.o), 0);
-	sched_teardown(&s);
-}
-
-static void
-test_sched_symlink_inside_registered(void **state)
-{
-	struct sched s;
-	char path[PATH_MAX];
-
-	(void)state;
-	sched_setup(&s, NULL, 0, 0);
-	/* "a" and a symlink "b" to it: two names, both go */
-	put_file(s.dir, "a", "same");
-	snprintf(path, sizeof(path), "%s/b", s.dir);
-	assert_int_equal(symlink("a", path), 0);
-	snprintf(path, sizeof(path), "%s/c", s.dir);
-	assert_int_equal(symlink("/etc/passwd", path), 0);
-	agent_outputs_command_exited(s.o);
-	assert_int_equal(nfakes, 2);
-	assert_non_null(strstr(fakes[1].path, "/b"));
-	finish_all(s.o);
-	assert_int_equal(nregistered, 2);
-	assert_true(has_note_part("/c: points outside the output directory"));
-	assert_int_equal(agent_outputs_failed(s.o), 0);
 	sched_teardown(&s);
 }
 
@@ -504,37 +259,6 @@ test_sched_unreadable(void **state)
 }
 
 static void
-test_sched_free_in_flight(void **state)
-{
-	struct sched s;
-
-	(void)state;
-	sched_setup(&s, NULL, 0, 0);
-	put_file(s.dir, "a", "a");
-	put_file(s.dir, "b", "b");
-	spin(&s, 2);
-	assert_int_equal(nlive(), 2);
-	/* a registration still in flight when the outputs go away */
-	reg_deferred = 1;
-	agent_outputs_command_exited(s.o);
-	finish_all(s.o);
-	assert_int_equal(nregistered, 1);
-	assert_false(agent_outputs_idle(s.o));
-	notes_clear();
-	agent_outputs_report_unfinished(s.o);
-	assert_true(has_note_part("uploaded as file"));
-	agent_outputs_free(s.o);
-	s.o = NULL;
-	/* the client answers later: nothing to touch, no leak */
-	reg_pending_done(reg_pending_ud, CIVIS_ECANCELED, "canceled");
-	civis_loop_free(s.loop);
-	rm_rf(s.dir);
-	free(s.dir);
-	agent_outputs__set_hooks(NULL);
-	notes_clear();
-}
-
-static void
 test_sched_cancel_removed_and_new_dir(void **state)
 {
 	struct sched s;
@@ -547,7 +271,7 @@ test_sched_cancel_removed_and_new_dir(void **state)
 		char name[16];
 
 		snprintf(name, sizeof(name), "r%d", i);
-		put_file(s.dir, name, name);
+		put_big_file(s.dir, name, name);
 	}
 	spin(&s, 4);
 	assert_int_equal(nlive(), 4);
@@ -687,6 +411,7 @@ test_sched_queue_overflow(void **state)
 }
 
 
+
 int
 main(void)
 {
@@ -694,11 +419,8 @@ main(void)
 		cmocka_unit_test(test_sched_inflight_cap_and_order),
 		cmocka_unit_test(test_sched_changed_vanished_failed),
 		cmocka_unit_test(test_sched_archives_gzip_dedupe),
-		cmocka_unit_test(test_sched_same_name_same_content_once),
-		cmocka_unit_test(test_sched_symlink_inside_registered),
 		cmocka_unit_test(test_sched_too_big_and_empty),
 		cmocka_unit_test(test_sched_unreadable),
-		cmocka_unit_test(test_sched_free_in_flight),
 		cmocka_unit_test(test_sched_cancel_removed_and_new_dir),
 		cmocka_unit_test(test_new_creates_dir_and_rejects),
 		cmocka_unit_test(test_sched_directory_renamed),
