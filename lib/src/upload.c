@@ -78,9 +78,12 @@ civis__upload_sha_reset(civis_upload *u)
 {
 	if (u->sha_ready)
 		return;
-	civis__sha256_init(&u->sha);
+	civis__sha256_dispose(&u->sha);
 	u->sha_off = 0;
-	u->sha_broken = 0;
+	/* without libcrypto the upload goes on without a digest */
+	u->sha_broken = civis__sha256_init(&u->sha) != CIVIS_OK;
+	if (u->sha_broken)
+		return;
 	if (u->size == 0) {
 		/* no read will feed it: the digest of nothing */
 		unsigned char dig[CIVIS_SHA256_LEN];
@@ -136,7 +139,8 @@ civis__upload_body_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got
 		u->short_read = 1;
 		return CIVIS_EINVAL;
 	}
-	civis__upload_sha_feed(u, buf, n, b->off + off);
+	if (b->whole)
+		civis__upload_sha_feed(u, buf, n, b->off + off);
 	b->pos = off + n;
 	*got = n;
 	return CIVIS_OK;
@@ -229,7 +233,7 @@ free_upload(civis_upload *u)
 	civis_file_post_dispose(&u->fp);
 	civis_multipart_post_dispose(&u->mp);
 	free(u->parts);
-	free(u->hash_buf);
+	civis__sha256_dispose(&u->sha);
 	free(u->api_body);
 	free(u->path);
 	free(u->name);
@@ -259,7 +263,7 @@ civis__upload_finish(civis_upload *u, int status)
 	civis_loop_cancel_timer(u->loop, u->stage_timer);
 	civis_loop_cancel_timer(u->loop, u->fail_timer);
 	civis_loop_cancel_timer(u->loop, u->progress_timer);
-	civis_loop_cancel_timer(u->loop, u->hash_timer);
+	civis__upload_hash_stop(u);
 	if (ok)
 		u->err[0] = '\0';
 	else if (u->err[0] == '\0')
@@ -391,6 +395,13 @@ begin_create(civis_upload *u)
 		u->part_size = civis_upload_part_size(u->size);
 		n = u->size / u->part_size + (u->size % u->part_size != 0);
 		u->nparts = (unsigned)n;
+		if (u->auto_concurrency) {
+			/* civis-python's 4, more when there are cores to send
+			 * them and parts enough to share */
+			long nc = sysconf(_SC_NPROCESSORS_ONLN);
+			if (nc >= 4 && u->nparts >= 16)
+				u->concurrency = nc * 2 < 16 ? (unsigned)(nc * 2) : 16;
+		}
 	}
 	u->api_body = civis__upload_create_body(u->name, u->expires, u->nparts);
 	if (u->api_body == NULL) {
@@ -438,7 +449,8 @@ stage_tick(civis_loop *loop, void *ud)
 		fail(u, CIVIS_ESYS, "upload of %s: staged data lost", u->name);
 		return;
 	}
-	u->sha_ready = 1;
+	u->sha_ready = u->sha_hex[0] != '\0';
+	u->sha_broken = !u->sha_ready;
 	u->check_changes = 0;
 	begin_create(u);
 }
@@ -540,6 +552,7 @@ civis_upload_start(civis_client *c, const civis_upload_opts *o, civis_upload **o
 	if (u->threshold > SINGLE_POST_MAX)
 		u->threshold = SINGLE_POST_MAX;
 	u->concurrency = o->concurrency ? o->concurrency : DEFAULT_CONCURRENCY;
+	u->auto_concurrency = o->concurrency == 0;
 	if (u->concurrency > MAX_CONCURRENCY)
 		u->concurrency = MAX_CONCURRENCY;
 	u->progress = o->progress;

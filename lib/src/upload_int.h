@@ -4,6 +4,7 @@
  *                       the one body reader, hashing, progress, finish
  *   upload_form.c       up to the threshold: one form POST
  *   upload_multipart.c  above it: parts in parallel, then complete
+ *   upload_hash.c       the digest of a file sent in parts (helper thread)
  *   upload_stage.c      gzip into a temporary file (tar.gz: upload_tar.c)
  *   upload_util.c       S3 error texts, sizes, the file-changed check
  *   (temporary files and positional reads: fileio.h)
@@ -14,6 +15,7 @@
 #ifndef CIVIS_UPLOAD_INT_H
 #define CIVIS_UPLOAD_INT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -55,6 +57,7 @@ typedef struct civis__upload_part {
 } civis__upload_part;
 
 typedef struct civis__stage civis__stage;
+typedef struct civis__upload_hasher civis__upload_hasher;
 
 struct civis_upload {
 	civis_client *client;
@@ -64,6 +67,7 @@ struct civis_upload {
 	civis_upload_kind kind;
 	uint64_t threshold;
 	unsigned concurrency;
+	int auto_concurrency;    /* concurrency was not given */
 	void (*progress)(void *ud, uint64_t done, uint64_t total, double bytes_per_s);
 	void (*done)(void *ud, int status, int64_t file_id, const char *sha256_hex,
 	             uint64_t bytes, const char *error);
@@ -72,7 +76,7 @@ struct civis_upload {
 	civis__upload_state state;
 	int finishing;
 	civis__stage *stage;
-	civis_timer_id stage_timer, fail_timer, progress_timer, hash_timer;
+	civis_timer_id stage_timer, fail_timer, progress_timer;
 	int fail_status;
 
 	int fd;
@@ -88,7 +92,7 @@ struct civis_upload {
 	int sha_broken;          /* a rewind we could not follow: no digest */
 	uint64_t sha_off;
 	char sha_hex[CIVIS_SHA256_HEX_LEN];
-	unsigned char *hash_buf; /* multipart hash pass only */
+	civis__upload_hasher *hasher; /* multipart: the hashing thread */
 
 	civis_http_req *api_req;
 	char *api_body;
@@ -137,6 +141,14 @@ void civis__upload_sha_feed(civis_upload *u, const void *buf, size_t n, uint64_t
  * clipped to its length, into buf; *got what was read. A short read or a
  * read error marks the upload and fails. */
 int  civis__upload_body_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got);
+
+/* ---- upload_hash.c: a multipart file's digest on a helper thread; when
+ * it ends, sha_ready (or sha_broken: no libcrypto) and maybe_complete. */
+int  civis__upload_hash_start(civis_upload *u);
+/* Stop and join it (the upload is ending). */
+void civis__upload_hash_stop(civis_upload *u);
+/* Complete the multipart upload once every part and the digest are in. */
+void civis__upload_maybe_complete(civis_upload *u);
 
 /* ---- upload_form.c / upload_multipart.c */
 void civis__upload_begin_form(civis_upload *u);

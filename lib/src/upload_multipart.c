@@ -13,8 +13,6 @@
 #include "fileio.h"
 #include "upload_int.h"
 
-#define HASH_SLICE          (1u << 20)
-#define HASH_BUF            (64u << 10)
 
 #define finish civis__upload_finish
 #define fail   civis__upload_fail
@@ -83,8 +81,8 @@ on_complete(void *ud, const civis_http_result *res)
 	finish(u, CIVIS_OK);
 }
 
-static void
-maybe_complete(civis_upload *u)
+void
+civis__upload_maybe_complete(civis_upload *u)
 {
 	char path[64];
 	civis_http_spec spec;
@@ -112,40 +110,6 @@ maybe_complete(civis_upload *u)
 	if (rc != CIVIS_OK)
 		fail(u, rc, "upload of %s: cannot complete the multipart upload: %s", u->name,
 		     civis_strerror(rc));
-}
-
-/* ------------------------------------------------------ hash pass */
-
-static void
-hash_tick(civis_loop *loop, void *ud)
-{
-	civis_upload *u = ud;
-	size_t done = 0;
-
-	u->hash_timer = 0;
-	while (!u->sha_ready && done < HASH_SLICE) {
-		uint64_t left = u->size - u->sha_off;
-		size_t want = left < HASH_BUF ? (size_t)left : HASH_BUF;
-		size_t r;
-
-		if (civis__pread_all(u->fd, u->hash_buf, want, u->sha_off, &r) != 0) {
-			fail(u, CIVIS_ESYS, "%s: %s", u->path, strerror(errno));
-			return;
-		}
-		if (r < want) {
-			civis__upload_fail_short_read(u);
-			return;
-		}
-		civis__upload_sha_feed(u, u->hash_buf, r, u->sha_off);
-		done += r;
-	}
-	if (!u->sha_ready) {
-		if (civis_loop_add_timer(loop, civis_now_ns(), hash_tick, u, &u->hash_timer) !=
-		    CIVIS_OK)
-			fail(u, CIVIS_ENOMEM, "upload of %s: cannot schedule hashing", u->name);
-		return;
-	}
-	maybe_complete(u);
 }
 
 /* ---------------------------------------------------------- parts */
@@ -187,7 +151,7 @@ on_part_done(void *ud, const civis_http_result *res)
 	u->bytes_done += p->body.len;
 	launch_parts(u);
 	if (!u->finishing)
-		maybe_complete(u);
+		civis__upload_maybe_complete(u);
 }
 
 static void
@@ -241,18 +205,9 @@ civis__upload_begin_parts(civis_upload *u)
 	}
 	u->state = CIVIS__ST_SENDING;
 	civis__upload_progress_begin(u);
-	if (!u->sha_ready) {
-		u->hash_buf = malloc(HASH_BUF);
-		if (u->hash_buf == NULL) {
-			fail(u, CIVIS_ENOMEM, "upload of %s: out of memory", u->name);
-			return;
-		}
-		civis__upload_sha_reset(u);
-		if (civis_loop_add_timer(u->loop, civis_now_ns(), hash_tick, u, &u->hash_timer) !=
-		    CIVIS_OK) {
-			fail(u, CIVIS_ENOMEM, "upload of %s: cannot schedule hashing", u->name);
-			return;
-		}
+	if (!u->sha_ready && civis__upload_hash_start(u) != CIVIS_OK) {
+		fail(u, CIVIS_ENOMEM, "upload of %s: cannot start hashing", u->name);
+		return;
 	}
 	launch_parts(u);
 }

@@ -454,6 +454,49 @@ test_form_read_retry(void **state)
 	assert_string_equal(sha, want_sha);
 }
 
+/* A multipart file's digest comes from the helper thread: the file's
+ * SHA-256, told to the loop; stopping it early joins it at once. */
+static void
+test_hash_thread(void **state)
+{
+	civis_file_post fp;
+	unsigned char *data = malloc(3 * MiB + 17);
+	char path[512], sha[CIVIS_SHA256_HEX_LEN], want[CIVIS_SHA256_HEX_LEN];
+	civis_upload *u;
+	civis_loop *loop;
+	int fd, i;
+	(void)state;
+
+	assert_non_null(data);
+	fill(data, 3 * MiB + 17, 11);
+	write_file("h.bin", data, 3 * MiB + 17);
+	tpath(path, sizeof(path), "h.bin");
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	memset(&fp, 0, sizeof(fp));
+	assert_int_equal(civis_loop_new(&loop), CIVIS_OK);
+	u = civis__upload_test_form_new(&fp, fd, 3 * MiB + 17, "h.bin");
+	assert_non_null(u);
+	u->loop = loop;
+	assert_int_equal(civis__upload_hash_start(u), CIVIS_OK);
+	for (i = 0; i < 500 && !u->sha_ready; i++)
+		assert_int_equal(civis_loop_run_once(loop, 10000000), CIVIS_OK);
+	assert_true(u->sha_ready);
+	assert_null(u->hasher);
+	/* started again and stopped at once: joined, nothing left behind */
+	u->sha_ready = 0;
+	assert_int_equal(civis__upload_hash_start(u), CIVIS_OK);
+	civis__upload_hash_stop(u);
+	assert_null(u->hasher);
+	u->sha_ready = 1;
+	civis__upload_test_form_free(u, sha);
+	civis_loop_free(loop);
+	(void)close(fd);
+	sha_hex_of(data, 3 * MiB + 17, want);
+	assert_string_equal(sha, want);
+	free(data);
+}
+
 /* ------------------------------------------- the state machine, no server */
 
 typedef struct outcome {
@@ -666,6 +709,7 @@ main(void)
 		cmocka_unit_test(test_storage_error),
 		cmocka_unit_test(test_form_on_the_wire),
 		cmocka_unit_test(test_form_read_retry),
+		cmocka_unit_test(test_hash_thread),
 		cmocka_unit_test(test_start_rejects_bad_options),
 		cmocka_unit_test(test_missing_file_fails_later),
 		cmocka_unit_test(test_over_5_tib_refused),

@@ -35,7 +35,8 @@ typedef struct civis_upload_opts {
 	civis_upload_kind kind;
 	const char *expires_at;   /* NULL: the API's default; "never": null */
 	uint64_t multipart_threshold; /* 0: CIVIS_UPLOAD_DEFAULT_THRESHOLD */
-	unsigned concurrency;     /* parts in flight; 0: 4 */
+	unsigned concurrency;     /* parts in flight; 0: 4, or 2 per CPU (at most
+	                             16) on 4 CPUs or more for 16 parts or more */
 	const char *tmp_dir;      /* where compressed data is staged once; NULL: $TMPDIR or /tmp */
 	/* progress: called at most every 5 s for uploads over 100 MiB */
 	void (*progress)(void *ud, uint64_t done, uint64_t total, double bytes_per_s);
