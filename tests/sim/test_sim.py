@@ -310,7 +310,8 @@ class TestApi(SimCase):
         st, hdrs, body = self.form_upload(fp, payload, headers={"X-Test": "1"})
         self.assertEqual(st, 201, body)
         self.assertIn(b"<PostResponse>", body)
-        self.assertEqual(hdrs["etag"], '"%s"' % hashlib.md5(payload).hexdigest())
+        # the default ETag: the SHA-256's first 32 hex digits (one hash pass)
+        self.assertEqual(hdrs["etag"], '"%s"' % hashlib.sha256(payload).hexdigest()[:32])
         f = [x for x in self.h.files() if x["id"] == fp["id"]][0]
         self.assertTrue(f["complete"])
         self.assertEqual(f["size"], len(payload))
@@ -325,6 +326,13 @@ class TestApi(SimCase):
         st, _, got = raw_request(port, "GET", path)
         self.assertEqual((st, got), (200, payload))
         self.assertEqual(self.h.violations(), [])
+        # etag md5: S3's own ETag, the MD5
+        self.h.set_config(etag="md5")
+        fp = self.new_form_file("m.bin")
+        st, hdrs, _ = self.form_upload(fp, payload)
+        self.assertEqual((st, hdrs["etag"]), (201, '"%s"' % hashlib.md5(payload).hexdigest()))
+        f = [x for x in self.h.files() if x["id"] == fp["id"]][0]
+        self.assertEqual((f["md5"], f["etag"]), (hashlib.md5(payload).hexdigest(),) * 2)
 
     def test_form_upload_without_success_status_field_gets_204(self):
         fp = self.new_form_file()
@@ -390,6 +398,7 @@ class TestApi(SimCase):
     def test_multipart_upload(self):
         mp = self.multipart([5 * MiB, 5 * MiB, 1000], name="dir/big file%.bin")
         chunks = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1000)]
+        self.h.set_config(etag="md5")              # S3's ETags, to check them
         for i in (2, 0, 1):                        # any order, and a retried part
             st, hdrs, _ = self.put_part(mp["uploadUrls"][i], chunks[i])
             self.assertEqual(st, 200)
@@ -401,6 +410,8 @@ class TestApi(SimCase):
         f = [x for x in self.h.files() if x["id"] == mp["id"]][0]
         self.assertEqual((f["size"], f["sha256"]), (len(whole), hashlib.sha256(whole).hexdigest()))
         self.assertEqual([p["n"] for p in f["parts"]], [1, 2, 3])
+        tags = b"".join(hashlib.md5(c).digest() for c in chunks)
+        self.assertEqual(f["md5"], "%s-3" % hashlib.md5(tags).hexdigest(), "S3's multipart ETag")
         self.assertEqual(self.h.file_data(mp["id"]), whole)
         self.assertEqual(json.loads(self.call("GET", "files/%d" % mp["id"], status=200)[2])["fileSize"],
                          len(whole))
@@ -465,6 +476,92 @@ class TestApi(SimCase):
             self.assertEqual(r.status, 204)
         self.assertIs(conn.sock, sock, "one connection for all requests")
         conn.close()
+
+
+class TestStorageSpeedPath(SimCase):
+    """The fast storage path (receive buffers, hash threads, spare files) stores
+    the bytes exactly, whatever falls on a buffer's edge."""
+
+    def test_delimiter_look_alikes_on_buffer_edges(self):
+        boundary = "----simtest7MA4YWxkTrZu0gW"
+        near = b"\r\n--" + boundary.encode()[:-1]        # all but the last byte
+        chunks = []
+        for i in range(40):                               # look-alikes every ~117 KiB, over 4 MiB
+            chunks.append(os.urandom(117 * 1024 + i))
+            chunks.append(near + (b"X" if i % 2 else b""))
+        payload = b"".join(chunks) + b"\r\n--" + boundary[:10].encode()
+        for size in (len(payload), 2 * MiB - 3, 2 * MiB + 5, 1):
+            fp = self.new_form_file("edge.bin")
+            data = payload[:size]
+            st, _, body = self.form_upload(fp, data)
+            self.assertEqual(st, 201, body)
+            f = [x for x in self.h.files() if x["id"] == fp["id"]][0]
+            self.assertEqual((f["size"], f["sha256"]), (len(data), hashlib.sha256(data).hexdigest()))
+            self.assertEqual(self.h.file_data(fp["id"]), data)
+
+    def test_spare_files_reused_exactly(self):
+        with SimHarness() as h:                           # its own: no spares yet
+            def new(name):
+                _, _, data = h.api("POST", "files/multipart", {"name": name, "numParts": 1})
+                return json.loads(data)
+            big = os.urandom(6 * MiB)
+            mp = new("a.bin")
+            self.assertEqual(self.put_part(mp["uploadUrls"][0], big)[0], 200)
+            self.assertEqual(h.state()["spares"], {"files": 0, "bytes": 0})
+            h.reset()                                     # the 6 MiB file becomes a spare
+            self.assertEqual(h.state()["spares"], {"files": 1, "bytes": 6 * MiB})
+            small = os.urandom(3 * MiB + 1)               # reuses it: overwritten, then cut
+            mp = new("b.bin")
+            self.assertEqual(self.put_part(mp["uploadUrls"][0], small)[0], 200)
+            self.assertEqual(h.api("POST", "files/multipart/%d/complete" % mp["id"])[0], 204)
+            self.assertEqual(h.state()["spares"]["files"], 0)
+            self.assertEqual(h.file_data(mp["id"]), small)
+            self.assertEqual(h.files()[0]["sha256"], hashlib.sha256(small).hexdigest())
+            h.reset()
+            mp = new("c.bin")                             # and again, bigger than the spare
+            self.assertEqual(self.put_part(mp["uploadUrls"][0], big + b"z")[0], 200)
+            self.assertEqual(h.api("POST", "files/multipart/%d/complete" % mp["id"])[0], 204)
+            self.assertEqual(h.file_data(mp["id"]), big + b"z")
+
+    def put_part(self, url, data):
+        port, path = url_port_path(url)
+        return raw_request(port, "PUT", path, data)
+
+    def test_parallel_parts_and_lazy_whole_hash(self):
+        chunks = [os.urandom(5 * MiB + i) for i in range(5)]
+        mp = json.loads(self.call("POST", "files/multipart", {"name": "p.bin", "numParts": 5}, 201)[2])
+        res = [None] * 5
+        ts = [threading.Thread(target=lambda i=i: res.__setitem__(
+            i, self.put_part(mp["uploadUrls"][i], chunks[i]))) for i in range(5)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual([r[0] for r in res], [200] * 5)
+        self.assertEqual([r[1]["etag"] for r in res],
+                         ['"%s"' % hashlib.sha256(c).hexdigest()[:32] for c in chunks])
+        self.call("POST", "files/multipart/%d/complete" % mp["id"], status=204)
+        f = self.h.files()[0]
+        whole = b"".join(chunks)
+        self.assertEqual((f["size"], f["sha256"]), (len(whole), hashlib.sha256(whole).hexdigest()))
+        self.assertEqual([p["sha256"] for p in f["parts"]], [hashlib.sha256(c).hexdigest() for c in chunks])
+
+    def test_client_gone_mid_body(self):
+        mp = json.loads(self.call("POST", "files/multipart", {"name": "g.bin", "numParts": 1}, 201)[2])
+        port, path = url_port_path(mp["uploadUrls"][0])
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path.encode(), 10 * MiB))
+        s.sendall(os.urandom(3 * MiB))
+        s.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.h.requests("storage")[-1]["status"] is None:
+            time.sleep(0.05)
+        self.assertEqual(self.h.requests("storage")[-1]["status"], -1)
+        self.assertEqual(self.h.files()[0]["parts"], [])
+        data = os.urandom(1000)
+        self.assertEqual(self.put_part(mp["uploadUrls"][0], data)[0], 200, "still serving")
+        self.call("POST", "files/multipart/%d/complete" % mp["id"], status=204)
+        self.assertEqual(self.h.file_data(mp["id"]), data)
 
 
 class TestFaults(SimCase):
