@@ -29,6 +29,8 @@ typedef struct agent_opts {
 	/* heartbeats, cancellation */
 	uint64_t heartbeat_ns;
 	uint64_t cancel_poll_ns;
+	unsigned api_budget_pct;   /* share of the API rate limit, 1-100; 0: no budget */
+	int report_state;          /* PATCH the run's state (--report-state) */
 	/* exit status */
 	unsigned char remap[256];  /* remap[n] = 1: status n becomes 0 */
 	/* redaction */
