@@ -255,6 +255,7 @@ setup_client(agent *ag)
 			.batch_bytes = (size_t)ag->o.batch_bytes, .mem_max = (size_t)ag->o.log_mem_max,
 			.spool_max = ag->o.spool_max, .spool_dir = ag->o.spool_dir,
 			.verbose = ag->o.verbose, .say = run_say, .say_ud = ag,
+			.budget_pct = ag->o.api_budget_pct,
 		};
 		char err[512];
 
@@ -432,6 +433,7 @@ wind_down(agent *ag, uint64_t now)
 		ag->pipes_done = 1;
 		agent_summary_note(ag->ls, ag->sup, ag->code, ag->o.verbose);
 		agent_logstream_finish(ag->ls);
+		civis_run_log_final(ag->run);     /* the final flush comes first */
 		if (ag->out)
 			agent_outputs_command_exited(ag->out);
 		ag->flush_deadline = now + ag->o.final_flush_ns;

@@ -10,13 +10,15 @@
 
 static void pump(civis_run *r);
 
+/* The open batch goes to the queue. */
 static void
-seal(civis_run *r)
+seal_only(civis_run *r)
 {
 	size_t len, n = civis_batch_count(r->batch);
 	const char *body;
 	int rc;
 
+	r->flush_wanted = 0;
 	if (n == 0)
 		return;
 	body = civis_batch_body(r->batch, &len);
@@ -26,6 +28,13 @@ seal(civis_run *r)
 		civis__run_say(r, "could not queue %zu log lines: %s", n, civis_logq_last_error(r->q));
 	civis_batch_reset(r->batch);
 	r->batch_opened = 0;
+	r->batch_held = 0;
+}
+
+static void
+seal(civis_run *r)
+{
+	seal_only(r);
 	pump(r);
 }
 
@@ -59,8 +68,25 @@ civis_run_log(civis_run *r, const char *level, const char *msg, size_t len, uint
 void
 civis_run_log_flush(civis_run *r)
 {
-	if (r != NULL)
+	if (r == NULL || civis_batch_count(r->batch) == 0)
+		return;
+	/* With log requests in flight, the batch goes when they are done
+	 * (pump), or at the next tick: what comes meanwhile shares its
+	 * request (notes made one by one, after the command's exit). */
+	r->flush_wanted = 1;
+	if (r->inflight == 0)
 		seal(r);
+	else
+		pump(r);
+}
+
+void
+civis_run_log_final(civis_run *r)
+{
+	if (r == NULL)
+		return;
+	r->final = 1;
+	civis_run_log_flush(r);
 }
 
 /* ---------------------------------------------------------------- bodies */
@@ -98,6 +124,8 @@ on_sent(void *ud, const civis_http_result *res)
 	uint32_t n = civis_logq_chunk_lines(sd->chunk);
 
 	r->ls.ambiguous += res->ambiguous;
+	if (res->attempts > 1)
+		civis__run_budget_spend(r, res->attempts - 1);
 	sd->used = 0;
 	sd->req = NULL;
 	r->inflight--;
@@ -155,10 +183,39 @@ start_one(civis_run *r, struct run_sending *sd, civis_logq_chunk *c)
 	spec.done = on_sent;
 	spec.done_ud = sd;
 	r->inflight++;
+	civis__run_budget_spend(r, 1);
 	return civis_client_call(r->client, &spec, &sd->req);
 }
 
-/* Start as many log requests as the in-flight limit allows. */
+static void
+on_budget(civis_loop *loop, void *ud)
+{
+	civis_run *r = ud;
+
+	(void)loop;
+	r->budget_timer = 0;
+	pump(r);
+}
+
+/* Whether the budget lets a log request start now; if not, pump again when
+ * a slot frees. After civis_run_log_final the run log is not held. */
+static int
+log_slot(civis_run *r)
+{
+	uint64_t now;
+
+	if (r->final || r->budget.n == 0)
+		return 1;
+	now = civis_now_ns();
+	if (civis__run_budget_room(r, now) > 0)
+		return 1;
+	if (!r->budget_timer)
+		(void)civis_loop_add_timer(r->loop, civis__run_budget_next(r, now) + 1000000ULL,
+		                           on_budget, r, &r->budget_timer);
+	return 0;
+}
+
+/* Start as many log requests as the in-flight limit and the budget allow. */
 static void
 pump(civis_run *r)
 {
@@ -176,12 +233,17 @@ pump(civis_run *r)
 				sd = &r->send[i];
 				break;
 			}
-		if (!sd)
+		if (!sd || !log_slot(r))
 			return;
 		rc = civis_logq_take(r->q, &c);
 		if (rc == CIVIS_EPROTO) {
 			/* corrupt spool records were dropped (and counted): go on */
 			civis__run_say(r, "%s", civis_logq_last_error(r->q));
+			continue;
+		}
+		if (rc == CIVIS_OK && !c && r->flush_wanted && r->inflight == 0 &&
+		    civis_batch_count(r->batch)) {
+			seal_only(r);       /* a flush waited for the requests before it */
 			continue;
 		}
 		if (rc != CIVIS_OK || !c)
@@ -214,8 +276,15 @@ on_tick(civis_loop *loop, void *ud)
 	uint64_t dropped;
 	struct civis_logq_stats qs;
 
-	if (r->batch_opened && now - r->batch_opened >= half)
-		seal(r);
+	if (r->batch_opened && now - r->batch_opened >= half) {
+		/* Under a tight budget a batch waits longer (up to its caps,
+		 * where civis_run_log seals it) rather than make more requests. */
+		if (r->final || !civis__run_budget_tight(r, now) ||
+		    now - r->batch_opened >= r->budget.span_ns)
+			seal(r);
+		else if (!r->batch_held && (r->batch_held = 1))
+			r->ls.held++;
+	}
 	civis_logq_stats(r->q, &qs);
 	if (qs.spool_disk > r->spool_peak)
 		r->spool_peak = qs.spool_disk;
@@ -245,6 +314,7 @@ civis__run_logs_init(civis_run *r, char *err, size_t errlen)
 		r->o.flush_ns = 10000000ULL;
 	if (r->o.batch_lines == 0)
 		r->o.batch_lines = CIVIS_BATCH_DEFAULT_MESSAGES;
+	civis__run_budget_init(r);
 	if ((rc = civis_batch_new(&r->batch, r->o.batch_lines, r->o.batch_bytes)) != CIVIS_OK) {
 		(void)snprintf(err, errlen, "cannot set up the run log: %s", civis_strerror(rc));
 		return rc;
@@ -277,7 +347,9 @@ civis__run_logs_free(civis_run *r)
 		civis_loop_cancel_timer(r->loop, r->tick);
 	if (r->resume)
 		civis_loop_cancel_timer(r->loop, r->resume);
-	r->tick = r->resume = 0;
+	if (r->budget_timer)
+		civis_loop_cancel_timer(r->loop, r->budget_timer);
+	r->tick = r->resume = r->budget_timer = 0;
 	civis_batch_free(r->batch);
 	civis_logq_free(r->q);
 	r->batch = NULL;

@@ -29,6 +29,23 @@ next_rand(civis_run *r)
 
 static void hb_fire(civis_loop *loop, void *ud);
 
+/* Heartbeats and cancel polls come last under the budget: they leave the
+ * last free slot to the run log. When there is none, *at is when to try
+ * again (at the next free slot, not a whole interval later). */
+static int
+low_slot(civis_run *r, uint64_t *at)
+{
+	uint64_t now = civis_now_ns();
+	unsigned room = civis__run_budget_room(r, now);
+
+	if (room > (r->budget.n >= 4 ? 1u : 0u))
+		return 1;
+	*at = civis__run_budget_next(r, now) + 1000000ULL;
+	if (*at <= now)
+		*at = now + r->budget.span_ns / (r->budget.n ? r->budget.n : 1);
+	return 0;
+}
+
 static void
 hb_done(void *ud, const civis_http_result *res)
 {
@@ -37,6 +54,8 @@ hb_done(void *ud, const civis_http_result *res)
 	r->hb_req = NULL;
 	if (res->status == CIVIS_ECANCELED)
 		return;
+	if (res->attempts > 1)
+		civis__run_budget_spend(r, res->attempts - 1);
 	if (res->status == CIVIS_OK) {
 		r->ws.heartbeats_ok++;
 		return;
@@ -58,11 +77,17 @@ hb_fire(civis_loop *loop, void *ud)
 {
 	civis_run *r = ud;
 	civis_http_spec spec;
+	uint64_t at;
 
 	r->hb_timer = 0;
 	if (civis_client_auth_rejected(r->client) || r->hb_opt.off)
 		return;
+	if (!r->hb_req && !low_slot(r, &at)) {
+		(void)civis_loop_add_timer(loop, at, hb_fire, r, &r->hb_timer);
+		return;
+	}
 	if (!r->hb_req) {
+		civis__run_budget_spend(r, 1);
 		memset(&spec, 0, sizeof(spec));
 		spec.method = "POST";
 		spec.url = r->hb_path;
@@ -91,6 +116,8 @@ poll_done(void *ud, const civis_http_result *res)
 	r->poll_req = NULL;
 	if (res->status == CIVIS_ECANCELED)
 		return;
+	if (res->attempts > 1)
+		civis__run_budget_spend(r, res->attempts - 1);
 	if (res->status != CIVIS_OK) {
 		r->ws.polls_failed++;
 		/* a poll that keeps failing means a cancel would go unseen: say
@@ -124,11 +151,17 @@ poll_fire(civis_loop *loop, void *ud)
 {
 	civis_run *r = ud;
 	civis_http_spec spec;
+	uint64_t at;
 
 	r->poll_timer = 0;
 	if (r->cancelled || civis_client_auth_rejected(r->client))
 		return;
+	if (!r->poll_req && !low_slot(r, &at)) {
+		(void)civis_loop_add_timer(loop, at, poll_fire, r, &r->poll_timer);
+		return;
+	}
 	if (!r->poll_req) {
+		civis__run_budget_spend(r, 1);
 		memset(&spec, 0, sizeof(spec));
 		spec.method = "GET";
 		spec.url = r->run_path;

@@ -692,6 +692,119 @@ test_free_cancels(void **state)
 	assert_int_equal(f->done_status, CIVIS_ECANCELED);
 }
 
+/* ------------------------------------------------------------ the budget */
+
+/* A run with a budget of one request per 200 ms (20 requests per 2 s at
+ * 10%, over a tenth of the window), flush ticks every 10 ms. */
+static void
+budget_run(struct fx *f, unsigned pct)
+{
+	civis_run_opts o;
+	char err[256];
+
+	civis_run_free(f->run);
+	run_opts(f, &o);
+	o.flush_ns = 20 * MS;
+	o.budget_pct = pct;
+	o.rate_limit = 20;
+	o.rate_window_ns = 2000 * MS;
+	assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &o, err, sizeof(err)), CIVIS_OK);
+}
+
+/* Messages trickling in for ~1 s: with the budget tight, batches are held
+ * and grow instead of going out every tick; nothing is lost. */
+static int
+log_trickle(struct fx *f, int n)
+{
+	civis_run_log_stats st;
+	char line[32];
+
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
+	for (int i = 0; i < n; i++) {
+		int len = snprintf(line, sizeof(line), "trickle %d", i);
+
+		assert_int_equal(civis_run_log(f->run, "info", line, (size_t)len,
+		                               civis_clock_realtime_ns()), CIVIS_OK);
+		spin_until(f, NULL, 20 * MS);
+	}
+	civis_run_log_final(f->run);
+	spin_until(f, log_idle, 10000 * MS);
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.delivered, n);
+	assert_int_equal((int)st.undelivered, 0);
+	return (int)st.requests;
+}
+
+static void
+test_budget_holds_batches(void **state)
+{
+	struct fx *f = *state;
+	civis_run_log_stats st;
+	uint64_t t0 = civis_now_ns(), ms;
+	int with_budget, span_max;
+
+	budget_run(f, 10);
+	with_budget = log_trickle(f, 50);
+	ms = (civis_now_ns() - t0) / MS;
+	civis_run_log_stats_get(f->run, &st);
+	assert_true(st.held > 0);
+	/* one request per 200 ms span while holding, the final flush on top */
+	span_max = (int)(ms / 200) + 2;
+	assert_true(with_budget <= span_max);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", NULL), with_budget);
+}
+
+/* The same trickle without a budget: a request per tick or so (the
+ * comparison that shows the budget made the batches larger). */
+static void
+test_budget_off_sends_per_tick(void **state)
+{
+	struct fx *f = *state;
+	civis_run_log_stats st;
+	int without;
+
+	budget_run(f, 0);
+	without = log_trickle(f, 50);
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.held, 0);
+	assert_true(without > 15);
+}
+
+/* After civis_run_log_final the run log is not held back, even with no
+ * slot left; heartbeats wait for a slot instead of going every interval. */
+static void
+test_budget_final_and_heartbeats(void **state)
+{
+	struct fx *f = *state;
+	civis_run_watch_opts w = { .heartbeat_ns = 10 * MS };
+	civis_run_watch_stats ws;
+	civis_run_log_stats st;
+	uint64_t t0;
+	int hbs, ms;
+
+	budget_run(f, 10);
+	stub_route(&f->stub, "POST", RUN_PATH "/heartbeats", 204, "");
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
+	t0 = civis_now_ns();
+	assert_int_equal(civis_run_watch(f->run, &w), CIVIS_OK);   /* the first slot */
+	spin_until(f, NULL, 500 * MS);
+	ms = (int)((civis_now_ns() - t0) / MS);
+	hbs = stub_count(&f->stub, "POST", RUN_PATH "/heartbeats", NULL);
+	assert_true(hbs >= 1 && hbs <= ms / 200 + 1);     /* not one per 10 ms */
+	civis_run_log_final(f->run);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(civis_run_log(f->run, "info", "last", 4, civis_clock_realtime_ns()),
+		                 CIVIS_OK);
+		civis_run_log_flush(f->run);
+		spin_until(f, log_idle, 10000 * MS);
+	}
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.delivered, 5);
+	assert_int_equal((int)st.requests, 5);           /* none waited for a slot */
+	civis_run_watch_stats_get(f->run, &ws);
+	assert_int_equal((int)ws.heartbeats_failed, 0);
+}
+
 int
 main(void)
 {
@@ -711,6 +824,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_report_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_report_state_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_cancels, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_holds_batches, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_off_sends_per_tick, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_final_and_heartbeats, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("run", tests, NULL, NULL);
 }

@@ -44,7 +44,21 @@ typedef struct civis_run_opts {
 	/* Prefix of the module's own notes in the run log ("civis-agent");
 	 * NULL: "civis-agent". */
 	const char *name;
+	/* The run's share of the API rate limit (--api-budget): at most
+	 * budget_pct% of rate_limit requests per rate_window_ns, paced over a
+	 * tenth of the window so that it never bursts. 0: no budget. Under it,
+	 * log batches are held longer (up to the batch caps) rather than sent
+	 * as more requests, heartbeats and cancel polls wait for a free slot,
+	 * and after civis_run_log_final() the run log, like outputs, JSON
+	 * values and state, is not held back. */
+	unsigned budget_pct;
+	unsigned rate_limit;        /* 0: CIVIS_RATE_LIMIT (1,000) */
+	uint64_t rate_window_ns;    /* 0: CIVIS_RATE_WINDOW_NS (5 minutes) */
 } civis_run_opts;
+
+/* The Civis API's limit: 1,000 requests per 5 minutes per user. */
+#define CIVIS_RATE_LIMIT      1000u
+#define CIVIS_RATE_WINDOW_NS  (300ULL * 1000000000ULL)
 
 /* The run is the client's (CIVIS_JOB_ID, CIVIS_RUN_ID). client and loop
  * must outlive the run. err gets one line on failure. */
@@ -63,8 +77,13 @@ void civis_run_free(civis_run *r);
  * messages are still kept, and counted as undelivered, but never sent. */
 int  civis_run_log(civis_run *r, const char *level, const char *msg, size_t len,
                    uint64_t read_ns);
-/* Seal the open batch now (it goes to the queue and out). */
+/* Seal the open batch now (it goes to the queue and out; while log
+ * requests are in flight, once they are done or at the next tick, so that
+ * messages flushed one by one share requests). */
 void civis_run_log_flush(civis_run *r);
+/* The command is done: from now on the run log is sent at once, whatever
+ * the budget (the final flush comes first). Flushes too. */
+void civis_run_log_final(civis_run *r);
 /* Nothing left to deliver (or the key was rejected). */
 int  civis_run_log_idle(const civis_run *r);
 /* 1 once the key was rejected (the module said so once). */
@@ -76,6 +95,7 @@ typedef struct civis_run_log_stats {
 	uint64_t dropped;           /* messages dropped (queue caps, refused batches) */
 	uint64_t requests;          /* log requests acknowledged */
 	uint64_t ambiguous;         /* tries that may have been stored twice */
+	uint64_t held;              /* times the budget held a batch back */
 	uint64_t spool_bytes;       /* spool file's disk use at its largest */
 	uint64_t mem_peak;          /* log queue memory at its largest */
 } civis_run_log_stats;
