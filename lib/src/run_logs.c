@@ -198,7 +198,9 @@ on_budget(civis_loop *loop, void *ud)
 }
 
 /* Whether the budget lets a log request start now; if not, pump again when
- * a slot frees. After civis_run_log_final the run log is not held. */
+ * a slot frees. A quarter of the slots stays for heartbeats and cancel
+ * polls, so that a flood cannot hide a cancel. After civis_run_log_final
+ * the run log is not held. */
 static int
 log_slot(civis_run *r)
 {
@@ -207,7 +209,7 @@ log_slot(civis_run *r)
 	if (r->final || r->budget.n == 0)
 		return 1;
 	now = civis_now_ns();
-	if (civis__run_budget_room(r, now) > 0)
+	if (civis__run_budget_room(r, now) > (r->budget.n >= 4 ? r->budget.n / 4 : 0))
 		return 1;
 	if (!r->budget_timer)
 		(void)civis_loop_add_timer(r->loop, civis__run_budget_next(r, now) + 1000000ULL,

@@ -29,16 +29,15 @@ next_rand(civis_run *r)
 
 static void hb_fire(civis_loop *loop, void *ud);
 
-/* Heartbeats and cancel polls come last under the budget: they leave the
- * last free slot to the run log. When there is none, *at is when to try
- * again (at the next free slot, not a whole interval later). */
+/* Under the budget, heartbeats and cancel polls take any free slot (the
+ * run log leaves them a quarter: run_logs.c). When there is none, *at is
+ * when to try again (at the next free slot, not a whole interval later). */
 static int
-low_slot(civis_run *r, uint64_t *at)
+watch_slot(civis_run *r, uint64_t *at)
 {
 	uint64_t now = civis_now_ns();
-	unsigned room = civis__run_budget_room(r, now);
 
-	if (room > (r->budget.n >= 4 ? 1u : 0u))
+	if (civis__run_budget_room(r, now) > 0)
 		return 1;
 	*at = civis__run_budget_next(r, now) + 1000000ULL;
 	if (*at <= now)
@@ -82,7 +81,7 @@ hb_fire(civis_loop *loop, void *ud)
 	r->hb_timer = 0;
 	if (civis_client_auth_rejected(r->client) || r->hb_opt.off)
 		return;
-	if (!r->hb_req && !low_slot(r, &at)) {
+	if (!r->hb_req && !watch_slot(r, &at)) {
 		(void)civis_loop_add_timer(loop, at, hb_fire, r, &r->hb_timer);
 		return;
 	}
@@ -156,7 +155,7 @@ poll_fire(civis_loop *loop, void *ud)
 	r->poll_timer = 0;
 	if (r->cancelled || civis_client_auth_rejected(r->client))
 		return;
-	if (!r->poll_req && !low_slot(r, &at)) {
+	if (!r->poll_req && !watch_slot(r, &at)) {
 		(void)civis_loop_add_timer(loop, at, poll_fire, r, &r->poll_timer);
 		return;
 	}

@@ -805,6 +805,49 @@ test_budget_final_and_heartbeats(void **state)
 	assert_int_equal((int)ws.heartbeats_failed, 0);
 }
 
+/* A flood of log batches (each message its own batch) under a budget of 8
+ * requests per second: the run log takes at most 6 of each 8, the cancel
+ * poll still gets its turn, and a cancel is seen. */
+static void
+test_budget_flood_leaves_room_for_polls(void **state)
+{
+	struct fx *f = *state;
+	civis_run_opts o;
+	civis_run_watch_opts w = { .cancel_poll_ns = 20 * MS, .on_cancel = on_cancel };
+	char err[256];
+	uint64_t t0;
+	int logs, spans;
+
+	w.ud = f;
+	civis_run_free(f->run);
+	run_opts(f, &o);
+	o.batch_lines = 1;
+	o.budget_pct = 100;
+	o.rate_limit = 80;
+	o.rate_window_ns = 10000 * MS;      /* 8 per 1 s */
+	assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &o, err, sizeof(err)), CIVIS_OK);
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
+	stub_route(&f->stub, "GET", RUN_PATH, 200,
+	           "{\"id\":2,\"state\":\"running\",\"isCancelRequested\":false}");
+	t0 = civis_now_ns();
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(civis_run_log(f->run, "info", "x", 1, civis_clock_realtime_ns()),
+		                 CIVIS_OK);
+	assert_int_equal(civis_run_watch(f->run, &w), CIVIS_OK);
+	spin_until(f, NULL, 1500 * MS);
+	spans = (int)((civis_now_ns() - t0) / (1000 * MS)) + 1;
+	logs = stub_count(&f->stub, "POST", RUN_PATH "/logs", NULL);
+	assert_true(logs >= 1 && logs <= 6 * spans);
+	assert_true(stub_count(&f->stub, "GET", RUN_PATH, NULL) >= 2);
+	/* the platform cancels: the next poll sees it */
+	pthread_mutex_lock(&f->stub.mu);
+	f->stub.routes[1].body = "{\"id\":2,\"state\":\"running\",\"isCancelRequested\":true}";
+	pthread_mutex_unlock(&f->stub.mu);
+	spin_until(f, cancelled, 10000 * MS);
+	assert_int_equal(f->cancels, 1);
+	assert_false(civis_run_log_idle(f->run));      /* the flood waits for its slots */
+}
+
 int
 main(void)
 {
@@ -827,6 +870,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_budget_holds_batches, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_budget_off_sends_per_tick, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_budget_final_and_heartbeats, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_flood_leaves_room_for_polls, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("run", tests, NULL, NULL);
 }
