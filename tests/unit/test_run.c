@@ -116,6 +116,7 @@ serve_buf(struct stub *s, struct sconn *c)
 			return -1;
 		memmove(c->buf, c->buf + total, c->len - total);
 		c->len -= total;
+		c->buf[c->len] = '\0';
 	}
 }
 
@@ -135,8 +136,11 @@ stub_main(void *ud)
 			p[i + 1].fd = conns[i].fd;
 			p[i + 1].events = POLLIN;
 		}
+		int polled;
+
 		if (poll(p, (nfds_t)nconns + 1, 20) <= 0)
 			continue;
+		polled = nconns;        /* the pollfds of the connections polled */
 		if ((p[0].revents & POLLIN) && nconns < MAX_CONNS) {
 			int fd = accept(s->lfd, NULL, NULL);
 
@@ -148,13 +152,15 @@ stub_main(void *ud)
 				nconns++;
 			}
 		}
-		for (int i = 0; i < nconns; i++) {
+		for (int i = 0; i < polled; i++) {
 			struct sconn *c = &conns[i];
 			ssize_t n;
 
 			if (!(p[i + 1].revents & (POLLIN | POLLHUP)))
 				continue;
-			n = read(c->fd, c->buf + c->len, c->cap - c->len);
+			n = read(c->fd, c->buf + c->len, c->cap - 1 - c->len);
+			if (n > 0)
+				c->buf[c->len + (size_t)n] = '\0';   /* sscanf and strcasestr stop there */
 			if (n <= 0 || (c->len += (size_t)n, serve_buf(s, c) != 0)) {
 				close(c->fd);
 				free(c->buf);
