@@ -520,6 +520,8 @@ civis_client_call(civis_client *c, const civis_http_spec *spec, civis_http_req *
 	s.headers = hdrs;
 	if (s.content_type == NULL && (s.body != NULL || s.body_read != NULL || s.body_fn != NULL))
 		s.content_type = "application/json";
+	if (s.error_text == NULL)
+		s.error_text = civis_parse_error_text;   /* {"error":..,"errorDescription":..} */
 	s.done = call_done;
 	s.done_ud = k;
 	k->c = c;

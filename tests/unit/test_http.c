@@ -549,6 +549,7 @@ test_retry_gives_up(void **state)
 	(void)state;
 	server_start(steps_503x3, 3);
 	s = spec_for("GET", "/a/b?secret=1", &g);
+	s.error_text = civis_parse_error_text;   /* what civis_client_call installs */
 	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
 	run_until(&g, 5000 * MS);
 	assert_int_equal(g.status, CIVIS_EHTTP);
@@ -556,6 +557,44 @@ test_retry_gives_up(void **state)
 	assert_int_equal(g.attempts, 3);
 	assert_string_equal(g.error, "test: GET /a/b: HTTP 503 Service Unavailable: "
 	                    "busy: try later please (after 3 tries)");
+}
+
+static const struct step steps_two_400[] = {
+	{ ANSWER, "HTTP/1.1 400 Bad Request\r\nContent-Length: 52\r\n\r\n"
+	          "\r\n  {\"error\":\"bad\"} first\tline \x01\r\nsecond line\r\nthird" },
+	{ ANSWER, "HTTP/1.1 422 Unprocessable Content\r\nContent-Length: 5\r\n\r\nabcde" },
+};
+
+static void
+count_reader(const char *body, size_t len, char *buf, size_t buflen)
+{
+	snprintf(buf, buflen, "%zu bytes starting with %c", len, len > 0 ? body[0] : '-');
+}
+
+/* The transport knows no API: without a reader the text of an error answer
+ * is its first non-blank line, cleaned; a reader in the spec (the client's
+ * Civis parser, say) replaces that. */
+static void
+test_error_text_reader(void **state)
+{
+	struct got g1 = { 0 }, g2 = { 0 };
+	civis_http_spec s;
+
+	(void)state;
+	server_start(steps_two_400, 2);
+	s = spec_for("POST", "/files/", &g1);
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g1, 5000 * MS);
+	assert_int_equal(g1.status, CIVIS_EHTTP);
+	assert_int_equal(g1.attempts, 1);
+	assert_string_equal(g1.error, "test: POST /files/: HTTP 400 Bad Request: "
+	                    "{\"error\":\"bad\"} first line");
+	s = spec_for("POST", "/files/", &g2);
+	s.error_text = count_reader;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g2, 5000 * MS);
+	assert_string_equal(g2.error, "test: POST /files/: HTTP 422 Unprocessable Content: "
+	                    "5 bytes starting with a");
 }
 
 static const struct step steps_429[] = {
@@ -798,6 +837,7 @@ test_401_not_retried(void **state)
 	server_start(steps_401, 2);
 	snprintf(origin, sizeof(origin), "http://127.0.0.1:%d/", S.port);
 	s = spec_for("GET", "/me", &g);
+	s.error_text = civis_parse_error_text;
 	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "sekrit:", NULL), CIVIS_OK);
 	run_until(&g, 5000 * MS);
 	assert_int_equal(g.status, CIVIS_EAUTH);
@@ -1409,6 +1449,7 @@ main(void)
 		cmocka_unit_test(test_status_retryable),
 		cmocka_unit_test_setup_teardown(test_retry_503_then_200, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_gives_up, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_text_reader, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_after_respected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cut_ambiguous_not_retried, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cut_ambiguous_retried, setup, teardown),

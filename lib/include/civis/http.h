@@ -67,6 +67,14 @@ typedef void (*civis_http_done_fn)(void *ud, const civis_http_result *res);
  * itself; every retry reads from 0 again. */
 typedef int (*civis_http_read_fn)(void *ud, uint64_t off, char *buf, size_t n, size_t *got);
 
+/* Writes the one-line text of an error answer (status >= 300) into buf,
+ * cleaned (no control characters, whole UTF-8 sequences), "" if none. */
+typedef void (*civis_http_error_text_fn)(const char *body, size_t len, char *buf,
+                                         size_t buflen);
+
+/* The generic reader: the answer's first non-blank line, cleaned. */
+void civis_http_error_text_line(const char *body, size_t len, char *buf, size_t buflen);
+
 typedef struct civis_http_spec {
 	const char *method;      /* "GET", "POST", "PUT", "PATCH", "DELETE" */
 	const char *url;         /* absolute */
@@ -86,6 +94,7 @@ typedef struct civis_http_spec {
 	const civis_retry_policy *retry; /* NULL = default */
 	civis_http_done_fn done;
 	void *done_ud;
+	civis_http_error_text_fn error_text; /* NULL: civis_http_error_text_line */
 #ifdef CIVIS__HTTP_LEGACY_BODY
 	int (*body_fn)(void *ud, void *easy); /* libcivis-internal: lib/src/http_int.h */
 #else

@@ -1,0 +1,86 @@
+/* http_req.h: a civis_http and its requests, shared by the files of the
+ * http module only: http.c (requests, outcome, the API) and http_try.c
+ * (one try: the easy handle, body, answer capture). */
+#ifndef CIVIS_HTTP_REQ_H
+#define CIVIS_HTTP_REQ_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dl.h"
+#include "http_int.h"
+
+#define ERROR_TEXT_MAX         512
+#define ETAG_MAX               256
+#define RETRY_AFTER_MAX        64
+#define METHOD_MAX             16
+
+struct civis_http {
+	civis_loop *loop;
+	CURLM *multi;
+	CURLSH *share;
+	civis_http_req *head;
+	unsigned pending;
+	uint64_t rng;
+	int closing;
+	char ca_file[PATH_MAX];     /* CURLOPT_CAINFO (tls.h), or "" for libcurl's */
+};
+
+struct civis_http_req {
+	civis_http *http;
+	civis_http_req *prev, *next;
+	CURL *easy;                 /* the try in flight, or NULL */
+	civis_timer_id timer;       /* the wait before the next try, or 0 */
+	int in_done;
+
+	char method[METHOD_MAX];
+	char *url;
+	char *what;
+	char *path;                 /* for messages: no host, no query */
+	const char *body;           /* in memory, or */
+	size_t body_len;
+	civis_http_read_fn body_read; /* streamed, or */
+	uint64_t body_size;
+	int (*body_fn)(void *ud, void *easy); /* the lib-internal hook (http_int.h) */
+	void *body_ud;
+	uint64_t body_pos;          /* next offset libcurl reads, per try */
+	int body_rc;                /* the reader's failure in this try, or CIVIS_OK */
+	unsigned rewinds;           /* libcurl resent a streamed body by itself */
+	struct curl_slist *headers;
+	char *userpwd;
+	size_t max_response;
+	long connect_timeout_ms;
+	long low_speed_time_s;
+	long timeout_ms;
+	civis_retry_policy policy;
+	civis_http_done_fn done;
+	void *done_ud;
+	civis_http_error_text_fn error_text;
+
+	/* the answer of the latest try */
+	char *resp;
+	size_t resp_len;
+	size_t resp_cap;
+	int too_big;
+	char etag[ETAG_MAX];
+	char retry_after[RETRY_AFTER_MAX];
+
+	unsigned attempts;
+	unsigned ambiguous;
+	uint64_t first_ns;
+	char error[ERROR_TEXT_MAX];
+};
+
+/* "<what>: <METHOD> <path>: " + the formatted detail, truncated to one line. */
+void civis__http_req_error(civis_http_req *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int  civis__http_req_method_is(const civis_http_req *r, const char *m);
+/* GET, HEAD, PUT, DELETE: a repeat cannot act twice. */
+int  civis__http_req_idempotent(const civis_http_req *r);
+
+/* Start one try of r: a fresh easy handle with every option, added to the
+ * multi handle (r->easy, r->attempts counted). CIVIS_OK or why not. */
+int  civis__http_try_start(civis_http_req *r);
+
+#endif
