@@ -41,6 +41,10 @@ req_free(civis_http_req *r)
 		explicit_bzero(r->userpwd, strlen(r->userpwd));
 		free(r->userpwd);
 	}
+	if (r->proxy != NULL) {
+		explicit_bzero(r->proxy, strlen(r->proxy));
+		free(r->proxy);
+	}
 	curl_slist_free_all(r->headers);
 	free(r->url);
 	free(r->what);
@@ -209,7 +213,10 @@ classify(civis_http_req *r, CURLcode cc, long code, long request_size, const cha
 		set_error(r, "answer larger than %zu bytes", r->max_response);
 		o.status = CIVIS_ETOOBIG;
 	} else {
-		set_error(r, "%s", curl_easy_strerror(cc));
+		if (r->proxy_shown[0] != '\0')
+			set_error(r, "%s (through the proxy %s)", curl_easy_strerror(cc), r->proxy_shown);
+		else
+			set_error(r, "%s", curl_easy_strerror(cc));
 		o.status = curl_error_status(cc);
 		o.retry = curl_error_retryable(cc);
 		o.final = 0;
@@ -286,6 +293,13 @@ on_transfer_done(void *ctx, CURL *easy, CURLcode cc)
 
 /* ------------------------------------------------------------ the API */
 
+static const char *
+env_lookup(const char *name, void *ud)
+{
+	(void)ud;
+	return getenv(name);
+}
+
 int
 civis_http_new(civis_http **out, civis_loop *loop)
 {
@@ -312,6 +326,7 @@ civis_http_new(civis_http **out, civis_loop *loop)
 		if (ca != NULL && strlen(ca) < sizeof(http->ca_file))
 			memcpy(http->ca_file, ca, strlen(ca) + 1);
 	}
+	civis__proxy_env_read(&http->proxy_env, env_lookup, NULL);
 	http->share = curl_share_init();
 	if (http->share == NULL) {
 		rc = CIVIS_ENOMEM;
@@ -367,6 +382,26 @@ civis_http_cancel(civis_http *http, civis_http_req *req)
 	req_finish(req, CIVIS_ECANCELED, 0);
 }
 
+int
+civis_http_proxy_for(const civis_http *http, const char *url, char *buf, size_t len)
+{
+	char *full;
+	int rc;
+
+	if (buf == NULL || len == 0 || url == NULL)
+		return CIVIS_EINVAL;
+	buf[0] = '\0';
+	full = calloc(1, CIVIS__PROXY_MAX);
+	if (full == NULL)
+		return CIVIS_ENOMEM;
+	rc = civis__proxy_pick(&http->proxy_env, url, full, CIVIS__PROXY_MAX);
+	if (rc == CIVIS_OK)
+		civis__proxy_display(full, buf, len);
+	explicit_bzero(full, CIVIS__PROXY_MAX);
+	free(full);
+	return rc;
+}
+
 unsigned
 civis_http_pending(const civis_http *http)
 {
@@ -409,6 +444,36 @@ add_header(struct curl_slist **list, const char *h)
 	return CIVIS_OK;
 }
 
+/* A request without credentials (a presigned storage URL) goes only to
+ * https://, or to http:// on a loopback host: the endpoint's rule. When not,
+ * say why in r->error. */
+static int
+plain_url_ok(civis_http_req *r)
+{
+	char scheme[16], host[256];
+
+	if (civis__http_url_target(r->url, scheme, sizeof(scheme), host, sizeof(host)) != CIVIS_OK)
+		return 1;   /* libcurl refuses it with its own message */
+	if (strcmp(scheme, "https") == 0 ||
+	    (strcmp(scheme, "http") == 0 && civis__http_host_is_loopback(host)))
+		return 1;
+	civis__http_url_host(r->url, host, sizeof(host));
+	set_error(r, "refused to send to %s://%s: a URL without the API key must use "
+	          "https:// (http:// only to a loopback host)", scheme, host);
+	return 0;
+}
+
+/* The refusal of plain_url_ok, reported like any failed request. */
+static void
+refuse_timer_cb(civis_loop *loop, void *ud)
+{
+	civis_http_req *r = ud;
+
+	(void)loop;
+	r->timer = 0;
+	req_finish(r, CIVIS_EUNSAFE, 0);
+}
+
 /* A spec the transport can carry, or why not. */
 static int
 spec_check(const civis_http_spec *spec, const char *userpwd)
@@ -447,6 +512,13 @@ req_copy(civis_http_req *r, const civis_http_spec *spec, const char *userpwd)
 	r->path = civis__http_url_path(spec->url);
 	if (r->url == NULL || r->what == NULL || r->path == NULL)
 		return CIVIS_ENOMEM;
+	r->proxy = calloc(1, CIVIS__PROXY_MAX);
+	if (r->proxy == NULL)
+		return CIVIS_ENOMEM;
+	rc = civis__proxy_pick(&r->http->proxy_env, spec->url, r->proxy, CIVIS__PROXY_MAX);
+	if (rc != CIVIS_OK && rc != CIVIS_EINVAL)
+		return rc;   /* a URL that does not parse fails its try, as before */
+	civis__proxy_display(r->proxy, r->proxy_shown, sizeof(r->proxy_shown));
 	if (userpwd != NULL) {
 		r->userpwd = strdup(userpwd);
 		if (r->userpwd == NULL)
@@ -517,7 +589,10 @@ start(civis_http *http, const civis_http_spec *spec, const char *userpwd,
 	if (rc != CIVIS_OK)
 		goto out;
 	req_settings(r, spec);
-	rc = civis__http_try_start(r);
+	if (userpwd == NULL && !plain_url_ok(r))
+		rc = civis_loop_add_timer(http->loop, civis_now_ns(), refuse_timer_cb, r, &r->timer);
+	else
+		rc = civis__http_try_start(r);
 	if (rc != CIVIS_OK)
 		goto out;
 	r->next = http->head;

@@ -54,11 +54,41 @@ void civis__http_url_host(const char *url, char *buf, size_t len);
 /* 1 when url is under origin: same scheme, host and port (default ports
  * made explicit), no user info, and a path that starts with origin's. */
 int civis__http_url_under_origin(const char *url, const char *origin);
+/* The scheme and host of an absolute URL, lower-case (an IPv6 host keeps
+ * its brackets). CIVIS_EINVAL when it does not parse or does not fit. */
+int civis__http_url_target(const char *url, char *scheme, size_t slen, char *host, size_t hlen);
+/* localhost, 127.0.0.0/8 or [::1]. */
+int civis__http_host_is_loopback(const char *host);
 /* Append s[0..n) to buf (of buflen, *pos used, kept NUL-terminated): tabs
  * and line ends as spaces, other control characters dropped, never
  * splitting a UTF-8 sequence. */
 void civis__text_clean_append(char *buf, size_t buflen, size_t *pos, const char *s, size_t n);
 /* Drop trailing spaces. */
 void civis__text_trim_end(char *buf, size_t *pos);
+
+
+/* ---- http_proxy.c: which proxy a request goes through */
+
+#define CIVIS__PROXY_MAX 2048
+
+/* The proxy variables as they were when read (a value that does not fit
+ * is dropped). */
+typedef struct civis__proxy_env {
+	char https[CIVIS__PROXY_MAX]; /* https_proxy, else HTTPS_PROXY */
+	char all[CIVIS__PROXY_MAX];   /* all_proxy, else ALL_PROXY */
+	char no[CIVIS__PROXY_MAX];    /* no_proxy, else NO_PROXY */
+	int https_set, all_set;       /* set, perhaps empty (empty = direct) */
+} civis__proxy_env;
+
+void civis__proxy_env_read(civis__proxy_env *pe,
+                           const char *(*lookup)(const char *name, void *ud), void *ud);
+/* The proxy for url, as set (credentials and all, for CURLOPT_PROXY) into
+ * buf, "" for direct. CIVIS_EINVAL for a URL that does not parse. */
+int  civis__proxy_pick(const civis__proxy_env *pe, const char *url, char *buf, size_t len);
+/* 1 when host (a name, an IPv4 address or a bracketed IPv6 one) is in the
+ * no_proxy list. */
+int  civis__noproxy_match(const char *list, const char *host);
+/* "scheme://host[:port]" of a proxy setting, without its credentials. */
+void civis__proxy_display(const char *proxy, char *buf, size_t len);
 
 #endif

@@ -25,6 +25,7 @@ struct civis_http {
 	uint64_t rng;
 	int closing;
 	char ca_file[PATH_MAX];     /* CURLOPT_CAINFO (tls.h), or "" for libcurl's */
+	civis__proxy_env proxy_env; /* the proxy variables at civis_http_new */
 };
 
 struct civis_http_req {
@@ -49,6 +50,8 @@ struct civis_http_req {
 	unsigned rewinds;           /* libcurl resent a streamed body by itself */
 	struct curl_slist *headers;
 	char *userpwd;
+	char *proxy;                /* CURLOPT_PROXY: as set (credentials too), "" = direct */
+	char proxy_shown[160];      /* the same for messages: scheme://host:port */
 	size_t max_response;
 	long connect_timeout_ms;
 	long low_speed_time_s;

@@ -3,6 +3,7 @@
  * and host for messages (never its query or user info), the origin check
  * that keeps the key on the API, and the generic one-line reader of an
  * error answer. Nothing here knows the Civis API. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -116,6 +117,59 @@ civis__http_url_host(const char *url, char *buf, size_t len)
 	}
 	curl_free(host);
 	curl_url_cleanup(u);
+}
+
+int
+civis__http_url_target(const char *url, char *scheme, size_t slen, char *host, size_t hlen)
+{
+	CURLU *u = curl_url();
+	char *s = NULL, *h = NULL;
+	int rc = CIVIS_EINVAL;
+	size_t i;
+
+	scheme[0] = host[0] = '\0';
+	if (u == NULL)
+		return CIVIS_ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &s, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK ||
+	    strlen(s) >= slen || strlen(h) >= hlen)
+		goto out;
+	for (i = 0; s[i] != '\0'; i++)
+		scheme[i] = (char)tolower((unsigned char)s[i]);
+	scheme[i] = '\0';
+	for (i = 0; h[i] != '\0'; i++)
+		host[i] = (char)tolower((unsigned char)h[i]);
+	host[i] = '\0';
+	rc = CIVIS_OK;
+out:
+	if (rc != CIVIS_OK)
+		scheme[0] = host[0] = '\0';
+	curl_free(s);
+	curl_free(h);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+int
+civis__http_host_is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	char tmp[64];
+	size_t n = strlen(host);
+
+	if (strcasecmp(host, "localhost") == 0)
+		return 1;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (n > 2 && n < sizeof(tmp) && host[0] == '[' && host[n - 1] == ']') {
+		memcpy(tmp, host + 1, n - 2);
+		tmp[n - 2] = '\0';
+		if (inet_pton(AF_INET6, tmp, &a6) == 1)
+			return memcmp(&a6, &in6addr_loopback, sizeof(a6)) == 0;
+	}
+	return 0;
 }
 
 int

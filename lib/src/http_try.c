@@ -209,6 +209,9 @@ set_common(civis_http_req *r, CURL *e)
 	SET(CURLOPT_SSL_VERIFYHOST, 2L);
 	if (http->ca_file[0] != '\0')
 		SET(CURLOPT_CAINFO, http->ca_file);
+	/* our choice (http_proxy.c), not libcurl's reading of the environment */
+	SET(CURLOPT_PROXY, r->proxy);
+	SET(CURLOPT_NOPROXY, r->proxy[0] != '\0' ? "" : "*");
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)r->max_response);
 	SET(CURLOPT_WRITEFUNCTION, write_cb);

@@ -1232,6 +1232,136 @@ test_streamed_silent_resend_is_ambiguous(void **state)
 	}
 }
 
+/* ---------------------------------------------------------- proxies */
+
+static const char *const proxy_vars[] = {
+	"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+	"no_proxy", "NO_PROXY", NULL
+};
+
+/* A new civis_http that reads every proxy variable as `value` (NULL: unset). */
+static void
+http_with_proxy_env(const char *value)
+{
+	size_t i;
+
+	civis_http_free(F.http);
+	for (i = 0; proxy_vars[i] != NULL; i++) {
+		if (value != NULL && strstr(proxy_vars[i], "no_") == NULL &&
+		    strstr(proxy_vars[i], "NO_") == NULL)
+			setenv(proxy_vars[i], value, 1);
+		else
+			unsetenv(proxy_vars[i]);
+	}
+	assert_int_equal(civis_http_new(&F.http, F.loop), CIVIS_OK);
+}
+
+/* Every proxy variable names a recording server (here the scripted one),
+ * yet a plain-http loopback request with the key goes direct: the request
+ * line is origin-form, never "GET http://..." to a proxy. */
+static void
+test_plain_http_ignores_proxy_env(void **state)
+{
+	struct got g = { 0 };
+	civis_http_spec s;
+	char origin[64], proxy[64], shown[160];
+
+	(void)state;
+	server_start(steps_two_ok, 3);
+	snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%d", S.port);
+	http_with_proxy_env(proxy);
+	snprintf(origin, sizeof(origin), "http://127.0.0.1:%d/", S.port);
+	assert_int_equal(civis_http_proxy_for(F.http, origin, shown, sizeof(shown)), CIVIS_OK);
+	assert_string_equal(shown, "");
+	s = spec_for("GET", "/direct", &g);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k3y:", NULL), CIVIS_OK);
+	run_until(&g, 5000 * MS);
+	http_with_proxy_env(NULL);
+	assert_int_equal(g.status, CIVIS_OK);
+	assert_int_equal(server_nreqs(), 1);
+	assert_non_null(strstr(S.reqs[0], "GET /direct HTTP/1.1\r\n"));
+	assert_null(strstr(S.reqs[0], "http://"));
+	assert_null(strcasestr(S.reqs[0], "\r\nProxy-"));
+}
+
+static const struct step steps_connect_403[] = {
+	{ ANSWER_CLOSE, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n" },
+};
+
+/* https goes through HTTPS_PROXY as a CONNECT tunnel: the proxy sees the
+ * host and port and its own credentials, never the key (that stays inside
+ * TLS); a failure names the proxy, without its credentials. */
+static void
+test_https_through_proxy_tunnel(void **state)
+{
+	struct got g = { 0 };
+	civis_http_spec s;
+	char proxy[64], want[160], shown[160];
+
+	(void)state;
+	server_start(steps_connect_403, 1);
+	snprintf(proxy, sizeof(proxy), "http://alice:pw@127.0.0.1:%d", S.port);
+	http_with_proxy_env(proxy);
+	assert_int_equal(civis_http_proxy_for(F.http, "https://api.example.invalid/", shown,
+	                                      sizeof(shown)), CIVIS_OK);
+	snprintf(want, sizeof(want), "http://127.0.0.1:%d", S.port);
+	assert_string_equal(shown, want);
+	F.fast.max_attempts = 1;
+	s = spec_for("GET", "/x", &g);
+	s.url = "https://api.example.invalid/v1/x";
+	assert_int_equal(civis__http_start_auth(F.http, &s, "https://api.example.invalid/v1/",
+	                                       "sekrit:", NULL), CIVIS_OK);
+	run_until(&g, 5000 * MS);
+	http_with_proxy_env(NULL);
+	assert_int_equal(g.status, CIVIS_ENET);
+	/* libcurl's words for a refused CONNECT vary by version; ours do not */
+	assert_true(strncmp(g.error, "test: GET /v1/x: ", 17) == 0);
+	snprintf(want, sizeof(want), " (through the proxy http://127.0.0.1:%d)", S.port);
+	assert_true(strlen(g.error) > strlen(want));
+	assert_string_equal(g.error + strlen(g.error) - strlen(want), want);
+	assert_int_equal(server_nreqs(), 1);
+	assert_non_null(strstr(S.reqs[0], "CONNECT api.example.invalid:443 HTTP/1.1\r\n"));
+	assert_non_null(strstr(S.reqs[0], "\r\nProxy-Authorization: Basic YWxpY2U6cHc=\r\n"));
+	assert_null(strstr(S.reqs[0], "c2Vrcml0Og"));   /* base64 of "sekrit:" */
+	assert_null(strstr(S.reqs[0], "sekrit"));
+	assert_null(strstr(g.error, "alice"));
+}
+
+/* A request without the key (a presigned storage URL) must be https://,
+ * or http:// to a loopback host, the endpoint's rule: otherwise it fails
+ * before anything is sent, with one line saying why. */
+static void
+test_presigned_url_must_be_https(void **state)
+{
+	struct got g1 = { 0 }, g2 = { 0 };
+	civis_http_spec s;
+	civis_http_req *req = NULL;
+
+	(void)state;
+	server_start(NULL, 0);
+	s = spec_for("PUT", "/", &g1);
+	s.url = "http://Storage.Example.invalid/bucket/key?X-Amz-Signature=zz";
+	s.body = "data";
+	s.body_len = 4;
+	assert_int_equal(civis_http_start(F.http, &s, &req), CIVIS_OK);
+	assert_non_null(req);
+	assert_int_equal(g1.called, 0);             /* never from inside start */
+	run_until(&g1, 5000 * MS);
+	assert_int_equal(g1.status, CIVIS_EUNSAFE);
+	assert_int_equal(g1.attempts, 0);
+	assert_string_equal(g1.error, "test: PUT /bucket/key: refused to send to "
+	                    "http://storage.example.invalid: a URL without the API key must use "
+	                    "https:// (http:// only to a loopback host)");
+	s = spec_for("POST", "/", &g2);
+	s.url = "ftp://127.0.0.1/upload";
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g2, 5000 * MS);
+	assert_int_equal(g2.status, CIVIS_EUNSAFE);
+	assert_non_null(strstr(g2.error, "refused to send to ftp://127.0.0.1: "));
+	assert_int_equal(server_nreqs(), 0);
+	assert_int_equal(civis_http_pending(F.http), 0);
+}
+
 #define N503 40
 static struct step steps_503_forever[N503];
 
@@ -1465,6 +1595,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_free_cancels_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_body_and_methods, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_post_retry_rereads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plain_http_ignores_proxy_env, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_https_through_proxy_tunnel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_presigned_url_must_be_https, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_read_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_body_ends_early, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_silent_resend_is_ambiguous, setup, teardown),

@@ -107,11 +107,21 @@ int  civis_http_new(civis_http **out, civis_loop *loop);
 void civis_http_free(civis_http *http);
 
 /* Start a request with no credentials (presigned upload URLs). Redirects are
- * not followed. On failure to start, done is NOT called. */
+ * not followed. On failure to start, done is NOT called. The URL must be
+ * https://, or http:// to a loopback host; any other fails the request
+ * (done, CIVIS_EUNSAFE, with the reason in res->error) before it is sent. */
 int  civis_http_start(civis_http *http, const civis_http_spec *spec, civis_http_req **out);
 
 /* Abort one request; its done runs with CIVIS_ECANCELED before this returns. */
 void civis_http_cancel(civis_http *http, civis_http_req *req);
+
+/* The proxy a request to url goes through, as "scheme://host:port" (never
+ * its credentials) into buf, or "" for a direct connection (for -v).
+ * An http:// URL (loopback only) never uses one; an https:// URL follows
+ * https_proxy, else HTTPS_PROXY, else all_proxy, else ALL_PROXY, unless its
+ * host is in no_proxy/NO_PROXY (libcurl's rules), as the environment was
+ * at civis_http_new. CIVIS_EINVAL for a URL that does not parse. */
+int  civis_http_proxy_for(const civis_http *http, const char *url, char *buf, size_t len);
 
 /* Requests in flight or waiting to retry. */
 unsigned civis_http_pending(const civis_http *http);
