@@ -22,6 +22,7 @@
 #include "loop_internal.h"
 
 #define set_error civis__http_req_error
+#define req_finish civis__http_req_finish
 
 #define DEFAULT_MAX_RESPONSE   (1u << 20)
 #define DEFAULT_CONNECT_MS     10000L
@@ -68,9 +69,8 @@ req_unlink(civis_http_req *r)
 	http->pending--;
 }
 
-/* Report the outcome once, then free the request. */
-static void
-req_finish(civis_http_req *r, int status, long http_code)
+void
+civis__http_req_finish(civis_http_req *r, int status, long http_code)
 {
 	civis_http_result res;
 
@@ -108,7 +108,7 @@ retry_timer_cb(civis_loop *loop, void *ud)
 
 	(void)loop;
 	r->timer = 0;
-	rc = civis__http_try_start(r);
+	rc = civis__http_gate_try(r);
 	if (rc != CIVIS_OK) {
 		set_error(r, "could not start another try: %s", civis_strerror(rc));
 		req_finish(r, rc, 0);
@@ -273,6 +273,9 @@ on_transfer_done(void *ctx, CURL *easy, CURLcode cc)
 	if (r == NULL)
 		return;
 	r->easy = NULL;
+	if (r->userpwd != NULL)
+		civis__http_gate_answer(r, cc == CURLE_OK ? code : 0,
+		                        cc == CURLE_OK || code > 0 || request_size > 0);
 	if (cc == CURLE_OK && code >= 200 && code <= 299) {
 		req_finish(r, CIVIS_OK, code);
 		return;
@@ -318,6 +321,7 @@ civis_http_new(civis_http **out, civis_loop *loop)
 		return civis__dl_curl(NULL, 0) != CIVIS_OK ? CIVIS_ESYS : CIVIS_ENOMEM;
 	}
 	http->rng = civis__rng_seed();
+	civis__http_gate_init(http);
 	{
 		/* chosen once: the environment may change later, our copy not */
 		char buf[PATH_MAX];
@@ -359,6 +363,7 @@ civis_http_free(civis_http *http)
 	http->closing = 1;
 	while (http->head != NULL)
 		civis_http_cancel(http, http->head); /* NOLINT(clang-analyzer-unix.Malloc): cancel unlinks head before freeing it */
+	civis__http_gate_free(http);
 	civis__loop_set_curl_done(http->loop, NULL, NULL);
 	curl_share_cleanup(http->share);
 	free(http);
@@ -378,6 +383,7 @@ civis_http_cancel(civis_http *http, civis_http_req *req)
 		civis_loop_cancel_timer(http->loop, req->timer);
 		req->timer = 0;
 	}
+	civis__http_gate_remove(req);
 	set_error(req, "canceled");
 	req_finish(req, CIVIS_ECANCELED, 0);
 }
@@ -565,6 +571,8 @@ req_settings(civis_http_req *r, const civis_http_spec *spec)
 	r->done = spec->done;
 	r->done_ud = spec->done_ud;
 	r->error_text = spec->error_text;
+	r->prio = spec->prio < CIVIS_HTTP_PRIO_LOW ? CIVIS_HTTP_PRIO_LOW
+	        : spec->prio > CIVIS_HTTP_PRIO_FINAL ? CIVIS_HTTP_PRIO_FINAL : spec->prio;
 }
 
 static int
@@ -592,7 +600,7 @@ start(civis_http *http, const civis_http_spec *spec, const char *userpwd,
 	if (userpwd == NULL && !plain_url_ok(r))
 		rc = civis_loop_add_timer(http->loop, civis_now_ns(), refuse_timer_cb, r, &r->timer);
 	else
-		rc = civis__http_try_start(r);
+		rc = civis__http_gate_try(r);
 	if (rc != CIVIS_OK)
 		goto out;
 	r->next = http->head;

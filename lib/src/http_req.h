@@ -10,6 +10,7 @@
 
 #include "dl.h"
 #include "http_int.h"
+#include "ratelimit.h"
 
 #define ERROR_TEXT_MAX         512
 #define ETAG_MAX               256
@@ -26,6 +27,11 @@ struct civis_http {
 	int closing;
 	char ca_file[PATH_MAX];     /* CURLOPT_CAINFO (tls.h), or "" for libcurl's */
 	civis__proxy_env proxy_env; /* the proxy variables at civis_http_new */
+	/* the API budget (http_gate.c): authenticated tries wait here */
+	civis__rl rl;
+	civis_http_req *wait_head, *wait_tail; /* by priority, then first come */
+	civis_timer_id gate_timer;
+	uint64_t gate_due;
 };
 
 struct civis_http_req {
@@ -60,6 +66,10 @@ struct civis_http_req {
 	civis_http_done_fn done;
 	void *done_ud;
 	civis_http_error_text_fn error_text;
+	int prio;                   /* civis_http_prio */
+	int waiting;                /* in the gate's queue */
+	uint64_t rl_slot;           /* where the budget counted this try */
+	civis_http_req *wprev, *wnext;
 
 	/* the answer of the latest try */
 	char *resp;
@@ -68,6 +78,8 @@ struct civis_http_req {
 	int too_big;
 	char etag[ETAG_MAX];
 	char retry_after[RETRY_AFTER_MAX];
+	char rl_limit[RETRY_AFTER_MAX];     /* X-RateLimit-Limit */
+	char rl_remaining[RETRY_AFTER_MAX]; /* X-RateLimit-Remaining */
 
 	unsigned attempts;
 	unsigned ambiguous;
@@ -81,6 +93,23 @@ void civis__http_req_error(civis_http_req *r, const char *fmt, ...)
 int  civis__http_req_method_is(const civis_http_req *r, const char *m);
 /* GET, HEAD, PUT, DELETE: a repeat cannot act twice. */
 int  civis__http_req_idempotent(const civis_http_req *r);
+
+/* Report the outcome once (done), then free the request. */
+void civis__http_req_finish(civis_http_req *r, int status, long http_code);
+
+/* ---- http_gate.c: the API budget in front of authenticated tries */
+
+void civis__http_gate_init(civis_http *http);
+/* The next try of r: at once, or (authenticated and over the budget or
+ * paused by a 429) queued until the gate lets it go. CIVIS_OK or why the
+ * try could not start. */
+int  civis__http_gate_try(civis_http_req *r);
+/* An authenticated try ended (code 0: no answer; reached 0: nothing got to
+ * the server, so it does not count): the budget learns from it. */
+void civis__http_gate_answer(civis_http_req *r, long code, int reached);
+/* Take r out of the queue (cancel). */
+void civis__http_gate_remove(civis_http_req *r);
+void civis__http_gate_free(civis_http *http);
 
 /* Start one try of r: a fresh easy handle with every option, added to the
  * multi handle (r->easy, r->attempts counted). CIVIS_OK or why not. */

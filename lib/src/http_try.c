@@ -103,6 +103,12 @@ header_cb(char *data, size_t size, size_t nmemb, void *ud)
 		/* a new answer (after a 100 Continue, say): forget the last one's */
 		r->etag[0] = '\0';
 		r->retry_after[0] = '\0';
+		r->rl_limit[0] = '\0';
+		r->rl_remaining[0] = '\0';
+	} else if (n >= 18 && strncasecmp(data, "X-RateLimit-Limit:", 18) == 0) {
+		header_value(data + 18, n - 18, r->rl_limit, sizeof(r->rl_limit));
+	} else if (n >= 22 && strncasecmp(data, "X-RateLimit-Remaining:", 22) == 0) {
+		header_value(data + 22, n - 22, r->rl_remaining, sizeof(r->rl_remaining));
 	} else if (n >= 5 && strncasecmp(data, "ETag:", 5) == 0) {
 		header_value(data + 5, n - 5, r->etag, sizeof(r->etag));
 	} else if (n >= 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
@@ -291,6 +297,8 @@ civis__http_try_start(civis_http_req *r)
 	r->too_big = 0;
 	r->etag[0] = '\0';
 	r->retry_after[0] = '\0';
+	r->rl_limit[0] = '\0';
+	r->rl_remaining[0] = '\0';
 	r->body_pos = 0;
 	r->body_rc = CIVIS_OK;
 	c = set_common(r, e);

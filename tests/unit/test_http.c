@@ -421,6 +421,7 @@ struct got {
 	unsigned attempts;
 	unsigned ambiguous;
 	char error[600];
+	uint64_t at;                /* civis_now_ns() when done ran */
 };
 
 static void
@@ -429,6 +430,7 @@ on_done(void *ud, const civis_http_result *res)
 	struct got *g = ud;
 
 	g->called++;
+	g->at = civis_now_ns();
 	g->status = res->status;
 	g->http_code = res->http_code;
 	g->body_len = res->body_len;
@@ -1362,6 +1364,136 @@ test_presigned_url_must_be_https(void **state)
 	assert_int_equal(civis_http_pending(F.http), 0);
 }
 
+/* ---------------------------------------------------------- the budget */
+
+static const struct step steps_four_ok_rl[] = {
+	{ ANSWER, "HTTP/1.1 200 OK\r\nX-RateLimit-Limit: 4\r\nX-RateLimit-Remaining: 3\r\n"
+	          "Content-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nX-RateLimit-Limit: 4\r\nX-RateLimit-Remaining: 2\r\n"
+	          "Content-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nX-RateLimit-Limit: 4\r\nX-RateLimit-Remaining: 1\r\n"
+	          "Content-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nX-RateLimit-Limit: 4\r\nX-RateLimit-Remaining: 0\r\n"
+	          "Content-Length: 0\r\n\r\n" },
+};
+
+static void
+run_until_all(struct got *const *gs, size_t n, uint64_t max_ns)
+{
+	uint64_t end = civis_now_ns() + max_ns;
+	size_t i, done;
+
+	do {
+		assert_int_equal(civis_loop_run_once(F.loop, 20 * MS), CIVIS_OK);
+		for (i = 0, done = 0; i < n; i++)
+			done += gs[i]->called;
+	} while (done < n && civis_now_ns() < end);
+	for (i = 0; i < n; i++)
+		assert_int_equal(gs[i]->called, 1);
+}
+
+/* A budget of 2 tries per 1.2 s window (50% of a limit of 4): two NORMAL
+ * calls go, the third waits for the window, a FINAL one started last goes
+ * at once; the X-RateLimit headers are read from every answer. */
+static void
+test_budget_holds_normal_not_final(void **state)
+{
+	struct got g[4] = { { 0 } };
+	struct got *gs[4] = { &g[0], &g[1], &g[2], &g[3] };
+	civis_http_rate_stats st;
+	civis_http_spec s;
+	char origin[64];
+	uint64_t t0;
+	int i;
+
+	(void)state;
+	server_start(steps_four_ok_rl, 4);
+	snprintf(origin, sizeof(origin), "http://127.0.0.1:%d/", S.port);
+	assert_int_equal(civis_http_set_budget(F.http, 50, 4, 1200), CIVIS_OK);
+	assert_int_equal(civis_http_budget_left(F.http, CIVIS_HTTP_PRIO_NORMAL), 2);
+	t0 = civis_now_ns();
+	for (i = 0; i < 4; i++) {
+		s = spec_for("GET", "/api/x", &g[i]);
+		s.prio = i == 3 ? CIVIS_HTTP_PRIO_FINAL : CIVIS_HTTP_PRIO_NORMAL;
+		assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k:", NULL), CIVIS_OK);
+	}
+	assert_int_equal(civis_http_budget_left(F.http, CIVIS_HTTP_PRIO_NORMAL), 0);
+	civis_http_get_rate_stats(F.http, &st);
+	assert_int_equal(st.waiting, 1);
+	assert_int_equal(st.used, 3);
+	run_until_all(gs, 4, 5000 * MS);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(g[i].status, CIVIS_OK);
+	/* the held one went once the window had moved on: about 1.2 s */
+	assert_true(g[2].at - t0 >= 1000 * MS);
+	assert_true(g[0].at - t0 < 900 * MS);
+	assert_true(g[1].at - t0 < 900 * MS);
+	assert_true(g[3].at - t0 < 900 * MS);   /* FINAL did not wait */
+	civis_http_get_rate_stats(F.http, &st);
+	assert_int_equal(st.tries, 4);
+	assert_int_equal(st.held, 1);
+	assert_int_equal(st.max_in_window, 3);
+	assert_int_equal(st.limit, 4);
+	assert_int_equal(st.limit_from_api, 1);
+	assert_int_equal(st.remaining, 0);
+	assert_int_equal(st.http_429, 0);
+	/* a storage request (no key) never counts */
+	assert_int_equal(server_nreqs(), 4);
+}
+
+static const struct step steps_429_then_ok[] = {
+	{ ANSWER, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nX-RateLimit-Limit: 50\r\n"
+	          "X-RateLimit-Remaining: 0\r\nContent-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" },
+};
+
+/* A 429 on one call holds every authenticated call until its Retry-After,
+ * not only the one that got it; a storage request goes on. */
+static void
+test_429_pauses_every_authenticated_call(void **state)
+{
+	struct got ga = { 0 }, gb = { 0 }, gc = { 0 };
+	struct got *gs[3] = { &ga, &gb, &gc };
+	civis_http_rate_stats st;
+	civis_http_spec s;
+	char origin[64];
+	uint64_t t429, end;
+
+	(void)state;
+	server_start(steps_429_then_ok, 4);
+	snprintf(origin, sizeof(origin), "http://127.0.0.1:%d/", S.port);
+	assert_int_equal(civis_http_set_budget(F.http, 100, 0, 0), CIVIS_OK);
+	s = spec_for("POST", "/api/logs", &ga);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k:", NULL), CIVIS_OK);
+	end = civis_now_ns() + 5000 * MS;
+	do {
+		assert_int_equal(civis_loop_run_once(F.loop, 5 * MS), CIVIS_OK);
+		civis_http_get_rate_stats(F.http, &st);
+	} while (st.http_429 == 0 && civis_now_ns() < end);
+	assert_int_equal(st.http_429, 1);
+	t429 = civis_now_ns();
+	assert_int_equal(civis_http_budget_left(F.http, CIVIS_HTTP_PRIO_FINAL), 0);
+	s = spec_for("GET", "/api/heartbeat", &gb);
+	s.prio = CIVIS_HTTP_PRIO_FINAL;
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k:", NULL), CIVIS_OK);
+	s = spec_for("PUT", "/bucket/part", &gc);
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until_all(gs, 3, 5000 * MS);
+	assert_int_equal(ga.status, CIVIS_OK);
+	assert_int_equal(ga.attempts, 2);
+	assert_int_equal(gb.status, CIVIS_OK);
+	assert_int_equal(gc.status, CIVIS_OK);
+	assert_true(gc.at - t429 < 700 * MS);    /* storage: not held */
+	assert_true(gb.at - t429 >= 900 * MS);   /* held until Retry-After */
+	civis_http_get_rate_stats(F.http, &st);
+	assert_true(st.paused_ms >= 1000 && st.paused_ms <= 1100);
+	assert_true(st.held >= 1);
+	assert_int_equal(st.limit, 50);
+	assert_int_equal(st.tries, 3);
+}
+
 #define N503 40
 static struct step steps_503_forever[N503];
 
@@ -1595,6 +1727,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_free_cancels_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_body_and_methods, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_post_retry_rereads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_holds_normal_not_final, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_429_pauses_every_authenticated_call, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plain_http_ignores_proxy_env, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_https_through_proxy_tunnel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_presigned_url_must_be_https, setup, teardown),
