@@ -248,6 +248,10 @@ setup_client(agent *ag)
 		say("%s", "cannot set up the API client; copying output only");
 		ag->api_on = 0;
 	}
+	/* --api-budget: the transport keeps the agent's own calls to it */
+	if (ag->api_on)
+		(void)civis_http_set_budget(ag->http, ag->o.api_budget_pct ? ag->o.api_budget_pct : 100,
+		                            ag->o.api_rate_limit, ag->o.api_rate_window_ns / 1000000);
 	civis_client_config_dispose(&ag->cfg);
 	if (ag->api_on) {
 		civis_run_opts ro = {
@@ -255,7 +259,6 @@ setup_client(agent *ag)
 			.batch_bytes = (size_t)ag->o.batch_bytes, .mem_max = (size_t)ag->o.log_mem_max,
 			.spool_max = ag->o.spool_max, .spool_dir = ag->o.spool_dir,
 			.verbose = ag->o.verbose, .say = run_say, .say_ud = ag,
-			.budget_pct = ag->o.api_budget_pct,
 		};
 		char err[512];
 

@@ -96,7 +96,8 @@ agent_opts_usage(FILE *f)
 "      --spool-max SIZE         spool cap; past it the oldest lines are dropped (1G)\n"
 "      --heartbeat-interval DUR (30s)\n"
 "      --cancel-poll-interval DUR (5s)\n"
-"      --api-budget PCT         the agent's share of the API rate limit, 'off' for none (20%)\n"
+"      --api-budget PCT[:N/DUR] the agent's share of the API rate limit (1000 per 5m,\n"
+"                               or N per DUR), 'off' for none (20%)\n"
 "      --report-state           PATCH the run: accepted, started, succeeded/failed\n"
 "Secrets:\n"
 "      --redact NAME            mask the value of env variables matching NAME (glob)\n"
@@ -291,31 +292,47 @@ bool_env(const char *v)
 	         strcasecmp(v, "no") == 0 || strcasecmp(v, "off") == 0);
 }
 
-/* --api-budget: "20", "20%" (1 to 100), or "off" / "0" for no budget. */
+/* --api-budget: "20" or "20%" (1 to 100), or "off" / "0" for no budget;
+ * ":LIMIT/WINDOW" after it names a deployment's own limit ("20%:100/30s"). */
 static int
 set_budget(agent_opts *o, const char *v, const char *src, char *err, size_t errlen)
 {
 	char num[8];
-	size_t len = strlen(v);
-	uint64_t n;
+	const char *colon = strchr(v, ':'), *slash;
+	size_t len = colon ? (size_t)(colon - v) : strlen(v);
+	uint64_t n, lim = 0, win = 0;
 
-	if (strcasecmp(v, "off") == 0) {
-		o->api_budget_pct = 0;
-		return 0;
+	if (colon) {
+		char l[16];
+
+		slash = strchr(colon + 1, '/');
+		if (!slash || (size_t)(slash - colon - 1) >= sizeof(l))
+			goto bad;
+		memcpy(l, colon + 1, (size_t)(slash - colon - 1));
+		l[slash - colon - 1] = '\0';
+		if (parse_u64(l, &lim) != CIVIS_OK || lim < 1 || lim > 1000000 ||
+		    agent_parse_duration(slash + 1, &win) != CIVIS_OK || win < 1000000000ULL)
+			goto bad;
 	}
-	if (len > 0 && v[len - 1] == '%')
-		len--;
-	if (len == 0 || len >= sizeof(num))
-		goto bad;
-	memcpy(num, v, len);
-	num[len] = '\0';
-	if (parse_u64(num, &n) != CIVIS_OK || n > 100)
-		goto bad;
+	if (len == 3 && strncasecmp(v, "off", 3) == 0) {
+		n = 0;
+	} else {
+		if (len > 0 && v[len - 1] == '%')
+			len--;
+		if (len == 0 || len >= sizeof(num))
+			goto bad;
+		memcpy(num, v, len);
+		num[len] = '\0';
+		if (parse_u64(num, &n) != CIVIS_OK || n > 100)
+			goto bad;
+	}
 	o->api_budget_pct = (unsigned)n;
+	o->api_rate_limit = (unsigned)lim;
+	o->api_rate_window_ns = win;
 	return 0;
 bad:
-	return set_err(err, errlen, "%s: '%s' is not a share of the rate limit "
-	               "(a percentage from 1 to 100, or off)", src, v);
+	return set_err(err, errlen, "%s: '%s' is not a share of the rate limit (a percentage "
+	               "from 1 to 100, or off; e.g. 20%%, or 20%%:1000/5m)", src, v);
 }
 
 /* Apply one option value; src names it for messages ("--grace-period" or

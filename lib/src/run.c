@@ -146,8 +146,6 @@ on_call_done(void *ud, const civis_http_result *res)
 
 	c->req = NULL;
 	call_unlink(c);
-	if (res->attempts > 1 && status != CIVIS_ECANCELED)
-		civis__run_budget_spend(r, res->attempts - 1);
 	if (status == CIVIS_EAUTH)
 		civis__run_auth_rejected(r);
 	if (c->kind == CALL_JSON_VALUE && status == CIVIS_OK) {
@@ -196,8 +194,7 @@ call_start(civis_run *r, struct run_call *c, const char *method)
 	spec.max_response = CALL_MAX_RESPONSE;
 	spec.done = on_call_done;
 	spec.done_ud = c;
-	/* top priority: counted, never held back by the run */
-	civis__run_budget_spend(r, 1);
+	spec.prio = CIVIS_HTTP_PRIO_FINAL;     /* never held back by the budget */
 	rc = civis_client_call(r->client, &spec, &c->req);
 	if (rc != CIVIS_OK) {
 		if (rc == CIVIS_EAUTH)

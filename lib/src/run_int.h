@@ -24,16 +24,6 @@ struct run_sending {
 	int used;
 };
 
-/* The run's own requests over the last span (a tenth of the rate window):
- * a ring of the times of the last n. */
-#define RUN_BUDGET_RING 128
-struct run_budget {
-	unsigned n;                 /* requests per span; 0: no budget */
-	uint64_t span_ns;
-	uint64_t t[RUN_BUDGET_RING];/* monotonic; 0: never used */
-	unsigned head;              /* the oldest, overwritten next */
-};
-
 /* An optional call: off for good after a 404, 405 or 410. */
 struct run_optional {
 	const char *what;           /* "heartbeats" */
@@ -64,8 +54,6 @@ struct civis_run {
 	int final;                  /* civis_run_log_final: no more holding back */
 	int flush_wanted;           /* seal the open batch once a request slot is free */
 	int batch_held;             /* this batch was held by the budget (counted once) */
-	struct run_budget budget;
-	civis_timer_id budget_timer;/* a log request waits for a slot */
 
 	/* heartbeats and the cancel poll (run_watch.c) */
 	civis_run_watch_opts w;
@@ -94,17 +82,6 @@ void civis__run_auth_rejected(civis_run *r);
 /* The answer says the API has no such endpoint (404, 405, 410): turn the
  * optional call off, say so once. Returns 1 when it did (or was off). */
 int  civis__run_optional_gone(civis_run *r, struct run_optional *opt, long http_code);
-
-/* run_budget.c: the run's share of the rate limit */
-void     civis__run_budget_init(civis_run *r);
-/* Requests the run may still make in this span (UINT32_MAX: no budget). */
-unsigned civis__run_budget_room(const civis_run *r, uint64_t now);
-/* n requests were made now (counted even past the room: top priority). */
-void     civis__run_budget_spend(civis_run *r, unsigned n);
-/* When the next slot frees (monotonic); now when there is room. */
-uint64_t civis__run_budget_next(const civis_run *r, uint64_t now);
-/* Half of the span's requests or more are used. */
-int      civis__run_budget_tight(const civis_run *r, uint64_t now);
 
 /* run_logs.c */
 int  civis__run_logs_init(civis_run *r, char *err, size_t errlen);

@@ -124,8 +124,6 @@ on_sent(void *ud, const civis_http_result *res)
 	uint32_t n = civis_logq_chunk_lines(sd->chunk);
 
 	r->ls.ambiguous += res->ambiguous;
-	if (res->attempts > 1)
-		civis__run_budget_spend(r, res->attempts - 1);
 	sd->used = 0;
 	sd->req = NULL;
 	r->inflight--;
@@ -182,39 +180,44 @@ start_one(civis_run *r, struct run_sending *sd, civis_logq_chunk *c)
 	spec.retry = &r->log_retry;
 	spec.done = on_sent;
 	spec.done_ud = sd;
+	/* the final flush goes before everything else waiting for the budget */
+	spec.prio = r->final ? CIVIS_HTTP_PRIO_FINAL : CIVIS_HTTP_PRIO_NORMAL;
 	r->inflight++;
-	civis__run_budget_spend(r, 1);
 	return civis_client_call(r->client, &spec, &sd->req);
 }
 
-static void
-on_budget(civis_loop *loop, void *ud)
+/* A budget is set (civis_http_set_budget) and half of it or more is used in
+ * the window; *hold_ns is then how long a batch may wait (a tenth of the
+ * window). */
+static int
+budget_tight(civis_run *r, uint64_t *hold_ns)
 {
-	civis_run *r = ud;
+	civis_http *http = civis_client_http(r->client);
+	civis_http_rate_stats st;
 
-	(void)loop;
-	r->budget_timer = 0;
-	pump(r);
+	civis_http_get_rate_stats(http, &st);
+	*hold_ns = st.window_ms * 100000ULL;
+	if (st.budget == 0 || st.budget >= st.limit)
+		return 0;      /* no budget: only the 429 pause */
+	return civis_http_budget_left(http, CIVIS_HTTP_PRIO_NORMAL) * 2 <= st.budget;
 }
 
-/* Whether the budget lets a log request start now; if not, pump again when
- * a slot frees. A quarter of the slots stays for heartbeats and cancel
- * polls, so that a flood cannot hide a cancel. After civis_run_log_final
- * the run log is not held. */
+/* Whether the budget lets a log request start now (else the next tick
+ * tries again): the run log leaves the last fifth of the budget to
+ * heartbeats and cancel polls (LOW waits from nine tenths), so that a flood
+ * cannot hide a cancel. After civis_run_log_final the run log is not held. */
 static int
 log_slot(civis_run *r)
 {
-	uint64_t now;
+	civis_http *http = civis_client_http(r->client);
+	civis_http_rate_stats st;
 
-	if (r->final || r->budget.n == 0)
+	if (r->final)
 		return 1;
-	now = civis_now_ns();
-	if (civis__run_budget_room(r, now) > (r->budget.n >= 4 ? r->budget.n / 4 : 0))
+	civis_http_get_rate_stats(http, &st);
+	if (st.budget == 0 || st.budget >= st.limit)
 		return 1;
-	if (!r->budget_timer)
-		(void)civis_loop_add_timer(r->loop, civis__run_budget_next(r, now) + 1000000ULL,
-		                           on_budget, r, &r->budget_timer);
-	return 0;
+	return civis_http_budget_left(http, CIVIS_HTTP_PRIO_NORMAL) > st.budget / 5;
 }
 
 /* Start as many log requests as the in-flight limit and the budget allow. */
@@ -279,10 +282,11 @@ on_tick(civis_loop *loop, void *ud)
 	struct civis_logq_stats qs;
 
 	if (r->batch_opened && now - r->batch_opened >= half) {
+		uint64_t hold;
+
 		/* Under a tight budget a batch waits longer (up to its caps,
 		 * where civis_run_log seals it) rather than make more requests. */
-		if (r->final || !civis__run_budget_tight(r, now) ||
-		    now - r->batch_opened >= r->budget.span_ns)
+		if (r->final || !budget_tight(r, &hold) || now - r->batch_opened >= hold)
 			seal(r);
 		else if (!r->batch_held && (r->batch_held = 1))
 			r->ls.held++;
@@ -316,7 +320,6 @@ civis__run_logs_init(civis_run *r, char *err, size_t errlen)
 		r->o.flush_ns = 10000000ULL;
 	if (r->o.batch_lines == 0)
 		r->o.batch_lines = CIVIS_BATCH_DEFAULT_MESSAGES;
-	civis__run_budget_init(r);
 	if ((rc = civis_batch_new(&r->batch, r->o.batch_lines, r->o.batch_bytes)) != CIVIS_OK) {
 		(void)snprintf(err, errlen, "cannot set up the run log: %s", civis_strerror(rc));
 		return rc;
@@ -349,9 +352,7 @@ civis__run_logs_free(civis_run *r)
 		civis_loop_cancel_timer(r->loop, r->tick);
 	if (r->resume)
 		civis_loop_cancel_timer(r->loop, r->resume);
-	if (r->budget_timer)
-		civis_loop_cancel_timer(r->loop, r->budget_timer);
-	r->tick = r->resume = r->budget_timer = 0;
+	r->tick = r->resume = 0;
 	civis_batch_free(r->batch);
 	civis_logq_free(r->q);
 	r->batch = NULL;

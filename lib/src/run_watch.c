@@ -29,22 +29,6 @@ next_rand(civis_run *r)
 
 static void hb_fire(civis_loop *loop, void *ud);
 
-/* Under the budget, heartbeats and cancel polls take any free slot (the
- * run log leaves them a quarter: run_logs.c). When there is none, *at is
- * when to try again (at the next free slot, not a whole interval later). */
-static int
-watch_slot(civis_run *r, uint64_t *at)
-{
-	uint64_t now = civis_now_ns();
-
-	if (civis__run_budget_room(r, now) > 0)
-		return 1;
-	*at = civis__run_budget_next(r, now) + 1000000ULL;
-	if (*at <= now)
-		*at = now + r->budget.span_ns / (r->budget.n ? r->budget.n : 1);
-	return 0;
-}
-
 static void
 hb_done(void *ud, const civis_http_result *res)
 {
@@ -53,8 +37,6 @@ hb_done(void *ud, const civis_http_result *res)
 	r->hb_req = NULL;
 	if (res->status == CIVIS_ECANCELED)
 		return;
-	if (res->attempts > 1)
-		civis__run_budget_spend(r, res->attempts - 1);
 	if (res->status == CIVIS_OK) {
 		r->ws.heartbeats_ok++;
 		return;
@@ -76,21 +58,16 @@ hb_fire(civis_loop *loop, void *ud)
 {
 	civis_run *r = ud;
 	civis_http_spec spec;
-	uint64_t at;
 
 	r->hb_timer = 0;
 	if (civis_client_auth_rejected(r->client) || r->hb_opt.off)
 		return;
-	if (!r->hb_req && !watch_slot(r, &at)) {
-		(void)civis_loop_add_timer(loop, at, hb_fire, r, &r->hb_timer);
-		return;
-	}
 	if (!r->hb_req) {
-		civis__run_budget_spend(r, 1);
 		memset(&spec, 0, sizeof(spec));
 		spec.method = "POST";
 		spec.url = r->hb_path;
 		spec.what = "heartbeat";
+		spec.prio = CIVIS_HTTP_PRIO_LOW;   /* the first to wait for the budget */
 		spec.retry = &r->hb_retry;
 		spec.done = hb_done;
 		spec.done_ud = r;
@@ -115,8 +92,6 @@ poll_done(void *ud, const civis_http_result *res)
 	r->poll_req = NULL;
 	if (res->status == CIVIS_ECANCELED)
 		return;
-	if (res->attempts > 1)
-		civis__run_budget_spend(r, res->attempts - 1);
 	if (res->status != CIVIS_OK) {
 		r->ws.polls_failed++;
 		/* a poll that keeps failing means a cancel would go unseen: say
@@ -150,21 +125,16 @@ poll_fire(civis_loop *loop, void *ud)
 {
 	civis_run *r = ud;
 	civis_http_spec spec;
-	uint64_t at;
 
 	r->poll_timer = 0;
 	if (r->cancelled || civis_client_auth_rejected(r->client))
 		return;
-	if (!r->poll_req && !watch_slot(r, &at)) {
-		(void)civis_loop_add_timer(loop, at, poll_fire, r, &r->poll_timer);
-		return;
-	}
 	if (!r->poll_req) {
-		civis__run_budget_spend(r, 1);
 		memset(&spec, 0, sizeof(spec));
 		spec.method = "GET";
 		spec.url = r->run_path;
 		spec.what = "cancel poll";
+		spec.prio = CIVIS_HTTP_PRIO_LOW;
 		spec.retry = &r->poll_retry;
 		spec.max_response = 64u << 10;
 		spec.done = poll_done;

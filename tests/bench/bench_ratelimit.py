@@ -116,7 +116,8 @@ def run_case(args, budget):
                 "TAIL_S": str(args.tail),
             }
             t0 = time.monotonic()
-            res = h.run_agent(["-v", "--api-budget", budget, "--output-dir", outdir,
+            ab = budget if budget == "off" else "%s:%d/%gs" % (budget, args.limit, args.window)
+            res = h.run_agent(["-v", "--api-budget", ab, "--output-dir", outdir,
                                "--spool-dir", tmp, "--no-tee", "--", "sh", "-c", COMMAND],
                               extra_env=env, timeout=args.timeout)
             r["wall"] = time.monotonic() - t0

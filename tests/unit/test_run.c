@@ -700,10 +700,10 @@ test_free_cancels(void **state)
 
 /* ------------------------------------------------------------ the budget */
 
-/* A run with a budget of one request per 200 ms (20 requests per 2 s at
- * 10%, over a tenth of the window), flush ticks every 10 ms. */
+/* A run whose http has a budget of pct% of `limit` requests per window_ms
+ * (pct 100: none), flush ticks every 10 ms. */
 static void
-budget_run(struct fx *f, unsigned pct)
+budget_run(struct fx *f, unsigned pct, unsigned limit, uint64_t window_ms)
 {
 	civis_run_opts o;
 	char err[256];
@@ -711,9 +711,7 @@ budget_run(struct fx *f, unsigned pct)
 	civis_run_free(f->run);
 	run_opts(f, &o);
 	o.flush_ns = 20 * MS;
-	o.budget_pct = pct;
-	o.rate_limit = 20;
-	o.rate_window_ns = 2000 * MS;
+	assert_int_equal(civis_http_set_budget(f->http, pct, limit, window_ms), CIVIS_OK);
 	assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &o, err, sizeof(err)), CIVIS_OK);
 }
 
@@ -749,12 +747,13 @@ test_budget_holds_batches(void **state)
 	uint64_t t0 = civis_now_ns(), ms;
 	int with_budget, span_max;
 
-	budget_run(f, 10);
+	budget_run(f, 10, 20, 2000);        /* 2 requests per 2 s */
 	with_budget = log_trickle(f, 50);
 	ms = (civis_now_ns() - t0) / MS;
 	civis_run_log_stats_get(f->run, &st);
 	assert_true(st.held > 0);
-	/* one request per 200 ms span while holding, the final flush on top */
+	/* held a tenth of the window (200 ms) at most while tight, the final
+	 * flush on top */
 	span_max = (int)(ms / 200) + 2;
 	assert_true(with_budget <= span_max);
 	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", NULL), with_budget);
@@ -769,7 +768,7 @@ test_budget_off_sends_per_tick(void **state)
 	civis_run_log_stats st;
 	int without;
 
-	budget_run(f, 0);
+	budget_run(f, 100, 20, 2000);       /* no budget */
 	without = log_trickle(f, 50);
 	civis_run_log_stats_get(f->run, &st);
 	assert_int_equal((int)st.held, 0);
@@ -788,7 +787,7 @@ test_budget_final_and_heartbeats(void **state)
 	uint64_t t0;
 	int hbs, ms;
 
-	budget_run(f, 10);
+	budget_run(f, 10, 20, 2000);        /* 2 per 2 s: LOW stops at 1 */
 	stub_route(&f->stub, "POST", RUN_PATH "/heartbeats", 204, "");
 	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
 	t0 = civis_now_ns();
@@ -811,9 +810,9 @@ test_budget_final_and_heartbeats(void **state)
 	assert_int_equal((int)ws.heartbeats_failed, 0);
 }
 
-/* A flood of log batches (each message its own batch) under a budget of 8
- * requests per second: the run log takes at most 6 of each 8, the cancel
- * poll still gets its turn, and a cancel is seen. */
+/* A flood of log batches (each message its own batch) under a budget of 10
+ * requests per second: the run log takes at most 8 of them, the cancel poll
+ * still gets its turn, and a cancel is seen. */
 static void
 test_budget_flood_leaves_room_for_polls(void **state)
 {
@@ -828,9 +827,7 @@ test_budget_flood_leaves_room_for_polls(void **state)
 	civis_run_free(f->run);
 	run_opts(f, &o);
 	o.batch_lines = 1;
-	o.budget_pct = 100;
-	o.rate_limit = 80;
-	o.rate_window_ns = 10000 * MS;      /* 8 per 1 s */
+	assert_int_equal(civis_http_set_budget(f->http, 10, 100, 1000), CIVIS_OK);
 	assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &o, err, sizeof(err)), CIVIS_OK);
 	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
 	stub_route(&f->stub, "GET", RUN_PATH, 200,
@@ -841,9 +838,9 @@ test_budget_flood_leaves_room_for_polls(void **state)
 		                 CIVIS_OK);
 	assert_int_equal(civis_run_watch(f->run, &w), CIVIS_OK);
 	spin_until(f, NULL, 1500 * MS);
-	spans = (int)((civis_now_ns() - t0) / (1000 * MS)) + 1;
+	spans = (int)((civis_now_ns() - t0) / (1000 * MS)) + 2;
 	logs = stub_count(&f->stub, "POST", RUN_PATH "/logs", NULL);
-	assert_true(logs >= 1 && logs <= 6 * spans);
+	assert_true(logs >= 1 && logs <= 8 * spans);
 	assert_true(stub_count(&f->stub, "GET", RUN_PATH, NULL) >= 2);
 	/* the platform cancels: the next poll sees it */
 	pthread_mutex_lock(&f->stub.mu);

@@ -11,6 +11,14 @@
  * Heartbeats and PATCH are optional calls: a 404, 405 or 410 turns that call
  * off for the rest of the run, said once (say() and the run log).
  *
+ * The API budget (civis_http_set_budget on the client's http) is the
+ * transport's; the run sets each call's priority on it (FINAL: outputs,
+ * JSON values, state and, after civis_run_log_final, the run log; LOW:
+ * heartbeats and cancel polls; NORMAL: the run log) and, when the budget is
+ * tight, holds log batches longer (up to their caps) rather than making
+ * more requests, leaving a fifth of the budget to heartbeats and polls so
+ * that a flood cannot hide a cancel.
+ *
  * The module writes nothing to stderr itself: what a person should see goes
  * to opts.say, one line without a newline. */
 #ifndef CIVIS_RUN_H
@@ -44,21 +52,7 @@ typedef struct civis_run_opts {
 	/* Prefix of the module's own notes in the run log ("civis-agent");
 	 * NULL: "civis-agent". */
 	const char *name;
-	/* The run's share of the API rate limit (--api-budget): at most
-	 * budget_pct% of rate_limit requests per rate_window_ns, paced over a
-	 * tenth of the window so that it never bursts. 0: no budget. Under it,
-	 * log batches are held longer (up to the batch caps) rather than sent
-	 * as more requests, heartbeats and cancel polls wait for a free slot,
-	 * and after civis_run_log_final() the run log, like outputs, JSON
-	 * values and state, is not held back. */
-	unsigned budget_pct;
-	unsigned rate_limit;        /* 0: CIVIS_RATE_LIMIT (1,000) */
-	uint64_t rate_window_ns;    /* 0: CIVIS_RATE_WINDOW_NS (5 minutes) */
 } civis_run_opts;
-
-/* The Civis API's limit: 1,000 requests per 5 minutes per user. */
-#define CIVIS_RATE_LIMIT      1000u
-#define CIVIS_RATE_WINDOW_NS  (300ULL * 1000000000ULL)
 
 /* The run is the client's (CIVIS_JOB_ID, CIVIS_RUN_ID). client and loop
  * must outlive the run. err gets one line on failure. */
