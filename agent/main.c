@@ -19,6 +19,7 @@
 #include "civis/civis.h"
 #include "civis/client.h"
 #include "civis/http.h"
+#include "civis/logbatch.h"
 #include "civis/loop.h"
 #include "civis/redact.h"
 #include "civis/run.h"
@@ -55,6 +56,7 @@ typedef struct agent {
 	int terminated;
 	int pipes_done;
 	uint64_t flush_deadline;
+	uint64_t accepted_ns, started_ns; /* realtime: the agent, the command started */
 } agent;
 
 static void
@@ -246,6 +248,10 @@ setup_client(agent *ag)
 		say("%s", "cannot set up the API client; copying output only");
 		ag->api_on = 0;
 	}
+	/* --api-budget: the transport keeps the agent's own calls to it */
+	if (ag->api_on)
+		(void)civis_http_set_budget(ag->http, ag->o.api_budget_pct ? ag->o.api_budget_pct : 100,
+		                            ag->o.api_rate_limit, ag->o.api_rate_window_ns / 1000000);
 	civis_client_config_dispose(&ag->cfg);
 	if (ag->api_on) {
 		civis_run_opts ro = {
@@ -318,6 +324,10 @@ setup_watchers(agent *ag)
 
 	if (!ag->api_on)
 		return;
+	if (ag->o.report_state) {
+		(void)civis_run_report(ag->run, CIVIS_RUN_ACCEPTED, ag->accepted_ns);
+		(void)civis_run_report(ag->run, CIVIS_RUN_STARTED, ag->started_ns);
+	}
 	if (civis_run_watch(ag->run, &wo) != CIVIS_OK)
 		say("%s", "cannot start heartbeats and the cancel poll: out of memory");
 	if (ag->o.output_dir &&
@@ -334,6 +344,7 @@ setup(agent *ag, int argc, char **argv, int *code)
 	char err[512];
 
 	memset(ag, 0, sizeof(*ag));
+	ag->accepted_ns = civis_clock_realtime_ns();
 	ag->out_fd = ag->err_fd = -1;
 	setvbuf(stderr, NULL, _IONBF, 0);
 	if (setup_options(ag, argc, argv, code) != 0)
@@ -350,6 +361,7 @@ setup(agent *ag, int argc, char **argv, int *code)
 		*code = 126;
 		goto stop;
 	}
+	ag->started_ns = civis_clock_realtime_ns();
 	setup_redact(ag);
 	setup_client(ag);
 	setup_logstream(ag);
@@ -425,6 +437,7 @@ wind_down(agent *ag, uint64_t now)
 		ag->pipes_done = 1;
 		agent_summary_note(ag->ls, ag->sup, ag->code, ag->o.verbose);
 		agent_logstream_finish(ag->ls);
+		civis_run_log_final(ag->run);     /* the final flush comes first */
 		if (ag->out)
 			agent_outputs_command_exited(ag->out);
 		ag->flush_deadline = now + ag->o.final_flush_ns;
@@ -496,6 +509,23 @@ teardown(agent *ag)
 	ag->sup = NULL;
 }
 
+/* --report-state: the run's end, unless the platform cancelled it (its
+ * state is already final). Waits for the PATCHes, a few seconds at most. */
+static void
+report_final_state(agent *ag, int code)
+{
+	uint64_t end = civis_now_ns() + 5 * NS;
+
+	if (!ag->o.report_state || !ag->run || ag->cancelled)
+		return;
+	if (ag->stop_deadline && ag->stop_deadline < end)
+		end = ag->stop_deadline;
+	(void)civis_run_report(ag->run, code == 0 ? CIVIS_RUN_SUCCEEDED : CIVIS_RUN_FAILED,
+	                       civis_clock_realtime_ns());
+	while (civis_run_pending(ag->run) > 0 && civis_now_ns() < end)
+		(void)civis_loop_run_once(ag->loop, 50000000ULL);
+}
+
 static int
 shutdown_agent(agent *ag)
 {
@@ -517,6 +547,7 @@ shutdown_agent(agent *ag)
 		agent_summary_verbose(ag->ls, ag->run);
 	agent_sup_child_status(ag->sup, NULL, &code);
 	code = final_code(ag, code);
+	report_final_state(ag, code);
 	teardown(ag);
 	return code;
 }

@@ -3,7 +3,6 @@
  *
  * The key is sent only to URLs under the endpoint (civis__http_start_auth
  * checks the origin) and never appears in a message. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -112,27 +111,6 @@ parse_positive_id(const char *name, const char *v, int64_t *out, char *err, size
 	return CIVIS_ECONFIG;
 }
 
-static int
-is_loopback_host(const char *host)
-{
-	struct in_addr a4;
-	struct in6_addr a6;
-	char tmp[64];
-	size_t n = strlen(host);
-
-	if (strcasecmp(host, "localhost") == 0)
-		return 1;
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	if (n > 2 && n < sizeof(tmp) && host[0] == '[' && host[n - 1] == ']') {
-		memcpy(tmp, host + 1, n - 2);
-		tmp[n - 2] = '\0';
-		if (inet_pton(AF_INET6, tmp, &a6) == 1)
-			return memcmp(&a6, &in6addr_loopback, sizeof(a6)) == 0;
-	}
-	return 0;
-}
-
 /* Validate and normalize CIVIS_API_ENDPOINT into *out (ends with '/'). */
 static int
 parse_endpoint(const char *v, char **out, char *err, size_t errlen)
@@ -186,7 +164,7 @@ parse_endpoint(const char *v, char **out, char *err, size_t errlen)
 	if (strcasecmp(scheme, "https") != 0) {
 		if (strcasecmp(scheme, "http") != 0)
 			errf(err, errlen, "%s must use https://: '%s'", name, q);
-		else if (!is_loopback_host(host))
+		else if (!civis__http_host_is_loopback(host))
 			errf(err, errlen, "%s must use https:// for a non-loopback host: '%s'",
 			     name, q);
 		else
@@ -520,6 +498,8 @@ civis_client_call(civis_client *c, const civis_http_spec *spec, civis_http_req *
 	s.headers = hdrs;
 	if (s.content_type == NULL && (s.body != NULL || s.body_read != NULL || s.body_fn != NULL))
 		s.content_type = "application/json";
+	if (s.error_text == NULL)
+		s.error_text = civis_parse_error_text;   /* {"error":..,"errorDescription":..} */
 	s.done = call_done;
 	s.done_ud = k;
 	k->c = c;

@@ -194,6 +194,7 @@ call_start(civis_run *r, struct run_call *c, const char *method)
 	spec.max_response = CALL_MAX_RESPONSE;
 	spec.done = on_call_done;
 	spec.done_ud = c;
+	spec.prio = CIVIS_HTTP_PRIO_FINAL;     /* never held back by the budget */
 	rc = civis_client_call(r->client, &spec, &c->req);
 	if (rc != CIVIS_OK) {
 		if (rc == CIVIS_EAUTH)

@@ -51,6 +51,9 @@ struct civis_run {
 	int start_failed;           /* the last request could not be started (said once) */
 	uint64_t spool_peak;
 	civis_run_log_stats ls;
+	int final;                  /* civis_run_log_final: no more holding back */
+	int flush_wanted;           /* seal the open batch once a request slot is free */
+	int batch_held;             /* this batch was held by the budget (counted once) */
 
 	/* heartbeats and the cancel poll (run_watch.c) */
 	civis_run_watch_opts w;

@@ -10,13 +10,15 @@
 
 static void pump(civis_run *r);
 
+/* The open batch goes to the queue. */
 static void
-seal(civis_run *r)
+seal_only(civis_run *r)
 {
 	size_t len, n = civis_batch_count(r->batch);
 	const char *body;
 	int rc;
 
+	r->flush_wanted = 0;
 	if (n == 0)
 		return;
 	body = civis_batch_body(r->batch, &len);
@@ -26,6 +28,13 @@ seal(civis_run *r)
 		civis__run_say(r, "could not queue %zu log lines: %s", n, civis_logq_last_error(r->q));
 	civis_batch_reset(r->batch);
 	r->batch_opened = 0;
+	r->batch_held = 0;
+}
+
+static void
+seal(civis_run *r)
+{
+	seal_only(r);
 	pump(r);
 }
 
@@ -59,8 +68,25 @@ civis_run_log(civis_run *r, const char *level, const char *msg, size_t len, uint
 void
 civis_run_log_flush(civis_run *r)
 {
-	if (r != NULL)
+	if (r == NULL || civis_batch_count(r->batch) == 0)
+		return;
+	/* With log requests in flight, the batch goes when they are done
+	 * (pump), or at the next tick: what comes meanwhile shares its
+	 * request (notes made one by one, after the command's exit). */
+	r->flush_wanted = 1;
+	if (r->inflight == 0)
 		seal(r);
+	else
+		pump(r);
+}
+
+void
+civis_run_log_final(civis_run *r)
+{
+	if (r == NULL)
+		return;
+	r->final = 1;
+	civis_run_log_flush(r);
 }
 
 /* ---------------------------------------------------------------- bodies */
@@ -154,11 +180,47 @@ start_one(civis_run *r, struct run_sending *sd, civis_logq_chunk *c)
 	spec.retry = &r->log_retry;
 	spec.done = on_sent;
 	spec.done_ud = sd;
+	/* the final flush goes before everything else waiting for the budget */
+	spec.prio = r->final ? CIVIS_HTTP_PRIO_FINAL : CIVIS_HTTP_PRIO_NORMAL;
 	r->inflight++;
 	return civis_client_call(r->client, &spec, &sd->req);
 }
 
-/* Start as many log requests as the in-flight limit allows. */
+/* A budget is set (civis_http_set_budget) and half of it or more is used in
+ * the window; *hold_ns is then how long a batch may wait (a tenth of the
+ * window). */
+static int
+budget_tight(civis_run *r, uint64_t *hold_ns)
+{
+	civis_http *http = civis_client_http(r->client);
+	civis_http_rate_stats st;
+
+	civis_http_get_rate_stats(http, &st);
+	*hold_ns = st.window_ms * 100000ULL;
+	if (st.budget == 0 || st.budget >= st.limit)
+		return 0;      /* no budget: only the 429 pause */
+	return civis_http_budget_left(http, CIVIS_HTTP_PRIO_NORMAL) * 2 <= st.budget;
+}
+
+/* Whether the budget lets a log request start now (else the next tick
+ * tries again): the run log leaves the last fifth of the budget to
+ * heartbeats and cancel polls (LOW waits from nine tenths), so that a flood
+ * cannot hide a cancel. After civis_run_log_final the run log is not held. */
+static int
+log_slot(civis_run *r)
+{
+	civis_http *http = civis_client_http(r->client);
+	civis_http_rate_stats st;
+
+	if (r->final)
+		return 1;
+	civis_http_get_rate_stats(http, &st);
+	if (st.budget == 0 || st.budget >= st.limit)
+		return 1;
+	return civis_http_budget_left(http, CIVIS_HTTP_PRIO_NORMAL) > st.budget / 5;
+}
+
+/* Start as many log requests as the in-flight limit and the budget allow. */
 static void
 pump(civis_run *r)
 {
@@ -176,12 +238,17 @@ pump(civis_run *r)
 				sd = &r->send[i];
 				break;
 			}
-		if (!sd)
+		if (!sd || !log_slot(r))
 			return;
 		rc = civis_logq_take(r->q, &c);
 		if (rc == CIVIS_EPROTO) {
 			/* corrupt spool records were dropped (and counted): go on */
 			civis__run_say(r, "%s", civis_logq_last_error(r->q));
+			continue;
+		}
+		if (rc == CIVIS_OK && !c && r->flush_wanted && r->inflight == 0 &&
+		    civis_batch_count(r->batch)) {
+			seal_only(r);       /* a flush waited for the requests before it */
 			continue;
 		}
 		if (rc != CIVIS_OK || !c)
@@ -214,8 +281,16 @@ on_tick(civis_loop *loop, void *ud)
 	uint64_t dropped;
 	struct civis_logq_stats qs;
 
-	if (r->batch_opened && now - r->batch_opened >= half)
-		seal(r);
+	if (r->batch_opened && now - r->batch_opened >= half) {
+		uint64_t hold;
+
+		/* Under a tight budget a batch waits longer (up to its caps,
+		 * where civis_run_log seals it) rather than make more requests. */
+		if (r->final || !budget_tight(r, &hold) || now - r->batch_opened >= hold)
+			seal(r);
+		else if (!r->batch_held && (r->batch_held = 1))
+			r->ls.held++;
+	}
 	civis_logq_stats(r->q, &qs);
 	if (qs.spool_disk > r->spool_peak)
 		r->spool_peak = qs.spool_disk;

@@ -67,6 +67,7 @@ hb_fire(civis_loop *loop, void *ud)
 		spec.method = "POST";
 		spec.url = r->hb_path;
 		spec.what = "heartbeat";
+		spec.prio = CIVIS_HTTP_PRIO_LOW;   /* the first to wait for the budget */
 		spec.retry = &r->hb_retry;
 		spec.done = hb_done;
 		spec.done_ud = r;
@@ -133,6 +134,7 @@ poll_fire(civis_loop *loop, void *ud)
 		spec.method = "GET";
 		spec.url = r->run_path;
 		spec.what = "cancel poll";
+		spec.prio = CIVIS_HTTP_PRIO_LOW;
 		spec.retry = &r->poll_retry;
 		spec.max_response = 64u << 10;
 		spec.done = poll_done;

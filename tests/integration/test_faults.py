@@ -190,12 +190,15 @@ def scenarios():
             {"action": "malformed", "kind": "truncated", "path": "/scripts/", "every": 7},
             {"action": "malformed", "kind": "empty200", "path": "/scripts/", "every": 3}],
             ["--final-flush-timeout", "120s"]),
+        # A heartbeat a second is over the default --api-budget (20% of
+        # 1,000 per 5 min): these two count heartbeats per second, so they
+        # run without a budget.
         Scenario("hbfail60", [{"action": "status", "status": 503, "path": "@HB@", "start": 2,
                                "duration": 60}],
-                 ["--final-flush-timeout", "120s"], long_cmd=True),
+                 ["--final-flush-timeout", "120s", "--api-budget", "off"], long_cmd=True),
         Scenario("logfail60", [{"action": "status", "status": 503, "path": "@LOGS@", "start": 2,
                                 "duration": 60}],
-                 ["--final-flush-timeout", "120s"], long_cmd=True,
+                 ["--final-flush-timeout", "120s", "--api-budget", "off"], long_cmd=True,
                  api_back=lambda r: r["t_plan"] + 62.0),
         Scenario("down", [], ["--final-flush-timeout", "5s"], down=True, complete=False),
     ]

@@ -116,6 +116,7 @@ serve_buf(struct stub *s, struct sconn *c)
 			return -1;
 		memmove(c->buf, c->buf + total, c->len - total);
 		c->len -= total;
+		c->buf[c->len] = '\0';
 	}
 }
 
@@ -135,8 +136,11 @@ stub_main(void *ud)
 			p[i + 1].fd = conns[i].fd;
 			p[i + 1].events = POLLIN;
 		}
+		int polled;
+
 		if (poll(p, (nfds_t)nconns + 1, 20) <= 0)
 			continue;
+		polled = nconns;        /* the pollfds of the connections polled */
 		if ((p[0].revents & POLLIN) && nconns < MAX_CONNS) {
 			int fd = accept(s->lfd, NULL, NULL);
 
@@ -148,13 +152,15 @@ stub_main(void *ud)
 				nconns++;
 			}
 		}
-		for (int i = 0; i < nconns; i++) {
+		for (int i = 0; i < polled; i++) {
 			struct sconn *c = &conns[i];
 			ssize_t n;
 
 			if (!(p[i + 1].revents & (POLLIN | POLLHUP)))
 				continue;
-			n = read(c->fd, c->buf + c->len, c->cap - c->len);
+			n = read(c->fd, c->buf + c->len, c->cap - 1 - c->len);
+			if (n > 0)
+				c->buf[c->len + (size_t)n] = '\0';   /* sscanf and strcasestr stop there */
 			if (n <= 0 || (c->len += (size_t)n, serve_buf(s, c) != 0)) {
 				close(c->fd);
 				free(c->buf);
@@ -692,6 +698,159 @@ test_free_cancels(void **state)
 	assert_int_equal(f->done_status, CIVIS_ECANCELED);
 }
 
+/* ------------------------------------------------------------ the budget */
+
+/* A run whose http has a budget of pct% of `limit` requests per window_ms
+ * (pct 100: none), flush ticks every 10 ms. */
+static void
+budget_run(struct fx *f, unsigned pct, unsigned limit, uint64_t window_ms)
+{
+	civis_run_opts o;
+	char err[256];
+
+	civis_run_free(f->run);
+	run_opts(f, &o);
+	o.flush_ns = 20 * MS;
+	assert_int_equal(civis_http_set_budget(f->http, pct, limit, window_ms), CIVIS_OK);
+	assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &o, err, sizeof(err)), CIVIS_OK);
+}
+
+/* Messages trickling in for ~1 s: with the budget tight, batches are held
+ * and grow instead of going out every tick; nothing is lost. */
+static int
+log_trickle(struct fx *f, int n)
+{
+	civis_run_log_stats st;
+	char line[32];
+
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
+	for (int i = 0; i < n; i++) {
+		int len = snprintf(line, sizeof(line), "trickle %d", i);
+
+		assert_int_equal(civis_run_log(f->run, "info", line, (size_t)len,
+		                               civis_clock_realtime_ns()), CIVIS_OK);
+		spin_until(f, NULL, 20 * MS);
+	}
+	civis_run_log_final(f->run);
+	spin_until(f, log_idle, 10000 * MS);
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.delivered, n);
+	assert_int_equal((int)st.undelivered, 0);
+	return (int)st.requests;
+}
+
+static void
+test_budget_holds_batches(void **state)
+{
+	struct fx *f = *state;
+	civis_run_log_stats st;
+	uint64_t t0 = civis_now_ns(), ms;
+	int with_budget, span_max;
+
+	budget_run(f, 10, 20, 2000);        /* 2 requests per 2 s */
+	with_budget = log_trickle(f, 50);
+	ms = (civis_now_ns() - t0) / MS;
+	civis_run_log_stats_get(f->run, &st);
+	assert_true(st.held > 0);
+	/* held a tenth of the window (200 ms) at most while tight, the final
+	 * flush on top */
+	span_max = (int)(ms / 200) + 2;
+	assert_true(with_budget <= span_max);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", NULL), with_budget);
+}
+
+/* The same trickle without a budget: a request per tick or so (the
+ * comparison that shows the budget made the batches larger). */
+static void
+test_budget_off_sends_per_tick(void **state)
+{
+	struct fx *f = *state;
+	civis_run_log_stats st;
+	int without;
+
+	budget_run(f, 100, 20, 2000);       /* no budget */
+	without = log_trickle(f, 50);
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.held, 0);
+	assert_true(without > 15);
+}
+
+/* After civis_run_log_final the run log is not held back, even with no
+ * slot left; heartbeats wait for a slot instead of going every interval. */
+static void
+test_budget_final_and_heartbeats(void **state)
+{
+	struct fx *f = *state;
+	civis_run_watch_opts w = { .heartbeat_ns = 10 * MS };
+	civis_run_watch_stats ws;
+	civis_run_log_stats st;
+	uint64_t t0;
+	int hbs, ms;
+
+	budget_run(f, 10, 20, 2000);        /* 2 per 2 s: LOW stops at 1 */
+	stub_route(&f->stub, "POST", RUN_PATH "/heartbeats", 204, "");
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
+	t0 = civis_now_ns();
+	assert_int_equal(civis_run_watch(f->run, &w), CIVIS_OK);   /* the first slot */
+	spin_until(f, NULL, 500 * MS);
+	ms = (int)((civis_now_ns() - t0) / MS);
+	hbs = stub_count(&f->stub, "POST", RUN_PATH "/heartbeats", NULL);
+	assert_true(hbs >= 1 && hbs <= ms / 200 + 1);     /* not one per 10 ms */
+	civis_run_log_final(f->run);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(civis_run_log(f->run, "info", "last", 4, civis_clock_realtime_ns()),
+		                 CIVIS_OK);
+		civis_run_log_flush(f->run);
+		spin_until(f, log_idle, 10000 * MS);
+	}
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.delivered, 5);
+	assert_int_equal((int)st.requests, 5);           /* none waited for a slot */
+	civis_run_watch_stats_get(f->run, &ws);
+	assert_int_equal((int)ws.heartbeats_failed, 0);
+}
+
+/* A flood of log batches (each message its own batch) under a budget of 10
+ * requests per second: the run log takes at most 8 of them, the cancel poll
+ * still gets its turn, and a cancel is seen. */
+static void
+test_budget_flood_leaves_room_for_polls(void **state)
+{
+	struct fx *f = *state;
+	civis_run_opts o;
+	civis_run_watch_opts w = { .cancel_poll_ns = 20 * MS, .on_cancel = on_cancel };
+	char err[256];
+	uint64_t t0;
+	int logs, spans;
+
+	w.ud = f;
+	civis_run_free(f->run);
+	run_opts(f, &o);
+	o.batch_lines = 1;
+	assert_int_equal(civis_http_set_budget(f->http, 10, 100, 1000), CIVIS_OK);
+	assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &o, err, sizeof(err)), CIVIS_OK);
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
+	stub_route(&f->stub, "GET", RUN_PATH, 200,
+	           "{\"id\":2,\"state\":\"running\",\"isCancelRequested\":false}");
+	t0 = civis_now_ns();
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(civis_run_log(f->run, "info", "x", 1, civis_clock_realtime_ns()),
+		                 CIVIS_OK);
+	assert_int_equal(civis_run_watch(f->run, &w), CIVIS_OK);
+	spin_until(f, NULL, 1500 * MS);
+	spans = (int)((civis_now_ns() - t0) / (1000 * MS)) + 2;
+	logs = stub_count(&f->stub, "POST", RUN_PATH "/logs", NULL);
+	assert_true(logs >= 1 && logs <= 8 * spans);
+	assert_true(stub_count(&f->stub, "GET", RUN_PATH, NULL) >= 2);
+	/* the platform cancels: the next poll sees it */
+	pthread_mutex_lock(&f->stub.mu);
+	f->stub.routes[1].body = "{\"id\":2,\"state\":\"running\",\"isCancelRequested\":true}";
+	pthread_mutex_unlock(&f->stub.mu);
+	spin_until(f, cancelled, 10000 * MS);
+	assert_int_equal(f->cancels, 1);
+	assert_false(civis_run_log_idle(f->run));      /* the flood waits for its slots */
+}
+
 int
 main(void)
 {
@@ -711,6 +870,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_report_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_report_state_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_cancels, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_holds_batches, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_off_sends_per_tick, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_final_and_heartbeats, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_flood_leaves_room_for_polls, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("run", tests, NULL, NULL);
 }

@@ -11,6 +11,14 @@
  * Heartbeats and PATCH are optional calls: a 404, 405 or 410 turns that call
  * off for the rest of the run, said once (say() and the run log).
  *
+ * The API budget (civis_http_set_budget on the client's http) is the
+ * transport's; the run sets each call's priority on it (FINAL: outputs,
+ * JSON values, state and, after civis_run_log_final, the run log; LOW:
+ * heartbeats and cancel polls; NORMAL: the run log) and, when the budget is
+ * tight, holds log batches longer (up to their caps) rather than making
+ * more requests, leaving a fifth of the budget to heartbeats and polls so
+ * that a flood cannot hide a cancel.
+ *
  * The module writes nothing to stderr itself: what a person should see goes
  * to opts.say, one line without a newline. */
 #ifndef CIVIS_RUN_H
@@ -63,8 +71,13 @@ void civis_run_free(civis_run *r);
  * messages are still kept, and counted as undelivered, but never sent. */
 int  civis_run_log(civis_run *r, const char *level, const char *msg, size_t len,
                    uint64_t read_ns);
-/* Seal the open batch now (it goes to the queue and out). */
+/* Seal the open batch now (it goes to the queue and out; while log
+ * requests are in flight, once they are done or at the next tick, so that
+ * messages flushed one by one share requests). */
 void civis_run_log_flush(civis_run *r);
+/* The command is done: from now on the run log is sent at once, whatever
+ * the budget (the final flush comes first). Flushes too. */
+void civis_run_log_final(civis_run *r);
 /* Nothing left to deliver (or the key was rejected). */
 int  civis_run_log_idle(const civis_run *r);
 /* 1 once the key was rejected (the module said so once). */
@@ -76,6 +89,7 @@ typedef struct civis_run_log_stats {
 	uint64_t dropped;           /* messages dropped (queue caps, refused batches) */
 	uint64_t requests;          /* log requests acknowledged */
 	uint64_t ambiguous;         /* tries that may have been stored twice */
+	uint64_t held;              /* times the budget held a batch back */
 	uint64_t spool_bytes;       /* spool file's disk use at its largest */
 	uint64_t mem_peak;          /* log queue memory at its largest */
 } civis_run_log_stats;
