@@ -16,7 +16,9 @@
 #include <cmocka.h>
 
 #include "civis/civis.h"
+#include "civis/logbatch.h"
 #include "civis/logqueue.h"
+#include "../../lib/src/logqueue_int.h"
 
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
@@ -181,6 +183,134 @@ static void
 take_check_ack(civis_logq *q, uint32_t id)
 {
 	take_check_ack_len(q, id, std_len(id));
+}
+
+/* ---------------------------------------------------------------- drop notes */
+
+#define MAXSEEN 4096
+
+/* What came out of the queue, in take order: a data chunk (its id) or a
+ * drop note (the lines it says were dropped). */
+struct seen {
+	uint32_t id;              /* 0 for a note */
+	uint64_t note_lines;
+	uint64_t first_ns, last_ns;
+};
+
+/* A note's body: one message "civis-agent: N lines dropped here: spool full"
+ * at level warn, createdAt = its first_ns. Returns N. */
+static uint64_t
+parse_note(civis_logq *q, const civis_logq_chunk *c)
+{
+	char body[1024], want[1024], ts[CIVIS_TS_LEN];
+	unsigned long long n = 0;
+	const char *m;
+	size_t got;
+	int k;
+
+	assert_true(civis_logq_chunk_len(c) < sizeof body);
+	assert_int_equal(civis_logq_chunk_read(q, c, 0, body, sizeof body - 1, &got), CIVIS_OK);
+	body[got] = '\0';
+	assert_int_equal(civis_logq_chunk_lines(c), 1);
+	assert_int_equal(civis_logq_chunk_first_ns(c), civis_logq_chunk_last_ns(c));
+	m = strstr(body, "civis-agent: ");
+	assert_non_null(m);
+	assert_int_equal(sscanf(m, "civis-agent: %llu lines dropped here: spool full\"", &n), 1);
+	assert_int_equal(civis_ts_format(civis_logq_chunk_first_ns(c), ts, sizeof ts), CIVIS_OK);
+	k = snprintf(want, sizeof want, "{\"messages\":[{\"message\":\"civis-agent: %llu lines "
+	             "dropped here: spool full\",\"level\":\"warn\",\"createdAt\":\"%s\"}]}", n, ts);
+	assert_true(k > 0 && (size_t)k < sizeof want);
+	assert_string_equal(body, want);
+	return n;
+}
+
+/* The next chunk is a drop note for n lines at createdAt at_ns: ack it. */
+static void
+take_note(civis_logq *q, uint64_t n, uint64_t at_ns)
+{
+	civis_logq_chunk *c;
+
+	assert_int_equal(civis_logq_take(q, &c), CIVIS_OK);
+	assert_int_equal(parse_note(q, c), n);
+	assert_int_equal(civis_logq_chunk_first_ns(c), at_ns);
+	civis_logq_ack(q, c);
+}
+
+/* Take, check and ack everything queued, appending to seen[*n]. */
+static void
+drain_seen(civis_logq *q, struct seen *seen, size_t *n)
+{
+	civis_logq_chunk *c;
+	char head;
+	size_t got;
+
+	while (civis_logq_take(q, &c) == CIVIS_OK) {
+		struct seen *e = &seen[*n];
+
+		assert_true(*n < MAXSEEN);
+		memset(e, 0, sizeof *e);
+		e->first_ns = civis_logq_chunk_first_ns(c);
+		e->last_ns = civis_logq_chunk_last_ns(c);
+		assert_int_equal(civis_logq_chunk_read(q, c, 0, &head, 1, &got), CIVIS_OK);
+		if (head == '{') {
+			e->note_lines = parse_note(q, c);
+		} else {
+			e->id = civis_logq_chunk_lines(c);
+			check_chunk(q, c, e->id, civis_logq_chunk_len(c), 4096);
+		}
+		civis_logq_ack(q, c);
+		(*n)++;
+	}
+}
+
+/* The property of issue 12 point 12, for chunks pushed as ids 1..last
+ * (nlines = id, createdAt id*1000 .. id*1000+999):
+ * - sorted by createdAt, the data chunks come in id order (nothing out of
+ *   order) and each id at most once;
+ * - every id missing between two kept ones (or after the last) is dropped,
+ *   and each such gap holds notes, and only gaps do, whose counts add up
+ *   to the lines of the gap, with a createdAt inside the gap;
+ * - the notes' total is the queue's dropped_lines;
+ * - id 1 (the start) and id last (the end) are kept. */
+static void
+check_stretches(civis_logq *q, struct seen *seen, size_t n, uint32_t last)
+{
+	struct civis_logq_stats s;
+	uint64_t gap_notes = 0, total_notes = 0, gap_lines;
+	uint32_t prev = 0;
+	size_t i, j;
+
+	/* Insertion sort by createdAt: n is small. */
+	for (i = 1; i < n; i++)
+		for (j = i; j > 0 && seen[j].first_ns < seen[j - 1].first_ns; j--) {
+			struct seen t = seen[j];
+
+			seen[j] = seen[j - 1];
+			seen[j - 1] = t;
+		}
+	for (i = 0; i < n; i++) {
+		if (i > 0)
+			assert_true(seen[i].first_ns > seen[i - 1].last_ns);
+		if (seen[i].id == 0) {
+			assert_true(seen[i].note_lines > 0);
+			gap_notes += seen[i].note_lines;
+			total_notes += seen[i].note_lines;
+			continue;
+		}
+		assert_true(seen[i].id > prev);
+		gap_lines = ((uint64_t)prev + 1 + seen[i].id - 1) * (seen[i].id - 1 - prev) / 2;
+		assert_int_equal(gap_notes, gap_lines);
+		gap_notes = 0;
+		prev = seen[i].id;
+	}
+	assert_int_equal(prev, last);       /* the end is kept */
+	assert_int_equal(gap_notes, 0);
+	assert_true(n > 0 && (seen[0].id == 1 || seen[0].id == 0));
+	for (i = 0; i < n && seen[i].id == 0; i++)
+		;
+	assert_true(i < n);
+	civis_logq_stats(q, &s);
+	assert_int_equal(total_notes, s.dropped_lines);
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -437,6 +567,9 @@ test_spool_cap_drops_oldest(void **state)
 		assert_true(s.spool_disk <= 10 * rec + 2 * 4096);
 	assert_int_equal(civis_logq_take_dropped(q), 120);
 	assert_int_equal(civis_logq_take_dropped(q), 0);
+	/* One note where ids 1..15 were, at the createdAt of id 1. */
+	assert_int_equal(s.note_chunks, 1);
+	take_note(q, 120, 1000);
 	for (id = 16; id <= 25; id++) {
 		assert_int_equal(civis_logq_take(q, &c), CIVIS_OK);
 		check_chunk(q, c, id, 100, 64);
@@ -445,7 +578,7 @@ test_spool_cap_drops_oldest(void **state)
 	assert_int_equal(civis_logq_take(q, &c), CIVIS_ENOTFOUND);
 	civis_logq_stats(q, &s);
 	assert_int_equal(s.dropped_lines, 120);
-	assert_int_equal(s.acked_lines, (16u + 25u) * 10u / 2u);
+	assert_int_equal(s.acked_lines, (16u + 25u) * 10u / 2u + 1u);   /* + the note */
 	check_books(q);
 }
 
@@ -479,6 +612,7 @@ test_spool_cap_drops_nacked_first(void **state)
 	assert_int_equal(s.inflight_chunks, 1);
 	check_chunk(q, c, 1, 100, 1);
 	civis_logq_ack(q, c);
+	take_note(q, 2 + 3, 2000);          /* 2 and 3: one stretch */
 	for (id = 4; id <= 6; id++) {
 		assert_int_equal(civis_logq_take(q, &c), CIVIS_OK);
 		check_chunk(q, c, id, 100, 100);
@@ -520,6 +654,7 @@ test_inflight_never_dropped(void **state)
 	check_chunk(q, b, 2, 3000, 999);
 	civis_logq_ack(q, b);
 	civis_logq_ack(q, a);
+	take_note(q, 3 + 4 + 5 + 6 + 7, 3000);
 	for (i = 0; i < 3; i++) {
 		assert_int_equal(civis_logq_take(q, &c[i]), CIVIS_OK);
 		assert_int_equal(civis_logq_chunk_lines(c[i]), 8u + (uint32_t)i);
@@ -546,6 +681,8 @@ test_inflight_never_dropped(void **state)
 	civis_logq_ack(q, b);
 	civis_logq_stats(q, &s);
 	assert_int_equal(s.spool_size, 0);
+	take_note(q, 13, 13000);            /* the newest, where it would have been */
+	assert_int_equal(civis_logq_take(q, &a), CIVIS_ENOTFOUND);
 	check_books(q);
 }
 
@@ -605,8 +742,12 @@ bad_dir_case(const char *dir, const char *want)
 	assert_non_null(strstr(civis_logq_last_error(q), want));
 	civis_logq_stats(q, &s);
 	assert_int_equal(s.dropped_lines, 2);
-	assert_int_equal(s.mem_chunks, 1);
+	assert_int_equal(s.mem_chunks, 2);      /* chunk 1 and the note for 2 */
+	assert_int_equal(s.note_chunks, 1);
 	assert_int_equal(s.spool_open, 0);
+	check_books(q);
+	take_check_ack_len(q, 1, 500);
+	take_note(q, 2, 2000);
 	check_books(q);
 	civis_logq_free(q);
 }
@@ -694,13 +835,15 @@ test_spool_write_error(void **state)
 	assert_true(kept >= 30 && kept < 40);
 	assert_int_equal(s.dropped_lines, lost);
 	assert_int_equal(civis_logq_take_dropped(q), lost);
-	/* What was kept comes out intact and in order. */
+	/* What was kept comes out intact and in order, then one note where the
+	 * rest was (the file size limit made every later write fail). */
 	for (id = 1; id <= kept; id++) {
 		assert_int_equal(civis_logq_take(q, &c), CIVIS_OK);
 		check_chunk(q, c, id, 2000, 4096);
 		/* Room in memory again: a failing spool falls back to it. */
 		civis_logq_ack(q, c);
 	}
+	take_note(q, lost, (uint64_t)(kept + 1) * 1000u);
 	check_books(q);
 
 	/* Spool queued + memory full + write failing: kept in memory when it fits. */
@@ -722,6 +865,76 @@ test_spool_write_error(void **state)
 		check_chunk(q, c, id, 900, 100);
 		civis_logq_ack(q, c);
 	}
+	check_books(q);
+}
+
+/* Issue 12 point 12: an outage, a spool on a small filesystem, a long
+ * output. Today the newest chunks were the ones dropped (the end, where the
+ * traceback is, lost) with no mark in the log; now the oldest spooled ones
+ * go as one stretch with a note in their place, like the spool cap. */
+static void
+test_spool_full_drops_one_stretch(void **state)
+{
+	struct fixture *f = *state;
+	civis_logq *q = open_q(f, 3000, 0);
+	static struct seen seen[MAXSEEN];
+	struct civis_logq_stats s;
+	size_t n = 0, i, notes = 0;
+	uint32_t id;
+
+	civis__logq_disk_size(q, 64 << 10);
+	for (id = 1; id <= 100; id++)
+		assert_int_equal(push_id(q, id, 2000), CIVIS_OK);
+	civis_logq_stats(q, &s);
+	assert_true(s.dropped_lines > 0);
+	assert_true(s.spool_disk <= 64 << 10);
+	assert_int_equal(s.mem_chunks, 2);         /* id 1 and the note */
+	check_books(q);
+	drain_seen(q, seen, &n);
+	for (i = 0; i < n; i++)
+		notes += seen[i].id == 0;
+	assert_int_equal(notes, 1);
+	assert_int_equal(seen[0].id, 1);           /* the start */
+	assert_int_equal(seen[1].id, 0);           /* the note, then the end */
+	check_stretches(q, seen, n, 100);
+	check_books(q);
+}
+
+/* The same with the sender at work: random takes, acks and nacks while the
+ * disk is full, and a full disk that has room again later. */
+static void
+test_spool_full_random(void **state)
+{
+	struct fixture *f = *state;
+	static struct seen seen[MAXSEEN];
+	struct civis_logq_stats s;
+	civis_logq_chunk *out[8];
+	size_t n = 0, nout = 0, i;
+	uint32_t id, x = 12345;
+	civis_logq *q = open_q(f, 5000, 0);
+
+	civis__logq_disk_size(q, 48 << 10);
+	for (id = 1; id <= 600; id++) {
+		x = x * 1103515245u + 12345u;
+		assert_int_equal(push_id(q, id, 1000 + (x >> 16) % 2000), CIVIS_OK);
+		if ((x >> 8) % 7 == 0 && nout < 8 && civis_logq_take(q, &out[nout]) == CIVIS_OK)
+			nout++;
+		if ((x >> 12) % 5 == 0 && nout > 0) {
+			i = (x >> 4) % nout;
+			civis_logq_nack(q, out[i]);
+			out[i] = out[--nout];
+		}
+		if (id == 400)
+			civis__logq_disk_size(q, 0);    /* room again */
+		check_books(q);
+	}
+	for (i = 0; i < nout; i++)
+		civis_logq_nack(q, out[i]);
+	civis_logq_stats(q, &s);
+	assert_true(s.dropped_lines > 0);
+	assert_true(s.note_chunks > 1);          /* nacks between stretches: several */
+	drain_seen(q, seen, &n);
+	check_stretches(q, seen, n, 600);
 	check_books(q);
 }
 
@@ -1062,6 +1275,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_spool_file_unlinked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_dir_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_write_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spool_full_drops_one_stretch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spool_full_random, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_chunk_read_in_pieces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_body, setup, teardown),

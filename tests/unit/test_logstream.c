@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -18,6 +19,7 @@
 #include "civis/http.h"
 #include "civis/loop.h"
 #include "civis/redact.h"
+#include "civis/run.h"
 #include "../../agent/logstream.h"
 
 #define MS 1000000ULL
@@ -26,11 +28,27 @@ struct fixture {
 	civis_loop *loop;
 	civis_http *http;
 	civis_client *client;
+	civis_run *run;
 	civis_redact *redact;
 	agent_logstream *ls;
 	int in[2];      /* the "command's" stdout */
 	int tee[2];     /* where the copy goes */
 };
+
+/* What on_message saw, one "level|text" line each. */
+static char seen[8192];
+static size_t seen_len;
+
+static void
+on_message(void *ud, const char *level, const char *msg, size_t len)
+{
+	int n;
+
+	(void)ud;
+	n = snprintf(seen + seen_len, sizeof(seen) - seen_len, "%s|%.*s\n", level, (int)len, msg);
+	assert_true(n > 0 && (size_t)n < sizeof(seen) - seen_len);
+	seen_len += (size_t)n;
+}
 
 static void
 opts_default(agent_logstream_opts *o)
@@ -41,10 +59,6 @@ opts_default(agent_logstream_opts *o)
 	o->level[1] = "error";
 	o->flush_ns = 200 * MS;
 	o->line_max = 64u << 10;
-	o->batch_lines = 10000;
-	o->batch_bytes = 1u << 20;
-	o->mem_max = 4u << 20;
-	o->spool_max = 64u << 20;
 }
 
 static void
@@ -66,12 +80,21 @@ setup_common(struct fixture *f, int api)
 		};
 
 		assert_int_equal(civis_http_new(&f->http, f->loop), CIVIS_OK);
+		civis_run_opts ro = { .flush_ns = 200 * MS, .batch_lines = 10000,
+		                      .batch_bytes = 1u << 20, .mem_max = 4u << 20,
+		                      .spool_max = 64u << 20 };
+
 		assert_int_equal(civis_client_new(&f->client, f->loop, f->http, &cfg), CIVIS_OK);
+		assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &ro, err, sizeof(err)),
+		                 CIVIS_OK);
 		assert_int_equal(civis_redact_new(&f->redact), CIVIS_OK);
 		assert_int_equal(civis_redact_add(f->redact, "unit-test-key-123", 17), CIVIS_OK);
-		o.client = f->client;
+		o.run = f->run;
 		o.redact = f->redact;
+		o.on_message = on_message;
 	}
+	seen_len = 0;
+	seen[0] = '\0';
 	assert_int_equal(agent_logstream_new(&f->ls, f->loop, &o, err, sizeof(err)), CIVIS_OK);
 	assert_int_equal(agent_logstream_add_pipe(f->ls, AGENT_STDOUT, f->in[0], f->tee[1]), CIVIS_OK);
 }
@@ -102,6 +125,7 @@ teardown(void **state)
 	struct fixture *f = *state;
 
 	agent_logstream_free(f->ls);   /* closes in[0] */
+	civis_run_free(f->run);
 	civis_client_free(f->client);
 	civis_http_free(f->http);
 	civis_loop_free(f->loop);
@@ -186,6 +210,46 @@ test_lines_partial_and_undelivered(void **state)
 	assert_false(agent_logstream_idle(f->ls));
 }
 
+/* A reader that takes nothing does not stop the loop: the pipe is no
+ * longer read (the command would block on it), and once the reader comes
+ * back the copy is byte exact. */
+static void
+test_tee_stalled_reader(void **state)
+{
+	struct fixture *f = *state;
+	static char in[120000], out[120000];
+	size_t got = 0;
+	uint64_t t0;
+	int avail = 0;
+
+	assert_true(fcntl(f->tee[1], F_SETPIPE_SZ, 4096) > 0);
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (char)(i * 131 + i / 7);
+	assert_int_equal(write(f->in[1], in, 60000), 60000);
+	t0 = civis_now_ns();
+	spin(f, 100 * MS);
+	assert_int_equal(write(f->in[1], in + 60000, 60000), 60000);
+	spin(f, 100 * MS);
+	assert_true(civis_now_ns() - t0 < 1000 * MS);   /* the loop went on */
+	assert_int_equal(ioctl(f->in[0], FIONREAD, &avail), 0);
+	assert_int_equal(avail, 60000);                   /* not read while stalled */
+	assert_false(agent_logstream_idle(f->ls));       /* the copy is still owed */
+	close(f->in[1]);
+	f->in[1] = -1;
+	for (int i = 0; i < 2000 && got < sizeof(out); i++) {
+		ssize_t n;
+
+		(void)civis_loop_run_once(f->loop, 5 * MS);
+		while (got < sizeof(out) && (n = read(f->tee[0], out + got, sizeof(out) - got)) > 0)
+			got += (size_t)n;
+	}
+	assert_int_equal(got, sizeof(in));
+	assert_memory_equal(in, out, sizeof(in));
+	spin(f, 20 * MS);
+	assert_true(agent_logstream_eof(f->ls));
+	assert_true(agent_logstream_idle(f->ls));
+}
+
 /* The agent's own notes never carry a registered secret, on stderr either. */
 static void
 test_note_masks_secret(void **state)
@@ -211,13 +275,43 @@ test_note_masks_secret(void **state)
 	assert_int_equal((int)st.undelivered, 1);   /* the note went to the run log too */
 }
 
+/* M4: every message for the run log is told to on_message, masked, the
+ * agent's notes included, and a partial line only once it is flushed. */
+static void
+test_on_message_masked(void **state)
+{
+	struct fixture *f = *state;
+	int errpipe[2], saved;
+
+	assert_int_equal(write(f->in[1], "a unit-test-key-123 b\nhalf", 27), 27);
+	spin(f, 50 * MS);
+	assert_string_equal(seen, "info|a [REDACTED] b\n");
+	assert_int_equal(pipe2(errpipe, O_NONBLOCK), 0);
+	saved = dup(2);
+	dup2(errpipe[1], 2);
+	agent_logstream_note(f->ls, "warn", "key %s", "unit-test-key-123");
+	dup2(saved, 2);
+	close(saved);
+	close(errpipe[0]);
+	close(errpipe[1]);
+	close(f->in[1]);
+	f->in[1] = -1;
+	spin(f, 50 * MS);
+	agent_logstream_finish(f->ls);
+	assert_string_equal(seen, "info|a [REDACTED] b\n"
+	                          "warn|civis-agent: key [REDACTED]\n"
+	                          "info|half\n");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_tee_byte_exact, setup_tee, teardown),
+		cmocka_unit_test_setup_teardown(test_tee_stalled_reader, setup_tee, teardown),
 		cmocka_unit_test_setup_teardown(test_lines_partial_and_undelivered, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_note_masks_secret, setup_api, teardown),
+		cmocka_unit_test_setup_teardown(test_on_message_masked, setup_api, teardown),
 	};
 	return cmocka_run_group_tests_name("logstream", tests, NULL, NULL);
 }

@@ -7,7 +7,20 @@
  * mkstemp + unlink), mode 0600, so nothing is left behind. They are handed
  * out oldest first; several may be in flight at once and acknowledged in any
  * order. Past spool_cap the OLDEST unsent spooled chunks are dropped (never
- * one in flight) and every dropped line is counted.
+ * one in flight) and every dropped line is counted. A disk that is full
+ * (ENOSPC, EDQUOT) is treated the same way once memory cannot take the
+ * chunk: the oldest queued spooled chunks make room. So what is lost is a
+ * contiguous stretch between the start of the output (what went to memory
+ * first) and its end.
+ *
+ * Each contiguous stretch of dropped chunks leaves a note in its place: a
+ * memory chunk of one message, level "warn",
+ *   "civis-agent: N lines dropped here: spool full"
+ * whose createdAt is that of the stretch's first line, so the run log,
+ * ordered by createdAt, shows it where the lines were. A note that is still
+ * queued grows while its stretch does; notes take at most 64 KiB (beyond
+ * that the lines are only counted). A note counts as a pushed chunk of 1
+ * line (stats note_chunks); chunks the spool finds corrupt get no note.
  *
  * Memory stays bounded whatever the outage: spooled chunks cost no memory
  * (each record on disk starts with a 48-byte header: magic, length, lines,
@@ -54,6 +67,7 @@ struct civis_logq_stats {
 	uint64_t acked_chunks, acked_lines;
 	uint64_t dropped_chunks, dropped_lines;       /* total since civis_logq_new */
 	uint64_t dropped_lines_unreported;            /* since the last civis_logq_take_dropped */
+	uint64_t note_chunks;                         /* drop notes made (counted as pushed, 1 line) */
 	uint64_t mem_used, mem_peak, mem_cap;         /* as counted against mem_cap */
 	uint64_t spool_used, spool_cap;               /* live record bytes, as counted against spool_cap */
 	uint64_t spool_size;                          /* logical size of the spool file (0: none / reset) */
@@ -114,18 +128,6 @@ void civis_logq_stats(const civis_logq *q, struct civis_logq_stats *out);
 uint64_t civis_logq_take_dropped(civis_logq *q);
 /* One line about the last failure or drop, "" when none. */
 const char *civis_logq_last_error(const civis_logq *q);
-
-#ifdef CIVIS_UNITTEST
-/* The spool file descriptor (-1 before the first overflow). */
-int civis__logq_spool_fd(const civis_logq *q);
-/* Chunk structs alive now and at most at once (memory and disk ones). */
-void civis__logq_alloc_counts(const civis_logq *q, uint64_t *live, uint64_t *peak);
-/* Make the chunk allocation after the next n succeed... fail once (n = 0:
- * the next one fails); -1 turns it off. */
-void civis__logq_fail_alloc(civis_logq *q, int n);
-/* 1: skip O_TMPFILE and take the mkstemp + unlink path. */
-void civis__logq_force_mkstemp(civis_logq *q, int on);
-#endif
 
 #ifdef __cplusplus
 }
