@@ -496,7 +496,7 @@ civis_client_call(civis_client *c, const civis_http_spec *spec, civis_http_req *
 	s = *spec;
 	s.url = url;
 	s.headers = hdrs;
-	if (s.content_type == NULL && (s.body != NULL || s.body_read != NULL || s.body_fn != NULL))
+	if (s.content_type == NULL && (s.body != NULL || s.body_read != NULL))
 		s.content_type = "application/json";
 	if (s.error_text == NULL)
 		s.error_text = civis_parse_error_text;   /* {"error":..,"errorDescription":..} */

@@ -28,9 +28,6 @@
 #include <archive_entry.h>
 #include <curl/curl.h>
 
-/* the lib-internal http hooks (the old curl body callback among them) */
-#include "http_int.h"
-
 #define CIVIS__DL_CURL_NAME    "libcurl.so.4"
 #define CIVIS__DL_ARCHIVE_NAME "libarchive.so.13"
 

@@ -488,7 +488,7 @@ spec_check(const civis_http_spec *spec, const char *userpwd)
 
 	if (spec == NULL || spec->method == NULL || spec->url == NULL || spec->done == NULL ||
 	    !method_ok(spec->method) ||
-	    (spec->body != NULL) + (spec->body_read != NULL) + (spec->body_fn != NULL) > 1 ||
+	    (spec->body != NULL && spec->body_read != NULL) ||
 	    (spec->body == NULL && spec->body_len != 0) ||
 	    (spec->body_read == NULL && spec->body_size != 0))
 		return CIVIS_EINVAL;
@@ -554,7 +554,6 @@ req_settings(civis_http_req *r, const civis_http_spec *spec)
 	r->body_len = spec->body != NULL ? spec->body_len : 0;
 	r->body_read = spec->body_read;
 	r->body_size = spec->body_read != NULL ? spec->body_size : 0;
-	r->body_fn = spec->body_fn;
 	r->body_ud = spec->body_ud;
 	r->max_response = spec->max_response != 0 ? spec->max_response : DEFAULT_MAX_RESPONSE;
 	if (r->max_response > SIZE_MAX / 4)

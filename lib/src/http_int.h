@@ -1,21 +1,8 @@
-/* http_int.h: libcivis-internal parts of civis_http (not installed).
- *
- * dl.h includes this header, so every lib file that speaks libcurl sees it
- * before civis/http.h. */
+/* http_int.h: libcivis-internal parts of civis_http (not installed): what
+ * client.c and the http*.c files use of each other. */
 #ifndef CIVIS_HTTP_INT_H
 #define CIVIS_HTTP_INT_H
 
-/* Until lib/src/upload*.c streams its bodies through spec->body_read, the
- * spec it fills keeps the old hook in the slot the public header reserves
- * (same size, same place):
- *     int (*body_fn)(void *ud, void *easy);   easy is the try's CURL *
- * called before each try to attach the body to the easy handle (read and
- * seek callbacks, a curl_mime, ...); called again for a retry, so a
- * streamed body starts over. Exclusive with body and body_read. Only lib
- * code that includes this header before civis/http.h can name it. */
-#ifndef CIVIS_HTTP_H
-#define CIVIS__HTTP_LEGACY_BODY 1
-#endif
 #include <stddef.h>
 #include <stdint.h>
 #include "civis/http.h"

@@ -49,7 +49,6 @@ struct civis_http_req {
 	size_t body_len;
 	civis_http_read_fn body_read; /* streamed, or */
 	uint64_t body_size;
-	int (*body_fn)(void *ud, void *easy); /* the lib-internal hook (http_int.h) */
 	void *body_ud;
 	uint64_t body_pos;          /* next offset libcurl reads, per try */
 	int body_rc;                /* the reader's failure in this try, or CIVIS_OK */

@@ -1,8 +1,8 @@
 /* http_try.c: one try of a civis_http request, the transport proper: a
  * fresh easy handle with its timeouts, TLS and redirect rules, the request
- * body (in memory, streamed through the caller's reader at an offset, or
- * the lib-internal hook), and the capture of the answer (body capped,
- * ETag, Retry-After). */
+ * body (in memory, or streamed through the caller's reader at an offset),
+ * the proxy, and the capture of the answer (body capped, ETag,
+ * Retry-After, X-RateLimit-*). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,7 +187,7 @@ seek_cb(void *ud, curl_off_t offset, int origin)
 static int
 has_body(const civis_http_req *r)
 {
-	return r->body != NULL || r->body_read != NULL || r->body_fn != NULL;
+	return r->body != NULL || r->body_read != NULL;
 }
 
 #define SET(opt, val) do { if (c == CURLE_OK) c = curl_easy_setopt(e, opt, val); } while (0)
@@ -238,7 +238,6 @@ static CURLcode
 set_method(civis_http_req *r, CURL *e)
 {
 	CURLcode c = CURLE_OK;
-	int stream = r->body_read != NULL || (r->body != NULL && method_is(r, "PUT"));
 
 	if (method_is(r, "GET") && !has_body(r)) {
 		SET(CURLOPT_HTTPGET, 1L);
@@ -254,9 +253,8 @@ set_method(civis_http_req *r, CURL *e)
 	}
 	if (method_is(r, "PUT")) {
 		SET(CURLOPT_UPLOAD, 1L);
-		if (r->body_fn == NULL)
-			SET(CURLOPT_INFILESIZE_LARGE,
-			    (curl_off_t)(r->body_read != NULL ? r->body_size : r->body_len));
+		SET(CURLOPT_INFILESIZE_LARGE,
+		    (curl_off_t)(r->body_read != NULL ? r->body_size : r->body_len));
 	} else {
 		/* POST, PATCH, a DELETE with a body, ...: a POST with another verb;
 		 * no body still sends Content-Length: 0 */
@@ -265,12 +263,14 @@ set_method(civis_http_req *r, CURL *e)
 		SET(CURLOPT_POST, 1L);
 		if (r->body_read != NULL) {
 			SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_size);
-		} else if (r->body_fn == NULL) {
+		} else {
 			SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
 			SET(CURLOPT_POSTFIELDS, r->body != NULL ? r->body : "");
 		}
 	}
-	if (stream || (method_is(r, "PUT") && r->body_fn == NULL)) {
+	/* a PUT reads its body (even in memory) through read_cb; a POST only
+	 * a streamed one */
+	if (r->body_read != NULL || method_is(r, "PUT")) {
 		SET(CURLOPT_READFUNCTION, read_cb);
 		SET(CURLOPT_READDATA, (void *)r);
 		SET(CURLOPT_SEEKFUNCTION, seek_cb);
@@ -307,11 +307,6 @@ civis__http_try_start(civis_http_req *r)
 	if (c != CURLE_OK) {
 		rc = c == CURLE_OUT_OF_MEMORY ? CIVIS_ENOMEM : CIVIS_EINVAL;
 		goto out;
-	}
-	if (r->body_fn != NULL) {
-		rc = r->body_fn(r->body_ud, e);
-		if (rc != CIVIS_OK)
-			goto out;
 	}
 	if (curl_multi_add_handle(http->multi, e) != CURLM_OK) {
 		rc = CIVIS_ENOMEM;

@@ -354,19 +354,19 @@ test_stage_dir_without_libarchive(void **state)
 	assert_int_equal(fclose(f), 0);
 
 	civis__dl_reset(NULL, BAD_ARCHIVE);
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_ESYS);
 	assert_null(st);
 	assert_string_equal(err, "cannot load " BAD_ARCHIVE ": " BAD_ARCHIVE ": cannot open "
 	                    "shared object file: No such file or directory; a directory cannot "
 	                    "be archived");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, file, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, file, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_OK);
 	civis__stage_free(st);
 	st = NULL;
 
 	civis__dl_reset(NULL, NULL);
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_OK);
 	while ((n = civis__stage_step(st, 1u << 20, err, sizeof(err))) == 0)
 		;

@@ -15,6 +15,7 @@
 #include "civis/http.h"
 #include "civis/loop.h"
 #include "../../lib/src/dl.h"
+#include "../../lib/src/http_int.h"
 
 static const char *const *vars;   /* name, value, name, value, ..., NULL */
 

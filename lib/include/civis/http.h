@@ -106,11 +106,6 @@ typedef struct civis_http_spec {
 	void *done_ud;
 	civis_http_error_text_fn error_text; /* NULL: civis_http_error_text_line */
 	int prio;                /* civis_http_prio; 0 = NORMAL */
-#ifdef CIVIS__HTTP_LEGACY_BODY
-	int (*body_fn)(void *ud, void *easy); /* libcivis-internal: lib/src/http_int.h */
-#else
-	void (*civis__reserved)(void);        /* libcivis-internal: leave it zero */
-#endif
 } civis_http_spec;
 
 int  civis_http_new(civis_http **out, civis_loop *loop);
