@@ -613,6 +613,58 @@ test_missing_file_fails_later(void **state)
 	rig_free(&r);
 }
 
+/* opts.fd: the upload reads the descriptor it is given (dup()ed: the
+ * caller may close its own at once); path only names it. */
+static void
+test_start_with_fd(void **state)
+{
+	civis_upload_opts o;
+	civis_upload *u;
+	outcome out;
+	unsigned char data[1000];
+	char p[512];
+	rig r;
+	int fd, i, kind;
+	(void)state;
+
+	fill(data, sizeof(data), 4);
+	write_file("fd.bin", data, sizeof(data));
+	rig_new(&r);
+	for (kind = 0; kind < 3; kind++) {
+		if (kind == 2) {
+			fd = open(tmpdir, O_RDONLY | O_DIRECTORY);
+		} else {
+			tpath(p, sizeof(p), "fd.bin");
+			fd = open(p, O_RDONLY);
+		}
+		assert_true(fd >= 0);
+		memset(&out, 0, sizeof(out));
+		opts_init(&o, &r, "/nonexistent/named-only", (civis_upload_kind)kind, &out);
+		o.fd = fd;
+		assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_OK);
+		(void)close(fd);
+		/* staged or opened from fd, then POST files/ (refused, retried) */
+		for (i = 0; i < 50 && out.calls == 0 && civis_http_pending(r.http) == 0; i++)
+			assert_int_equal(civis_loop_run_once(r.loop, 10000000), CIVIS_OK);
+		assert_int_equal(out.calls, 0);
+		assert_true(civis_http_pending(r.http) >= 1);
+		civis_upload_cancel(u);
+		assert_int_equal(out.calls, 1);
+		assert_int_equal(out.status, CIVIS_ECANCELED);
+	}
+	/* a descriptor that is not open: said through done, from the loop */
+	memset(&out, 0, sizeof(out));
+	opts_init(&o, &r, "named", CIVIS_UPLOAD_FILE, &out);
+	o.fd = 1000000;
+	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_OK);
+	for (i = 0; i < 10 && out.calls == 0; i++)
+		assert_int_equal(civis_loop_run_once(r.loop, 10000000), CIVIS_OK);
+	assert_int_equal(out.calls, 1);
+	assert_int_equal(out.status, CIVIS_ESYS);
+	assert_string_equal(out.error, "named: Bad file descriptor");
+	rig_free(&r);
+}
+
 /* Over 5 TiB: refused before any request goes out. */
 static void
 test_over_5_tib_refused(void **state)
@@ -712,6 +764,7 @@ main(void)
 		cmocka_unit_test(test_hash_thread),
 		cmocka_unit_test(test_start_rejects_bad_options),
 		cmocka_unit_test(test_missing_file_fails_later),
+		cmocka_unit_test(test_start_with_fd),
 		cmocka_unit_test(test_over_5_tib_refused),
 		cmocka_unit_test(test_cancel_every_state),
 	};
