@@ -167,7 +167,12 @@ agent_outputs__open_beneath(int dirfd, const char *rel, int flags)
 		memset(&how, 0, sizeof(how));
 		how.flags = (uint64_t)flags;
 		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
-		r = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+		/* EAGAIN: a rename raced the lookup (the kernel's own check) */
+		for (int tries = 0; tries < 3; tries++) {
+			r = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+			if (r >= 0 || errno != EAGAIN)
+				break;
+		}
 		if (r >= 0)
 			return (int)r;
 		if (errno != ENOSYS && errno != EINVAL && errno != EPERM)
