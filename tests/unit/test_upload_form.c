@@ -156,6 +156,102 @@ on_http_done(void *ud, const civis_http_result *res)
 	o->http_code = res->http_code;
 }
 
+/* POST u's form to url through the http module, as upload_form.c does;
+ * the server answers 204. */
+static void
+send_form(civis_upload *u, const char *url, size_t dlen)
+{
+	civis_loop *loop;
+	civis_http *http;
+	civis_http_spec spec;
+	http_outcome ho;
+	int i;
+
+	assert_int_equal(civis_loop_new(&loop), CIVIS_OK);
+	assert_int_equal(civis_http_new(&http, loop), CIVIS_OK);
+	assert_int_equal(civis__upload_form_build(u), CIVIS_OK);
+	memset(&spec, 0, sizeof(spec));
+	memset(&ho, 0, sizeof(ho));
+	spec.method = "POST";
+	spec.url = url;
+	spec.what = "file upload";
+	spec.content_type = u->form_type;
+	spec.body_size = u->form_head_len + dlen + u->form_tail_len;
+	spec.body_read = civis__upload_form_read;
+	spec.body_ud = u;
+	spec.done = on_http_done;
+	spec.done_ud = &ho;
+	assert_int_equal(civis_http_start(http, &spec, NULL), CIVIS_OK);
+	for (i = 0; i < 1000 && ho.calls == 0; i++)
+		assert_int_equal(civis_loop_run_once(loop, 10000000), CIVIS_OK);
+	assert_int_equal(ho.calls, 1);
+	assert_int_equal(ho.status, CIVIS_OK);
+	assert_int_equal(ho.http_code, 204);
+	civis_http_free(http);
+	civis_loop_free(loop);
+}
+
+/* A child that serves one request (serve_once) on a loopback port: its
+ * URL into url; the child's pid. */
+static pid_t
+start_server(const char *record, char *url, size_t ulen)
+{
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+	pid_t pid;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(lfd >= 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	(void)snprintf(url, ulen, "http://127.0.0.1:%u/bucket", ntohs(sa.sin_port));
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		serve_once(lfd, record);
+	(void)close(lfd);
+	return pid;
+}
+
+/* The request's body is exactly the fields in order, then the file as
+ * `file`, then the closing boundary, with the boundary its header names. */
+static void
+check_exact_body(const char *raw, size_t rawlen, const char *body, char **names,
+                 char **values, const unsigned char *data, size_t dlen)
+{
+	static char want[4 << 20];
+	const char *ct = memmem(raw, (size_t)(body - raw), "boundary=", 9);
+	char bnd[80];
+	size_t bl = 0, wl = 0;
+	int k;
+
+	assert_non_null(ct);
+	ct += 9;
+	while (ct[bl] != '\r' && bl + 1 < sizeof(bnd)) {
+		bnd[bl] = ct[bl];
+		bl++;
+	}
+	bnd[bl] = '\0';
+	assert_int_equal(bl, 56);
+	for (k = 0; k < 4; k++)
+		wl += (size_t)snprintf(want + wl, sizeof(want) - wl,
+		                       "--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n",
+		                       bnd, names[k], values[k]);
+	wl += (size_t)snprintf(want + wl, sizeof(want) - wl,
+	                       "--%s\r\nContent-Disposition: form-data; name=\"file\"; "
+	                       "filename=\"out.csv\"\r\nContent-Type: application/octet-stream"
+	                       "\r\n\r\n", bnd);
+	memcpy(want + wl, data, dlen);
+	wl += dlen;
+	wl += (size_t)snprintf(want + wl, sizeof(want) - wl, "\r\n--%s--\r\n", bnd);
+	assert_int_equal(rawlen - (size_t)(body - raw), wl);
+	assert_memory_equal(body, want, wl);
+}
+
 static void
 test_form_on_the_wire(void **state)
 {
@@ -164,15 +260,9 @@ test_form_on_the_wire(void **state)
 	civis_file_post fp;
 	unsigned char data[300000];
 	char path[512], record[512], url[64], sha[CIVIS_SHA256_HEX_LEN], want_sha[CIVIS_SHA256_HEX_LEN];
-	struct sockaddr_in sa;
-	socklen_t sl = sizeof(sa);
 	civis_upload *u;
-	civis_loop *loop;
-	civis_http *http;
-	civis_http_spec spec;
-	http_outcome ho;
 	pid_t pid;
-	int lfd, fd, st, i;
+	int fd, st;
 	FILE *f;
 	static char raw[4 << 20];
 	size_t rawlen;
@@ -186,20 +276,7 @@ test_form_on_the_wire(void **state)
 	fd = open(path, O_RDONLY);
 	assert_true(fd >= 0);
 
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_true(lfd >= 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(listen(lfd, 1), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
-	(void)snprintf(url, sizeof(url), "http://127.0.0.1:%u/bucket", ntohs(sa.sin_port));
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		serve_once(lfd, record);
-	(void)close(lfd);
+	pid = start_server(record, url, sizeof(url));
 
 	memset(&fp, 0, sizeof(fp));
 	fp.id = 5;
@@ -209,28 +286,7 @@ test_form_on_the_wire(void **state)
 	fp.field_values = values;
 	u = civis__upload_test_form_new(&fp, fd, sizeof(data), "out.csv");
 	assert_non_null(u);
-	assert_int_equal(civis_loop_new(&loop), CIVIS_OK);
-	assert_int_equal(civis_http_new(&http, loop), CIVIS_OK);
-	assert_int_equal(civis__upload_form_build(u), CIVIS_OK);
-	memset(&spec, 0, sizeof(spec));
-	memset(&ho, 0, sizeof(ho));
-	spec.method = "POST";
-	spec.url = url;
-	spec.what = "file upload";
-	spec.content_type = u->form_type;
-	spec.body_size = u->form_head_len + sizeof(data) + u->form_tail_len;
-	spec.body_read = civis__upload_form_read;
-	spec.body_ud = u;
-	spec.done = on_http_done;
-	spec.done_ud = &ho;
-	assert_int_equal(civis_http_start(http, &spec, NULL), CIVIS_OK);
-	for (i = 0; i < 1000 && ho.calls == 0; i++)
-		assert_int_equal(civis_loop_run_once(loop, 10000000), CIVIS_OK);
-	assert_int_equal(ho.calls, 1);
-	assert_int_equal(ho.status, CIVIS_OK);
-	assert_int_equal(ho.http_code, 204);
-	civis_http_free(http);
-	civis_loop_free(loop);
+	send_form(u, url, sizeof(data));
 	civis__upload_test_form_free(u, sha);
 	(void)close(fd);
 	assert_int_equal(waitpid(pid, &st, 0), pid);
@@ -271,34 +327,7 @@ test_form_on_the_wire(void **state)
 		assert_true(memcmp(start + sizeof(data), "\r\n--", 4) == 0);
 	}
 	/* the whole body, byte for byte, with the boundary of its Content-Type */
-	{
-		static char want[4 << 20];
-		char *ct = memmem(raw, (size_t)(body - raw), "boundary=", 9), bnd[80];
-		size_t bl = 0, wl = 0;
-		int k;
-
-		assert_non_null(ct);
-		ct += 9;
-		while (ct[bl] != '\r' && bl + 1 < sizeof(bnd)) {
-			bnd[bl] = ct[bl];
-			bl++;
-		}
-		bnd[bl] = '\0';
-		assert_int_equal(bl, 56);
-		for (k = 0; k < 4; k++)
-			wl += (size_t)snprintf(want + wl, sizeof(want) - wl,
-			                       "--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n",
-			                       bnd, names[k], values[k]);
-		wl += (size_t)snprintf(want + wl, sizeof(want) - wl,
-		                       "--%s\r\nContent-Disposition: form-data; name=\"file\"; "
-		                       "filename=\"out.csv\"\r\nContent-Type: application/octet-stream"
-		                       "\r\n\r\n", bnd);
-		memcpy(want + wl, data, sizeof(data));
-		wl += sizeof(data);
-		wl += (size_t)snprintf(want + wl, sizeof(want) - wl, "\r\n--%s--\r\n", bnd);
-		assert_int_equal(rawlen - (size_t)(body - raw), wl);
-		assert_memory_equal(body, want, wl);
-	}
+	check_exact_body(raw, rawlen, body, names, values, data, sizeof(data));
 	/* the digest of what was read on the way */
 	sha_hex_of(data, sizeof(data), want_sha);
 	assert_string_equal(sha, want_sha);
