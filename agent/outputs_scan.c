@@ -345,8 +345,7 @@ agent_outputs_open(const agent_out_rules *r, const char *rel, agent_out_stat *st
 		kind = link_target(r, rel, target, sizeof(target), reason, rlen);
 		if (kind != AGENT_OUT_FILE)
 			goto out;
-		close(pfd);
-		pfd = -1;
+		close(pfd);       /* the loop opens the target next */
 		at = target;
 		via_link = 1;
 	}
