@@ -70,12 +70,6 @@ $(BUILD)/ut/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -DCIVIS_UNITTEST $(ALL_CFLAGS) -fPIC -MMD -MP -c -o $@ $<
 
-# agent/logstream.c sets a body's options with curl_easy_setopt: until it
-# has a civis_* call for that, the agent's objects see libcivis's table of
-# loaded libcurl functions under the usual names (lib/src/dl.h).
-$(AGENT_OBJ): CPPFLAGS += -include lib/src/dl.h
-$(AGENT_OBJ): lib/src/dl.h
-
 $(AGENT): $(AGENT_OBJ) $(STATICLIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $(AGENT_OBJ) $(STATICLIB) $(LDFLAGS) $(LDLIBS)
 

@@ -45,7 +45,7 @@ agent_lines_feed(struct stream *s, const char *data, size_t len)
 {
 	agent_logstream *ls = s->ls;
 
-	if (!ls->client)
+	if (!ls->run)
 		return;
 	if (s->rs)
 		(void)civis_redact_stream_feed(s->rs, data, len, redacted_out, s);
@@ -70,7 +70,7 @@ agent_lines_flush(struct stream *s)
 void
 agent_lines_finish(struct stream *s)
 {
-	if (s->finished || !s->ls->client)
+	if (s->finished || !s->ls->run)
 		return;
 	s->finished = 1;
 	if (s->rs)
@@ -86,7 +86,7 @@ agent_lines_finish(struct stream *s)
 static void
 note_to_log(agent_logstream *ls, const char *level, const char *text, size_t len)
 {
-	if (!ls->client || ls->auth_dead)
+	if (!ls->run || civis_run_auth_dead(ls->run))
 		return;
 	agent_ls_emit(ls, level, text, len, civis_clock_realtime_ns());
 }

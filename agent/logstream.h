@@ -1,9 +1,8 @@
 /* logstream.h: the command's output, copied through and streamed to the run log.
  *
  * Per stream: read -> tee (byte exact) -> redact -> split into lines ->
- * JSON batch (UTF-8 repaired, createdAt strictly increasing) -> log queue
- * (memory, then spool) -> POST .../logs, several in flight. Reading never
- * waits on the network. */
+ * civis_run_log() (the run batches, queues and sends them: civis/run.h).
+ * Reading never waits on the network. */
 #ifndef AGENT_LOGSTREAM_H
 #define AGENT_LOGSTREAM_H
 
@@ -13,6 +12,7 @@
 #include "civis/client.h"
 #include "civis/loop.h"
 #include "civis/redact.h"
+#include "civis/run.h"
 
 typedef struct agent_logstream agent_logstream;
 
@@ -24,18 +24,12 @@ typedef struct agent_logstream_opts {
 	int verbose;
 	const char *level[2];       /* run-log level of stdout, stderr lines */
 	int detect_levels;          /* a line's own level word (civis/level.h) wins */
-	uint64_t flush_ns;          /* batches go out this often; a partial line goes once
-	                             * its stream was idle this long */
+	uint64_t flush_ns;          /* a partial line goes once its stream was idle this long */
 	size_t line_max;
-	size_t batch_lines;
-	size_t batch_bytes;
-	size_t mem_max;             /* log queue memory cap */
-	uint64_t spool_max;
 	const char *spool_dir;      /* also where the flood backlog file goes */
 	uint64_t backlog_max;       /* the flood backlog's cap (main: --spool-max); 0: 1 GiB */
-	unsigned max_inflight;      /* log requests at once; 0: 4 */
 	const civis_redact *redact; /* may be NULL */
-	civis_client *client;       /* NULL: tee only */
+	civis_run *run;             /* gets every message (civis_run_log); NULL: tee only */
 	/* Told every message that goes to the run log, after masking, the
 	 * agent's own notes included (with the API on; none in tee-only mode).
 	 * msg is not NUL-terminated and valid only during the call. */
@@ -43,6 +37,8 @@ typedef struct agent_logstream_opts {
 	void *on_message_ud;
 } agent_logstream_opts;
 
+/* lines and bytes are the log stream's; the rest is the run's
+ * (civis_run_log_stats), here for one place to read them. */
 typedef struct agent_logstream_stats {
 	uint64_t lines;             /* messages made from the command's output */
 	uint64_t bytes;             /* bytes read from the command */

@@ -1,7 +1,7 @@
 /* logstream_int.h: what the log stream's files share (private to agent/).
  *
- * logstream.c  the coordinator: reading the pipes, the batches and their
- *              sending, the flush tick, life and stats;
+ * logstream.c  the coordinator: reading the pipes, handing each message to
+ *              the run (civis_run_log), the flush tick, life and stats;
  * tee.c        the byte-exact copy of each pipe to the agent's stdout/stderr;
  * backlog.c    during a flood, raw reads kept in an unlinked file and made
  *              into lines in slices;
@@ -17,24 +17,13 @@
 #include "civis/civis.h"
 #include "civis/linebuf.h"
 #include "civis/logbatch.h"
-#include "civis/logqueue.h"
+#include "civis/run.h"
 #include "logstream.h"
 
 #define READ_BUF      (256u << 10)  /* one read from a pipe at most */
 #define READS_PER_EV  4             /* reads per readiness, so one stream can't starve the rest */
-#define MAX_INFLIGHT  16
 #define BACKLOG_MIN_READ (16u << 10) /* reads this big go through the backlog */
 #define NOTE_MAX      2048
-
-/* One log request in flight: a queue chunk streamed as the request body. */
-struct sending {
-	agent_logstream *ls;
-	civis_logq_chunk *chunk;
-	civis_http_req *req;
-	size_t off;                 /* read position of the body, per try */
-	unsigned rewinds;           /* libcurl sent the body again by itself */
-	int used;
-};
 
 struct stream {
 	agent_logstream *ls;
@@ -61,18 +50,9 @@ struct stream {
 struct agent_logstream {
 	agent_logstream_opts o;
 	civis_loop *loop;
-	civis_client *client;       /* NULL: tee only, or after the key was rejected */
+	civis_run *run;             /* NULL: tee only */
 	struct stream st[2];
-	civis_batch *batch;
-	civis_tsclock clock;
-	civis_logq *q;
-	struct sending send[MAX_INFLIGHT];
-	unsigned inflight;
-	civis_retry_policy retry;
 	civis_timer_id tick;
-	civis_timer_id resume;      /* sending paused after a failure */
-	uint64_t batch_opened;      /* monotonic time of the batch's first message */
-	char logs_path[128];
 	char *readbuf;
 	/* The backlog: during a flood, reads are copied as they come (tee) and
 	 * appended raw, with their read time, to an unlinked file; lines are
@@ -95,17 +75,13 @@ struct agent_logstream {
 	uint64_t bl_last_slice;     /* monotonic time of the last backlog slice */
 	uint64_t last_read;         /* monotonic time of the last read with data */
 	int tee_broken[2];
-	int auth_dead;
-	int start_failed;           /* the last request could not be started (said once) */
-	uint64_t spool_peak;        /* spool disk use at its largest, seen at ticks */
 	agent_logstream_stats stats;
-	char note[NOTE_MAX];
 };
 
 /* logstream.c: read s's pipe or pause it, as its tee and the backlog allow. */
 void agent_ls_reading(struct stream *s);
 /* logstream.c: the one way out of a finished (masked) message: told to
- * on_message, then added to the run log's batch. */
+ * on_message, then handed to the run (civis_run_log). */
 void agent_ls_emit(agent_logstream *ls, const char *level, const char *msg, size_t len,
                    uint64_t read_ns);
 

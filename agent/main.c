@@ -19,13 +19,14 @@
 #include "civis/civis.h"
 #include "civis/client.h"
 #include "civis/http.h"
+#include "civis/logbatch.h"
 #include "civis/loop.h"
 #include "civis/redact.h"
 #include "exitinfo.h"
+#include "civis/run.h"
 #include "logstream.h"
 #include "options.h"
 #include "outputs.h"
-#include "runwatch.h"
 #include "summary.h"
 #include "supervise.h"
 #include "upload_cmd.h"
@@ -46,7 +47,7 @@ typedef struct agent {
 	civis_client *client;
 	civis_redact *redact;
 	agent_logstream *ls;
-	agent_runwatch *rw;
+	civis_run *run;
 	agent_outputs *out;
 	agent_exitinfo *ei;        /* limits, OOM kill, termination log; NULL if out of memory */
 	int child_done;
@@ -58,6 +59,7 @@ typedef struct agent {
 	int terminated;
 	int pipes_done;
 	uint64_t flush_deadline;
+	uint64_t accepted_ns, started_ns; /* realtime: the agent, the command started */
 } agent;
 
 static void
@@ -84,6 +86,14 @@ note_cb(void *ud, const char *level, const char *text)
 		return;
 	}
 	agent_logstream_note(ag->ls, level, "%s", text);
+}
+
+/* What the run module has to say goes to stderr. */
+static void
+run_say(void *ud, const char *text)
+{
+	(void)ud;
+	fprintf(stderr, "civis-agent: %s\n", text);
 }
 
 static void
@@ -260,7 +270,25 @@ setup_client(agent *ag)
 		say("%s", "cannot set up the API client; copying output only");
 		ag->api_on = 0;
 	}
+	/* --api-budget: the transport keeps the agent's own calls to it */
+	if (ag->api_on)
+		(void)civis_http_set_budget(ag->http, ag->o.api_budget_pct ? ag->o.api_budget_pct : 100,
+		                            ag->o.api_rate_limit, ag->o.api_rate_window_ns / 1000000);
 	civis_client_config_dispose(&ag->cfg);
+	if (ag->api_on) {
+		civis_run_opts ro = {
+			.flush_ns = ag->o.flush_ns, .batch_lines = (size_t)ag->o.batch_lines,
+			.batch_bytes = (size_t)ag->o.batch_bytes, .mem_max = (size_t)ag->o.log_mem_max,
+			.spool_max = ag->o.spool_max, .spool_dir = ag->o.spool_dir,
+			.verbose = ag->o.verbose, .say = run_say, .say_ud = ag,
+		};
+		char err[512];
+
+		if (civis_run_new(&ag->run, ag->loop, ag->client, &ro, err, sizeof(err)) != CIVIS_OK) {
+			say("%s", err);
+			ag->api_on = 0;
+		}
+	}
 }
 
 /* The log stream takes the command's pipes and the signalfd joins the
@@ -280,14 +308,10 @@ setup_logstream(agent *ag)
 	lo.detect_levels = ag->o.detect_levels;
 	lo.flush_ns = ag->o.flush_ns;
 	lo.line_max = (size_t)ag->o.line_max;
-	lo.batch_lines = (size_t)ag->o.batch_lines;
-	lo.batch_bytes = (size_t)ag->o.batch_bytes;
-	lo.mem_max = (size_t)ag->o.log_mem_max;
-	lo.spool_max = ag->o.spool_max;
 	lo.backlog_max = ag->o.spool_max;
 	lo.spool_dir = ag->o.spool_dir;
 	lo.redact = ag->redact;
-	lo.client = ag->api_on ? ag->client : NULL;
+	lo.run = ag->api_on ? ag->run : NULL;
 	/* The last error lines, for the termination log. */
 	lo.on_message = ag->ei ? agent_exitinfo_feed : NULL;
 	lo.on_message_ud = ag->ei;
@@ -310,9 +334,9 @@ setup_logstream(agent *ag)
 static void
 setup_watchers(agent *ag)
 {
-	agent_runwatch_opts ro = {
+	civis_run_watch_opts wo = {
 		.heartbeat_ns = ag->o.heartbeat_ns, .cancel_poll_ns = ag->o.cancel_poll_ns,
-		.on_cancel = on_cancel, .ud = ag, .verbose = ag->o.verbose,
+		.on_cancel = on_cancel, .ud = ag,
 	};
 	agent_outputs_opts oo = {
 		.dir = ag->o.output_dir, .archives = ag->o.archives,
@@ -320,13 +344,18 @@ setup_watchers(agent *ag)
 		.gzip = ag->o.gzip, .expires_at = ag->o.expires_at,
 		.multipart_threshold = ag->o.multipart_threshold,
 		.concurrency = (unsigned)ag->o.upload_concurrency,
-		.tmp_dir = ag->o.spool_dir, .note = note_cb, .ud = ag,
+		.tmp_dir = ag->o.spool_dir, .run = ag->run, .redact = ag->redact,
+		.note = note_cb, .ud = ag,
 	};
 	char err[512];
 
 	if (!ag->api_on)
 		return;
-	if (agent_runwatch_new(&ag->rw, ag->loop, ag->client, &ro) != CIVIS_OK)
+	if (ag->o.report_state) {
+		(void)civis_run_report(ag->run, CIVIS_RUN_ACCEPTED, ag->accepted_ns);
+		(void)civis_run_report(ag->run, CIVIS_RUN_STARTED, ag->started_ns);
+	}
+	if (civis_run_watch(ag->run, &wo) != CIVIS_OK)
 		say("%s", "cannot start heartbeats and the cancel poll: out of memory");
 	if (ag->o.output_dir &&
 	    agent_outputs_new(&ag->out, ag->loop, ag->client, &oo, err, sizeof(err)) != CIVIS_OK)
@@ -342,6 +371,7 @@ setup(agent *ag, int argc, char **argv, int *code)
 	char err[512];
 
 	memset(ag, 0, sizeof(*ag));
+	ag->accepted_ns = civis_clock_realtime_ns();
 	ag->out_fd = ag->err_fd = -1;
 	setvbuf(stderr, NULL, _IONBF, 0);
 	if (setup_options(ag, argc, argv, code) != 0)
@@ -358,6 +388,7 @@ setup(agent *ag, int argc, char **argv, int *code)
 		*code = 126;
 		goto stop;
 	}
+	ag->started_ns = civis_clock_realtime_ns();
 	setup_redact(ag);
 	setup_client(ag);
 	setup_logstream(ag);
@@ -448,15 +479,18 @@ wind_down(agent *ag, uint64_t now)
 		agent_exitinfo_ended(ag->ei, agent_sup_child_signal(ag->sup), u.maxrss_kb);
 		agent_summary_note(ag->ls, ag->sup, ag->ei, ag->code, ag->o.verbose);
 		agent_logstream_finish(ag->ls);
+		civis_run_log_final(ag->run);     /* the final flush comes first */
 		if (ag->out)
 			agent_outputs_command_exited(ag->out);
 		ag->flush_deadline = now + ag->o.final_flush_ns;
 		if (ag->stop_deadline && ag->stop_deadline < ag->flush_deadline)
 			ag->flush_deadline = ag->stop_deadline;
 	}
-	/* Notes made now (uploads finishing, registrations) need not wait
-	 * for a flush tick: seal them at once. */
-	agent_logstream_finish(ag->ls);
+	/* Notes made now (uploads finishing, registrations) share log
+	 * requests on the flush tick like every other line; once the outputs
+	 * are done, the last ones are sealed at once. */
+	if (!ag->out || agent_outputs_idle(ag->out))
+		agent_logstream_finish(ag->ls);
 	/* Logs get --final-flush-timeout; output uploads (bounded by their
 	 * own retries) run to their end, unless a SIGTERM, SIGINT or cancel
 	 * set a stop deadline. */
@@ -498,8 +532,8 @@ static void
 teardown(agent *ag)
 {
 	agent_outputs_free(ag->out);
-	agent_runwatch_free(ag->rw);
 	agent_logstream_free(ag->ls);
+	civis_run_free(ag->run);
 	civis_client_free(ag->client);
 	civis_http_free(ag->http);
 	civis_loop_free(ag->loop);
@@ -509,7 +543,7 @@ teardown(agent *ag)
 	agent_sup_free(ag->sup);
 	agent_opts_dispose(&ag->o);
 	ag->out = NULL;
-	ag->rw = NULL;
+	ag->run = NULL;
 	ag->ls = NULL;
 	ag->client = NULL;
 	ag->http = NULL;
@@ -517,6 +551,23 @@ teardown(agent *ag)
 	ag->redact = NULL;
 	ag->ei = NULL;
 	ag->sup = NULL;
+}
+
+/* --report-state: the run's end, unless the platform cancelled it (its
+ * state is already final). Waits for the PATCHes, a few seconds at most. */
+static void
+report_final_state(agent *ag, int code)
+{
+	uint64_t end = civis_now_ns() + 5 * NS;
+
+	if (!ag->o.report_state || !ag->run || ag->cancelled)
+		return;
+	if (ag->stop_deadline && ag->stop_deadline < end)
+		end = ag->stop_deadline;
+	(void)civis_run_report(ag->run, code == 0 ? CIVIS_RUN_SUCCEEDED : CIVIS_RUN_FAILED,
+	                       civis_clock_realtime_ns());
+	while (civis_run_pending(ag->run) > 0 && civis_now_ns() < end)
+		(void)civis_loop_run_once(ag->loop, 50000000ULL);
 }
 
 static int
@@ -539,9 +590,10 @@ shutdown_agent(agent *ag)
 	/* The error lines since the summary (failed uploads) join it. */
 	(void)agent_exitinfo_write_termlog(ag->ei, NULL);
 	if (ag->o.verbose)
-		agent_summary_verbose(ag->ls, ag->rw);
+		agent_summary_verbose(ag->ls, ag->run);
 	agent_sup_child_status(ag->sup, NULL, &code);
 	code = final_code(ag, code);
+	report_final_state(ag, code);
 	teardown(ag);
 	return code;
 }

@@ -21,6 +21,8 @@ enum {
 	OPT_NO_DETECT_LEVELS,
 	OPT_CGROUP_ROOT,
 	OPT_TERMINATION_LOG,
+	OPT_API_BUDGET,
+	OPT_REPORT_STATE,
 };
 
 /* Each long option, its environment twin and whether it takes a value. */
@@ -52,6 +54,8 @@ static const struct opt_def {
 	{ "spool-dir",            OPT_SPOOL_DIR, 1, "CIVIS_AGENT_SPOOL_DIR" },
 	{ "heartbeat-interval",   OPT_HEARTBEAT, 1, "CIVIS_AGENT_HEARTBEAT_INTERVAL" },
 	{ "cancel-poll-interval", OPT_CANCEL_POLL, 1, "CIVIS_AGENT_CANCEL_POLL_INTERVAL" },
+	{ "api-budget",           OPT_API_BUDGET, 1, "CIVIS_AGENT_API_BUDGET" },
+	{ "report-state",         OPT_REPORT_STATE, 0, "CIVIS_AGENT_REPORT_STATE" },
 	{ "redact",               OPT_REDACT, 1, "CIVIS_AGENT_REDACT" },
 	{ "no-default-redact",    OPT_NO_DEFAULT_REDACT, 0, "CIVIS_AGENT_NO_DEFAULT_REDACT" },
 	{ "redact-tee",           OPT_REDACT_TEE, 0, "CIVIS_AGENT_REDACT_TEE" },
@@ -106,6 +110,9 @@ agent_opts_usage(FILE *f)
 "      --spool-max SIZE         spool cap; past it the oldest lines are dropped (1G)\n"
 "      --heartbeat-interval DUR (30s)\n"
 "      --cancel-poll-interval DUR (5s)\n"
+"      --api-budget PCT[:N/DUR] the agent's share of the API rate limit (1000 per 5m,\n"
+"                               or N per DUR), 'off' for none (20%)\n"
+"      --report-state           PATCH the run: accepted, started, succeeded/failed\n"
 "Secrets:\n"
 "      --redact NAME            mask the value of env variables matching NAME (glob)\n"
 "      --no-default-redact      do not mask *PASSWORD*, *SECRET*, *TOKEN*, *_PASS, ... by default\n"
@@ -329,6 +336,49 @@ apply_size(agent_opts *o, int id, const char *v, const char *src, char *err, siz
 	return 0;
 }
 
+/* --api-budget: "20" or "20%" (1 to 100), or "off" / "0" for no budget;
+ * ":LIMIT/WINDOW" after it names a deployment's own limit ("20%:100/30s"). */
+static int
+set_budget(agent_opts *o, const char *v, const char *src, char *err, size_t errlen)
+{
+	char num[8];
+	const char *colon = strchr(v, ':'), *slash;
+	size_t len = colon ? (size_t)(colon - v) : strlen(v);
+	uint64_t n, lim = 0, win = 0;
+
+	if (colon) {
+		char l[16];
+
+		slash = strchr(colon + 1, '/');
+		if (!slash || (size_t)(slash - colon - 1) >= sizeof(l))
+			goto bad;
+		memcpy(l, colon + 1, (size_t)(slash - colon - 1));
+		l[slash - colon - 1] = '\0';
+		if (parse_u64(l, &lim) != CIVIS_OK || lim < 1 || lim > 1000000 ||
+		    agent_parse_duration(slash + 1, &win) != CIVIS_OK || win < 1000000000ULL)
+			goto bad;
+	}
+	if (len == 3 && strncasecmp(v, "off", 3) == 0) {
+		n = 0;
+	} else {
+		if (len > 0 && v[len - 1] == '%')
+			len--;
+		if (len == 0 || len >= sizeof(num))
+			goto bad;
+		memcpy(num, v, len);
+		num[len] = '\0';
+		if (parse_u64(num, &n) != CIVIS_OK || n > 100)
+			goto bad;
+	}
+	o->api_budget_pct = (unsigned)n;
+	o->api_rate_limit = (unsigned)lim;
+	o->api_rate_window_ns = win;
+	return 0;
+bad:
+	return set_err(err, errlen, "%s: '%s' is not a share of the rate limit (a percentage "
+	               "from 1 to 100, or off; e.g. 20%%, or 20%%:1000/5m)", src, v);
+}
+
 /* Apply one option value; src names it for messages ("--grace-period" or
  * "CIVIS_AGENT_GRACE_PERIOD"). */
 static int
@@ -345,6 +395,8 @@ apply(agent_opts *o, int id, const char *v, const char *src, char *err, size_t e
 	case OPT_NO_DETECT_LEVELS: o->detect_levels = 0; return 0;
 	case OPT_ARCHIVE_DIRS: o->archive_dirs = 1; return 0;
 	case OPT_GZIP: o->gzip = 1; return 0;
+	case OPT_REPORT_STATE: o->report_state = 1; return 0;
+	case OPT_API_BUDGET: return set_budget(o, v, src, err, errlen);
 	case 'e': return add_remap(o, v, src, err, errlen);
 	case OPT_STDOUT_LEVEL:
 	case OPT_STDERR_LEVEL:
@@ -459,6 +511,7 @@ defaults(agent_opts *o)
 	o->log_mem_max = 4u << 20;
 	o->spool_max = 1ULL << 30;
 	o->heartbeat_ns = 30ULL * 1000000000ULL;
+	o->api_budget_pct = 20;
 	o->cancel_poll_ns = 5ULL * 1000000000ULL;
 	o->multipart_threshold = 50ULL << 20;
 	o->upload_concurrency = 4;

@@ -30,6 +30,10 @@ typedef struct agent_opts {
 	/* heartbeats, cancellation */
 	uint64_t heartbeat_ns;
 	uint64_t cancel_poll_ns;
+	unsigned api_budget_pct;   /* share of the API rate limit, 1-100; 0: no budget */
+	unsigned api_rate_limit;   /* --api-budget PCT:LIMIT/WINDOW; 0: the API's (1,000) */
+	uint64_t api_rate_window_ns; /* 0: 5 minutes */
+	int report_state;          /* PATCH the run's state (--report-state) */
 	/* exit status */
 	unsigned char remap[256];  /* remap[n] = 1: status n becomes 0 */
 	const char *cgroup_root;   /* NULL: /sys/fs/cgroup */

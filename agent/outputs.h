@@ -6,7 +6,10 @@
  *    sub-directory with inotify.
  *  - While the command runs, a file is uploaded as soon as it is complete
  *    (IN_CLOSE_WRITE, or IN_MOVED_TO into DIR). At most
- *    AGENT_OUTPUTS_MAX_INFLIGHT files are in flight; the rest wait in a FIFO.
+ *    AGENT_OUTPUTS_MAX_INFLIGHT files are in flight, or up to
+ *    AGENT_OUTPUTS_SMALL_INFLIGHT while the next in line is a file of at most
+ *    AGENT_OUTPUTS_SMALL_FILE (a small file costs requests, not bytes); the
+ *    rest wait in a FIFO.
  *    A scan during the run (new sub-directory, IN_Q_OVERFLOW) only adds
  *    watches: a scan cannot tell a finished file from one still written, so
  *    what it finds goes at exit.
@@ -15,10 +18,13 @@
  *    (size, mtime, inode, or another IN_CLOSE_WRITE), are uploaded
  *    now, in name order; archived directories are packed now (never earlier:
  *    they may still be written).
- *  - Registration order (deterministic): nothing is registered during the
- *    run. When every upload has finished, the outputs are registered one at
- *    a time (one POST .../outputs after the other) sorted by Civis name
- *    (byte order, then by SHA-256 for equal names). Only what is in DIR at
+ *  - Registration order: nothing is registered during the run. When every
+ *    upload has finished, the registrations start in Civis name order
+ *    (byte order, then by SHA-256 for equal names), up to
+ *    AGENT_OUTPUTS_REG_INFLIGHT at once: the API gets them in that order
+ *    but may store neighbours within such a window in either order, so the
+ *    run's outputs are the same set every time and in name order up to
+ *    that window (one request at a time costs a round trip per file). Only what is in DIR at
  *    exit is registered, each file's latest upload only, and a (name,
  *    SHA-256) pair only once. An earlier upload that a later one superseded
  *    stays an unregistered Civis file (it expires like any other).
@@ -47,6 +53,8 @@
 
 #include "civis/client.h"
 #include "civis/loop.h"
+#include "civis/redact.h"
+#include "civis/run.h"
 #include "civis/upload.h"
 
 /* Exit status of the agent when the command exited 0 but an output could
@@ -56,7 +64,10 @@
  * command exited 0, so a 3 after a command's 0 always means "outputs". */
 #define AGENT_EXIT_OUTPUT_FAILED 3
 
-#define AGENT_OUTPUTS_MAX_INFLIGHT 4        /* files uploading at once */
+#define AGENT_OUTPUTS_MAX_INFLIGHT 4        /* files uploading at once... */
+#define AGENT_OUTPUTS_SMALL_INFLIGHT 32     /* ...or this many while they are small: */
+#define AGENT_OUTPUTS_SMALL_FILE   (1u << 20) /* at most 1 MiB, not an archive */
+#define AGENT_OUTPUTS_REG_INFLIGHT 32       /* registrations at once */
 #define AGENT_OUTPUTS_MAX_FILES    100000   /* outputs of one run, at most */
 #define AGENT_OUTPUTS_MAX_WATCHES  65536    /* directories watched, at most */
 #define AGENT_OUTPUTS_NAME_MAX     16384    /* a Civis name, bytes, with NUL */
@@ -76,6 +87,10 @@ typedef struct agent_outputs_opts {
 	uint64_t multipart_threshold; /* 0: the engine's default */
 	unsigned concurrency;         /* parts in flight per file; 0: the engine's */
 	const char *tmp_dir;          /* NULL: $TMPDIR or /tmp */
+	civis_run *run;               /* registers the outputs; never NULL */
+	const civis_redact *redact;   /* the run's secrets (NULL: none): a file whose
+	                                 Civis name holds one is refused, and names
+	                                 in notes are masked */
 	agent_note_fn note;           /* one line, no newline; never NULL */
 	void *ud;
 } agent_outputs_opts;
@@ -113,11 +128,27 @@ void agent_outputs_free(agent_outputs *o);
 size_t agent_outputs_quote(char *buf, size_t len, const char *s);
 /* The same escapes, never wrapped in quotes (a tab-separated column). */
 size_t agent_outputs_escape(char *buf, size_t len, const char *s);
+/* A whole message text, whose names may already be quoted: the same escapes
+ * for newlines, control characters, invalid UTF-8 and bidi code points, but
+ * no quotes and a backslash left as it is. Every agent note goes through it
+ * last, so no byte of a name (or of a library error naming it) can start a
+ * line or a terminal escape on stderr or in the run log. */
+size_t agent_outputs_escape_text(char *buf, size_t len, const char *s);
 
 /* The Civis name for rel: '/' becomes "%2F", '%' "%25", invalid UTF-8
  * bytes U+FFFD, then suffix (NULL, ".gz", ".tar.gz") is added.
  * CIVIS_ETOOBIG when it does not fit. */
 int  agent_outputs_civis_name(char *buf, size_t len, const char *rel, const char *suffix);
+
+/* Why a file whose Civis name holds a secret is not uploaded: the name is
+ * stored in Civis Files as it is, and masking it would upload the file
+ * under a name nobody chose. */
+#define AGENT_OUTPUTS_SECRET_NAME \
+	"its name holds a secret (shown masked here): not uploaded; rename it"
+
+/* Whether name holds a secret of r (NULL: never). Also 1 when it cannot
+ * tell (no memory): a name is refused rather than leaked. */
+int  agent_outputs_name_has_secret(const civis_redact *r, const char *name);
 
 /* An --archive value: relative, no "." or ".." or empty components, no NUL;
  * trailing slashes are dropped into buf. CIVIS_EINVAL with a reason. */
@@ -180,6 +211,15 @@ int  agent_outputs_in_archive(const agent_out_rules *r, const char *rel, int is_
 agent_out_kind agent_outputs_classify(const agent_out_rules *r, const char *rel,
                                       agent_out_stat *st, char *reason, size_t rlen);
 
+/* The same answer as agent_outputs_classify, from the object itself: rel is
+ * opened beneath DIR without following a symlink at any step (openat2
+ * RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, else component by component with
+ * O_NOFOLLOW); a symlink to a file inside DIR is opened by its target's
+ * path the same way. For FILE (read-only) and ARCHIVE (a directory) *fd is
+ * the open descriptor (the caller's) and st its fstat; else *fd is -1. */
+agent_out_kind agent_outputs_open(const agent_out_rules *r, const char *rel,
+                                  agent_out_stat *st, int *fd, char *reason, size_t rlen);
+
 /* Walk the tree under sub ("" = all of DIR), directories in name order,
  * not into archived ones (reported as ARCHIVE items) nor through symlinks.
  * Skips are reported through note ("warn"; NULL: silent), as is a failure
@@ -196,7 +236,7 @@ void agent_outputs_show(char *buf, size_t len, const agent_out_rules *r, const c
 typedef struct agent_outputs_hooks {
 	int  (*upload_start)(civis_client *c, const civis_upload_opts *o, civis_upload **out);
 	void (*upload_cancel)(civis_upload *u);
-	int  (*register_output)(civis_client *c, int64_t file_id,
+	int  (*register_output)(civis_run *r, const char *object_type, int64_t object_id,
 	                        void (*done)(void *ud, int status, const char *error), void *ud);
 } agent_outputs_hooks;
 void agent_outputs__set_hooks(const agent_outputs_hooks *h);

@@ -1,6 +1,5 @@
-/* outputs_scan.c: the pure half of the output directory: which paths are
- * outputs (symlink rules, archives), the sorted scan, Civis names, and the
- * quoting of names in messages. No network, no loop. */
+/* outputs_scan.c: which paths are outputs (symlink rules, archives) and
+ * the sorted scan of the tree. No network, no loop. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,369 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#ifdef SYS_openat2
+#include <linux/openat2.h>
+#endif
 
 #include "civis/civis.h"
 #include "civis/upload.h"
-#include "outputs.h"
+#include "outputs_int.h"
 
 #define SCAN_MAX_DEPTH     256        /* PATH_MAX stops it first in practice */
 #define SCAN_MAX_DIR_NAMES 1000000    /* names read from one directory */
-#define SHOW_MAX           1024       /* a quoted name in a message, bytes */
-
-/* ---------------------------------------------------------------- UTF-8 */
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when s[0] does not
- * start one (overlong forms, surrogates and > U+10FFFF are invalid). s is
- * NUL-terminated, so reading up to a NUL is safe. */
-static size_t
-utf8_seq(const unsigned char *s, uint32_t *cp)
-{
-	uint32_t c = s[0];
-	size_t n, i;
-	uint32_t min;
-
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2; c &= 0x1f; min = 0x80;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3; c &= 0x0f; min = 0x800;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4; c &= 0x07; min = 0x10000;
-	} else {
-		return 0;
-	}
-	for (i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		c = (c << 6) | (s[i] & 0x3f);
-	}
-	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-		return 0;
-	*cp = c;
-	return n;
-}
-
-/* Code points that would let a name rewrite or hide part of a log line. */
-static int
-cp_is_dangerous(uint32_t cp)
-{
-	return (cp >= 0x80 && cp <= 0x9f) ||          /* C1 controls */
-	       cp == 0x200e || cp == 0x200f ||         /* LRM, RLM */
-	       cp == 0x2028 || cp == 0x2029 ||         /* line/paragraph separator */
-	       (cp >= 0x202a && cp <= 0x202e) ||       /* bidi embeddings, overrides */
-	       (cp >= 0x2066 && cp <= 0x2069) ||       /* bidi isolates */
-	       cp == 0xfeff;                           /* BOM / ZWNBSP */
-}
-
-/* ---------------------------------------------------------------- quoting */
-
-struct qout {
-	char *buf;
-	size_t used;
-	size_t limit;     /* bytes usable for content */
-	int full;
-};
-
-static void
-qput(struct qout *q, const char *p, size_t n)
-{
-	if (q->full)
-		return;
-	if (n > q->limit - q->used) {
-		q->full = 1;
-		return;
-	}
-	memcpy(q->buf + q->used, p, n);
-	q->used += n;
-}
-
-static void
-qput_hex(struct qout *q, const unsigned char *p, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	char tmp[16];
-	size_t i, k = 0;
-
-	for (i = 0; i < n && k + 4 <= sizeof(tmp); i++) {
-		tmp[k++] = '\\';
-		tmp[k++] = 'x';
-		tmp[k++] = hex[p[i] >> 4];
-		tmp[k++] = hex[p[i] & 15];
-	}
-	qput(q, tmp, k);
-}
-
-static int
-needs_quotes(const char *s)
-{
-	return *s == '\0' || strpbrk(s, " :\"'") != NULL;
-}
-
-static size_t
-quote_impl(char *buf, size_t len, const char *s, int may_quote)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	struct qout q;
-	int quoted;
-	size_t reserve;
-
-	if (len == 0)
-		return 0;
-	buf[0] = '\0';
-	if (s == NULL)
-		return 0;
-	quoted = may_quote && needs_quotes(s);
-	reserve = 1 + 3 + (quoted ? 1 : 0);   /* NUL, "...", closing quote */
-	if (len <= reserve + (quoted ? 1 : 0))
-		return 0;
-	q.buf = buf;
-	q.used = 0;
-	q.limit = len - reserve;
-	q.full = 0;
-	if (quoted)
-		qput(&q, "\"", 1);
-	while (*p != '\0' && !q.full) {
-		uint32_t cp;
-		size_t n = utf8_seq(p, &cp);
-
-		if (n == 0) {
-			qput_hex(&q, p, 1);
-			p++;
-			continue;
-		}
-		if (n == 1) {
-			switch (cp) {
-			case '\n': qput(&q, "\\n", 2); break;
-			case '\r': qput(&q, "\\r", 2); break;
-			case '\t': qput(&q, "\\t", 2); break;
-			case '\\': qput(&q, "\\\\", 2); break;
-			case '"':
-				if (quoted)
-					qput(&q, "\\\"", 2);
-				else
-					qput(&q, "\"", 1);
-				break;
-			default:
-				if (cp < 0x20 || cp == 0x7f)
-					qput_hex(&q, p, 1);
-				else
-					qput(&q, (const char *)p, 1);
-			}
-		} else if (cp_is_dangerous(cp)) {
-			qput_hex(&q, p, n);
-		} else {
-			qput(&q, (const char *)p, n);
-		}
-		if (!q.full)
-			p += n;
-	}
-	/* the reserve keeps room for the tail in every case */
-	q.limit = len - 1;
-	q.full = 0;
-	if (*p != '\0')
-		qput(&q, "...", 3);
-	if (quoted)
-		qput(&q, "\"", 1);
-	buf[q.used] = '\0';
-	return q.used;
-}
-
-size_t
-agent_outputs_quote(char *buf, size_t len, const char *s)
-{
-	return quote_impl(buf, len, s, 1);
-}
-
-size_t
-agent_outputs_escape(char *buf, size_t len, const char *s)
-{
-	return quote_impl(buf, len, s, 0);
-}
-
-/* ---------------------------------------------------------------- names */
-
-int
-agent_outputs_civis_name(char *buf, size_t len, const char *rel, const char *suffix)
-{
-	const unsigned char *p = (const unsigned char *)rel;
-	size_t used = 0, slen = suffix != NULL ? strlen(suffix) : 0;
-
-	if (len == 0)
-		return CIVIS_ETOOBIG;
-	buf[0] = '\0';
-	while (*p != '\0') {
-		uint32_t cp;
-		size_t n = utf8_seq(p, &cp);
-		const char *src = (const char *)p;
-
-		if (n == 0) {
-			/* U+FFFD for a byte that is not UTF-8: names are JSON strings.
-			 * '/' stays: the name is the path relative to the directory. */
-			src = "\xef\xbf\xbd";
-			if (len - used <= 3)
-				goto toobig;
-			memcpy(buf + used, src, 3);
-			used += 3;
-			p++;
-			continue;
-		}
-		if (len - used <= n)
-			goto toobig;
-		memcpy(buf + used, src, n);
-		used += n;
-		p += n;
-	}
-	if (len - used <= slen)
-		goto toobig;
-	if (slen > 0)
-		memcpy(buf + used, suffix, slen);
-	used += slen;
-	buf[used] = '\0';
-	return CIVIS_OK;
-toobig:
-	buf[0] = '\0';
-	return CIVIS_ETOOBIG;
-}
-
-int
-agent_outputs_check_archive(char *buf, size_t len, const char *name,
-                            char *err, size_t errlen)
-{
-	size_t n;
-	const char *c;
-
-	if (len > 0)
-		buf[0] = '\0';
-	if (errlen > 0)
-		err[0] = '\0';
-	if (name == NULL || name[0] == '\0') {
-		snprintf(err, errlen, "an archive name is empty");
-		return CIVIS_EINVAL;
-	}
-	if (name[0] == '/') {
-		snprintf(err, errlen, "an archive must be a sub-directory of the output "
-		         "directory, given relative to it");
-		return CIVIS_EINVAL;
-	}
-	n = strlen(name);
-	while (n > 0 && name[n - 1] == '/')
-		n--;
-	if (n >= len || n >= PATH_MAX) {
-		snprintf(err, errlen, "an archive name is too long");
-		return CIVIS_EINVAL;
-	}
-	memcpy(buf, name, n);
-	buf[n] = '\0';
-	/* every component: not empty, not ".", not ".." */
-	for (c = buf; ; ) {
-		const char *slash = strchr(c, '/');
-		size_t clen = slash != NULL ? (size_t)(slash - c) : strlen(c);
-
-		if (clen == 0 || (clen == 1 && c[0] == '.') ||
-		    (clen == 2 && c[0] == '.' && c[1] == '.')) {
-			char q[SHOW_MAX];
-
-			agent_outputs_quote(q, sizeof(q), name);
-			snprintf(err, errlen, "archive %s: empty, '.' and '..' path components "
-			         "are not allowed", q);
-			buf[0] = '\0';
-			return CIVIS_EINVAL;
-		}
-		if (slash == NULL)
-			break;
-		c = slash + 1;
-	}
-	return CIVIS_OK;
-}
-
-int
-agent_outputs_check_size(uint64_t size, char *err, size_t errlen)
-{
-	if (size > CIVIS_UPLOAD_MAX_SIZE) {
-		snprintf(err, errlen, "%llu bytes is over the 5 TiB a storage object can hold",
-		         (unsigned long long)size);
-		return CIVIS_ETOOBIG;
-	}
-	if (errlen > 0)
-		err[0] = '\0';
-	return CIVIS_OK;
-}
-
-/* ---------------------------------------------------------------- rules */
-
-int
-agent_outputs_in_archive(const agent_out_rules *r, const char *rel, int is_dir)
-{
-	size_t i;
-
-	if (rel[0] == '\0')
-		return 0;
-	if (r->archive_dirs) {
-		if (strchr(rel, '/') != NULL)
-			return 1;
-		if (is_dir)
-			return 2;
-	}
-	for (i = 0; i < r->narchives; i++) {
-		const char *a = r->archives[i];
-		size_t n = strlen(a);
-
-		if (strcmp(rel, a) == 0) {
-			if (is_dir)
-				return 2;
-		} else if (strncmp(rel, a, n) == 0 && rel[n] == '/') {
-			return 1;
-		}
-	}
-	return 0;
-}
-
-static int
-join(char *buf, size_t len, const char *a, const char *b)
-{
-	int n;
-
-	if (b[0] == '\0')
-		n = snprintf(buf, len, "%s", a);
-	else if (a[0] == '\0')
-		n = snprintf(buf, len, "%s", b);
-	else if (strcmp(a, "/") == 0)
-		n = snprintf(buf, len, "/%s", b);
-	else
-		n = snprintf(buf, len, "%s/%s", a, b);
-	return n >= 0 && (size_t)n < len ? 0 : -1;
-}
-
-void
-agent_outputs_show(char *buf, size_t len, const agent_out_rules *r, const char *rel)
-{
-	char raw[2 * PATH_MAX];
-
-	if (join(raw, sizeof(raw), r->shown, rel) != 0) {
-		/* cannot happen with rel < PATH_MAX; show the relative part */
-		agent_outputs_quote(buf, len, rel);
-		return;
-	}
-	agent_outputs_quote(buf, len, raw);
-}
-
-const char *
-agent_outputs_type_text(mode_t m)
-{
-	if (S_ISFIFO(m))
-		return "not a regular file (FIFO)";
-	if (S_ISSOCK(m))
-		return "not a regular file (socket)";
-	if (S_ISCHR(m))
-		return "not a regular file (character device)";
-	if (S_ISBLK(m))
-		return "not a regular file (block device)";
-	return "not a regular file";
-}
+#define join agent_outputs__join
 
 static void
 fill_stat(agent_out_stat *st, const struct stat *sb)
@@ -475,6 +124,260 @@ out:
 	return kind;
 }
 
+/* ---------------------------------------------------------------- open */
+
+/* 1 when the kernel refused openat2 (ENOSYS): walk component by component. */
+static int no_openat2;
+
+#ifdef CIVIS_UNITTEST
+/* Tests take the component-by-component walk on a kernel with openat2. */
+void agent_outputs__set_no_openat2(int on);
+
+void
+agent_outputs__set_no_openat2(int on)
+{
+	no_openat2 = on;
+}
+#endif
+
+/* Open rel beneath dirfd, following no symbolic link at any step (the last
+ * one as O_NOFOLLOW does: ELOOP, or the link itself with O_PATH). -1 with
+ * errno: ELOOP or EXDEV for a link on the way, ENOENT, ... */
+#ifndef CIVIS_UNITTEST
+static
+#endif
+int agent_outputs__open_beneath(int dirfd, const char *rel, int flags);
+
+#ifndef CIVIS_UNITTEST
+static
+#endif
+int
+agent_outputs__open_beneath(int dirfd, const char *rel, int flags)
+{
+	char comp[PATH_MAX];
+	const char *p = rel, *slash;
+	int cur = dirfd, fd;
+
+	flags |= O_NOFOLLOW | O_CLOEXEC;
+#ifdef SYS_openat2
+	if (!no_openat2) {
+		struct open_how how;
+		long r;
+
+		memset(&how, 0, sizeof(how));
+		how.flags = (uint64_t)flags;
+		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
+		/* EAGAIN: a rename raced the lookup (the kernel's own check) */
+		for (int tries = 0; tries < 3; tries++) {
+			r = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+			if (r >= 0 || errno != EAGAIN)
+				break;
+		}
+		if (r >= 0)
+			return (int)r;
+		if (errno != ENOSYS && errno != EINVAL && errno != EPERM)
+			return -1;
+		/* ENOSYS: an old kernel; EPERM: a seccomp filter that does not
+		 * know it; EINVAL: flags it refuses. The walk below does the same. */
+		if (errno != EINVAL)
+			no_openat2 = 1;
+	}
+#endif
+	if (rel[0] == '/' || rel[0] == '\0') {
+		errno = EXDEV;
+		return -1;
+	}
+	for (;;) {
+		size_t n;
+
+		slash = strchr(p, '/');
+		if (slash == NULL)
+			break;
+		n = (size_t)(slash - p);
+		if (n == 0 || n >= sizeof(comp) || (n == 2 && p[0] == '.' && p[1] == '.')) {
+			errno = n >= sizeof(comp) ? ENAMETOOLONG : EXDEV;
+			goto fail;
+		}
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		fd = openat(cur, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			struct stat sb;
+
+			/* a symlink there says ENOTDIR through O_PATH: say ELOOP */
+			if (errno == ENOTDIR && fstatat(cur, comp, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISLNK(sb.st_mode))
+				errno = ELOOP;
+			goto fail;
+		}
+		if (cur != dirfd)
+			close(cur);
+		cur = fd;
+		p = slash + 1;
+	}
+	if (strcmp(p, "..") == 0 || p[0] == '\0') {
+		errno = EXDEV;
+		goto fail;
+	}
+	fd = openat(cur, p, flags);
+	if (cur != dirfd) {
+		int e = errno;
+		close(cur);
+		errno = e;
+	}
+	return fd;
+fail:
+	if (cur != dirfd) {
+		int e = errno;
+		close(cur);
+		errno = e;
+	}
+	return -1;
+}
+
+/* The link rel (relative to root) resolved by its final target: its path
+ * relative to root into buf, or a reason why it is not an output. */
+static agent_out_kind
+link_target(const agent_out_rules *r, const char *rel, char *buf, size_t len,
+            char *reason, size_t rlen)
+{
+	char path[PATH_MAX];
+	char *real;
+	agent_out_kind kind = AGENT_OUT_FILE;
+	size_t n = strlen(r->root);
+
+	if (join(path, sizeof(path), r->root, rel) != 0) {
+		snprintf(reason, rlen, "the path is longer than PATH_MAX (%d bytes)", PATH_MAX);
+		return AGENT_OUT_ERROR;
+	}
+	real = realpath(path, NULL);
+	if (real == NULL) {
+		if (errno == ELOOP)
+			snprintf(reason, rlen, "symlink loop");
+		else if (errno == ENOENT)
+			snprintf(reason, rlen, "dangling symlink");
+		else
+			snprintf(reason, rlen, "cannot resolve the symlink: %s", strerror(errno));
+		return errno == ENOMEM ? AGENT_OUT_ERROR : AGENT_OUT_SKIP;
+	}
+	if (inside_root(r->root, real) != 1) {
+		snprintf(reason, rlen, inside_root(r->root, real) == 2 ? "symlink to a directory"
+		                                                        : "points outside the output directory");
+		kind = AGENT_OUT_SKIP;
+	} else if (snprintf(buf, len, "%s", real + (strcmp(r->root, "/") == 0 ? 1 : n + 1)) >=
+	           (int)len) {
+		snprintf(reason, rlen, "the path is longer than PATH_MAX (%d bytes)", PATH_MAX);
+		kind = AGENT_OUT_ERROR;
+	}
+	free(real);
+	return kind;
+}
+
+/* What the object open as O_PATH fd is, for an output of kind `want`. */
+static agent_out_kind
+kind_of(const agent_out_rules *r, const char *rel, const struct stat *sb, int via_link,
+        char *reason, size_t rlen)
+{
+	if (S_ISREG(sb->st_mode))
+		return AGENT_OUT_FILE;
+	if (S_ISDIR(sb->st_mode)) {
+		if (via_link) {
+			snprintf(reason, rlen, "symlink to a directory");
+			return AGENT_OUT_SKIP;
+		}
+		return agent_outputs_in_archive(r, rel, 1) == 2 ? AGENT_OUT_ARCHIVE : AGENT_OUT_DIR;
+	}
+	if (S_ISLNK(sb->st_mode)) {
+		snprintf(reason, rlen, "the symlink changed while it was opened");
+		return AGENT_OUT_SKIP;
+	}
+	snprintf(reason, rlen, "%s", agent_outputs_type_text(sb->st_mode));
+	return AGENT_OUT_SKIP;
+}
+
+agent_out_kind
+agent_outputs_open(const agent_out_rules *r, const char *rel, agent_out_stat *st, int *fdp,
+                   char *reason, size_t rlen)
+{
+	char target[PATH_MAX];
+	const char *at = rel;
+	struct stat sb, sb2;
+	agent_out_kind kind;
+	int root, pfd = -1, fd = -1, via_link = 0;
+
+	memset(st, 0, sizeof(*st));
+	*fdp = -1;
+	if (rlen > 0)
+		reason[0] = '\0';
+	root = open(r->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0) {
+		snprintf(reason, rlen, "cannot open the output directory: %s", strerror(errno));
+		return errno == ENOENT ? AGENT_OUT_GONE : AGENT_OUT_ERROR;
+	}
+	for (;;) {
+		pfd = agent_outputs__open_beneath(root, at, O_PATH);
+		if (pfd < 0) {
+			if (errno == ENOENT || errno == ENOTDIR)
+				kind = AGENT_OUT_GONE;
+			else if (errno == ENAMETOOLONG) {
+				snprintf(reason, rlen, "the path is longer than PATH_MAX (%d bytes)",
+				         PATH_MAX);
+				kind = AGENT_OUT_ERROR;
+			} else if (errno == ELOOP || errno == EXDEV) {
+				snprintf(reason, rlen, "a directory on its path is a symlink now "
+				         "(not followed)");
+				kind = AGENT_OUT_SKIP;
+			} else {
+				snprintf(reason, rlen, "%s", strerror(errno));
+				kind = AGENT_OUT_ERROR;
+			}
+			goto out;
+		}
+		if (fstat(pfd, &sb) != 0) {
+			snprintf(reason, rlen, "%s", strerror(errno));
+			kind = AGENT_OUT_ERROR;
+			goto out;
+		}
+		if (!S_ISLNK(sb.st_mode) || via_link)
+			break;
+		/* a symlink: followed only when its final target is inside DIR,
+		 * and then opened by that path, beneath DIR, without links */
+		kind = link_target(r, rel, target, sizeof(target), reason, rlen);
+		if (kind != AGENT_OUT_FILE)
+			goto out;
+		close(pfd);       /* the loop opens the target next */
+		at = target;
+		via_link = 1;
+	}
+	kind = kind_of(r, rel, &sb, via_link, reason, rlen);
+	if (kind != AGENT_OUT_FILE && kind != AGENT_OUT_ARCHIVE)
+		goto out;
+	/* the same object, now for reading (O_PATH first: no open of a FIFO
+	 * or a device, whose open can block or have effects) */
+	fd = agent_outputs__open_beneath(root, at, kind == AGENT_OUT_FILE
+	                                 ? O_RDONLY | O_NONBLOCK | O_NOCTTY
+	                                 : O_RDONLY | O_DIRECTORY);
+	if (fd < 0 || fstat(fd, &sb2) != 0 || sb2.st_dev != sb.st_dev || sb2.st_ino != sb.st_ino) {
+		if (fd < 0 && (errno == EACCES || errno == EPERM)) {
+			snprintf(reason, rlen, "%s", strerror(errno));
+			kind = AGENT_OUT_ERROR;
+		} else {
+			kind = AGENT_OUT_GONE;   /* replaced or removed meanwhile */
+		}
+		goto out;
+	}
+	fill_stat(st, &sb2);
+	*fdp = fd;
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (pfd >= 0)
+		close(pfd);
+	close(root);
+	return kind;
+}
+
 /* ---------------------------------------------------------------- scan */
 
 struct walk {
@@ -489,7 +392,7 @@ struct walk {
 static void
 wnote(struct walk *w, const char *level, const char *fmt, ...)
 {
-	char text[SHOW_MAX + 512];
+	char text[SHOW_MAX + 512], safe[2 * (SHOW_MAX + 512)];
 	va_list ap;
 
 	if (w->note == NULL)
@@ -497,7 +400,8 @@ wnote(struct walk *w, const char *level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): clang 14 false positive */
 	va_end(ap);
-	w->note(w->ud, level, text);
+	agent_outputs_escape_text(safe, sizeof(safe), text);
+	w->note(w->ud, level, safe);
 }
 
 static int

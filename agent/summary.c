@@ -83,7 +83,7 @@ tv_s(struct timeval tv)
 }
 
 void
-agent_summary_verbose(const agent_logstream *ls, const agent_runwatch *rw)
+agent_summary_verbose(const agent_logstream *ls, const civis_run *run)
 {
 	agent_logstream_stats st;
 	struct rusage ru;
@@ -112,10 +112,10 @@ agent_summary_verbose(const agent_logstream *ls, const agent_runwatch *rw)
 	        (unsigned long long)st.requests, (unsigned long long)st.ambiguous,
 	        (unsigned long long)st.dropped, (unsigned long long)st.undelivered,
 	        (unsigned long long)st.mem_peak, (unsigned long long)st.spool_bytes);
-	if (rw) {
-		agent_runwatch_stats rs;
+	if (run) {
+		civis_run_watch_stats rs;
 
-		agent_runwatch_stats_get(rw, &rs);
+		civis_run_watch_stats_get(run, &rs);
 		fprintf(stderr, "civis-agent: heartbeats: %llu sent, %llu failed; cancel polls: "
 		        "%llu, %llu failed\n", (unsigned long long)rs.heartbeats_ok,
 		        (unsigned long long)rs.heartbeats_failed, (unsigned long long)rs.polls_ok,

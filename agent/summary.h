@@ -8,7 +8,7 @@
 
 #include "exitinfo.h"
 #include "logstream.h"
-#include "runwatch.h"
+#include "civis/run.h"
 #include "supervise.h"
 
 /* The one-line run summary: to the run log, and to stderr with verbose;
@@ -29,7 +29,7 @@ void agent_summary_unfinished(const agent_logstream *ls, int auth_rejected, int 
                               uint64_t grace_ns, uint64_t final_flush_ns);
 
 /* -v: the agent's own footprint, delivery counts, heartbeats and polls
- * (rw may be NULL), on stderr. */
-void agent_summary_verbose(const agent_logstream *ls, const agent_runwatch *rw);
+ * (run may be NULL), on stderr. */
+void agent_summary_verbose(const agent_logstream *ls, const civis_run *run);
 
 #endif

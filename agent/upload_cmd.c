@@ -9,6 +9,7 @@
  * CIVIS_AGENT_UPLOAD_CONCURRENCY are defaults for the options of the same
  * name (the command line wins). */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -16,11 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "civis/civis.h"
 #include "civis/client.h"
 #include "civis/http.h"
 #include "civis/loop.h"
+#include "civis/redact.h"
+#include "civis/run.h"
 #include "civis/upload.h"
 #include "options.h"
 #include "outputs.h"
@@ -38,6 +42,8 @@ struct job {
 	const char *arg;            /* the path as given */
 	char *name;                 /* Civis name */
 	civis_upload_kind kind;
+	dev_t dev;                  /* what job_prepare classified */
+	ino_t ino;
 	enum job_state state;
 	int64_t file_id;
 	civis_upload *u;
@@ -47,6 +53,7 @@ struct cmd {
 	civis_loop *loop;
 	civis_http *http;
 	civis_client *client;
+	civis_run *run;
 	struct job *jobs;
 	size_t njobs;
 	size_t next_start;
@@ -85,13 +92,23 @@ agent_upload_cmd_usage(FILE *f)
 "each on stderr), 2 usage error.\n", f);
 }
 
+extern char **environ;
+
+/* The job's secrets (the agent's default names), for the names this
+ * command shows and sends; NULL when there are none. */
+static civis_redact *cmd_redact;
+
 static void
 fail_line(const char *arg, const char *text)
 {
-	char shown[SHOW_MAX];
+	char shown[SHOW_MAX], safe[2048], masked[PATH_MAX + 64];
 
+	if (cmd_redact != NULL &&
+	    civis_redact_string(cmd_redact, arg, masked, sizeof(masked)) == CIVIS_OK)
+		arg = masked;
 	agent_outputs_quote(shown, sizeof(shown), arg);
-	fprintf(stderr, "civis-agent: upload: %s: %s\n", shown, text);
+	agent_outputs_escape_text(safe, sizeof(safe), text);
+	fprintf(stderr, "civis-agent: upload: %s: %s\n", shown, safe);
 }
 
 static void
@@ -138,6 +155,8 @@ job_prepare(struct job *j, const char *name_opt, int gzip)
 		job_fail(j, "%s", strerror(errno));
 		return;
 	}
+	j->dev = sb.st_dev;
+	j->ino = sb.st_ino;
 	if (S_ISDIR(sb.st_mode)) {
 		j->kind = CIVIS_UPLOAD_TARGZ;
 		suffix = ".tar.gz";
@@ -179,6 +198,10 @@ job_prepare(struct job *j, const char *name_opt, int gzip)
 			job_fail(j, "the name is too long");
 			return;
 		}
+	}
+	if (agent_outputs_name_has_secret(cmd_redact, name)) {
+		job_fail(j, "%s", AGENT_OUTPUTS_SECRET_NAME);
+		return;
 	}
 	j->name = strdup(name);
 	if (j->name == NULL)
@@ -261,6 +284,72 @@ on_uploaded(void *ud, int status, int64_t file_id, const char *sha256_hex,
 		advance(c);
 }
 
+/* The path job_prepare classified, open for reading; -1 (job FAILED) when
+ * it cannot be opened or is no longer the same file or directory. */
+static int
+job_open(struct job *j)
+{
+	struct stat sb;
+	int fd = open(j->arg, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+
+	if (fd < 0) {
+		job_fail(j, "%s", strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &sb) != 0 || sb.st_dev != j->dev || sb.st_ino != j->ino) {
+		(void)close(fd);
+		job_fail(j, "replaced while the upload started: not uploaded");
+		return -1;
+	}
+	return fd;
+}
+
+/* Start the next waiting uploads, up to the cap. 1 when one was started
+ * (or failed). */
+static int
+start_jobs(struct cmd *c)
+{
+	int progress = 0;
+
+	while (c->inflight < AGENT_OUTPUTS_MAX_INFLIGHT && c->next_start < c->njobs) {
+		struct job *j = &c->jobs[c->next_start++];
+		civis_upload_opts uo;
+		civis_upload *u = NULL;
+		int rc, fd;
+
+		if (j->state != J_WAIT)
+			continue;
+		progress = 1;
+		fd = job_open(j);
+		if (fd < 0)
+			continue;
+		memset(&uo, 0, sizeof(uo));
+		uo.fd = fd;
+		uo.path = j->arg;
+		uo.name = j->name;
+		uo.kind = j->kind;
+		uo.expires_at = c->expires_at;
+		uo.multipart_threshold = c->threshold;
+		uo.concurrency = c->concurrency;
+		uo.progress = on_progress;
+		uo.done = on_uploaded;
+		uo.ud = j;
+		uo.loop = c->loop;
+		uo.warn = on_warn;
+		j->state = J_UPLOADING;
+		c->inflight++;
+		rc = civis_upload_start(c->client, &uo, &u);
+		(void)close(fd);   /* the upload has its own */
+		if (rc != CIVIS_OK) {
+			c->inflight--;
+			job_fail(j, "%s", civis_strerror(rc));
+		} else if (j->state == J_UPLOADING) {
+			j->u = u;
+		}
+	}
+	return progress;
+}
+
 /* Start uploads up to the cap; register (or print) in argument order. */
 static void
 advance(struct cmd *c)
@@ -271,37 +360,7 @@ advance(struct cmd *c)
 	for (;;) {
 		int progress = 0;
 
-		while (c->inflight < AGENT_OUTPUTS_MAX_INFLIGHT && c->next_start < c->njobs) {
-			struct job *j = &c->jobs[c->next_start++];
-			civis_upload_opts uo;
-			civis_upload *u = NULL;
-			int rc;
-
-			if (j->state != J_WAIT)
-				continue;
-			memset(&uo, 0, sizeof(uo));
-			uo.path = j->arg;
-			uo.name = j->name;
-			uo.kind = j->kind;
-			uo.expires_at = c->expires_at;
-			uo.multipart_threshold = c->threshold;
-			uo.concurrency = c->concurrency;
-			uo.progress = on_progress;
-			uo.done = on_uploaded;
-			uo.ud = j;
-			uo.loop = c->loop;
-			uo.warn = on_warn;
-			j->state = J_UPLOADING;
-			c->inflight++;
-			rc = civis_upload_start(c->client, &uo, &u);
-			if (rc != CIVIS_OK) {
-				c->inflight--;
-				job_fail(j, "%s", civis_strerror(rc));
-			} else if (j->state == J_UPLOADING) {
-				j->u = u;
-			}
-			progress = 1;
-		}
+		progress = start_jobs(c);
 		while (!c->reg_inflight && c->next_reg < c->njobs) {
 			struct job *j = &c->jobs[c->next_reg];
 			int rc;
@@ -320,7 +379,7 @@ advance(struct cmd *c)
 				continue;
 			}
 			c->reg_inflight = 1;
-			rc = civis_client_register_output(c->client, j->file_id, on_registered, j);
+			rc = civis_run_register_output(c->run, "File", j->file_id, on_registered, j);
 			if (rc != CIVIS_OK) {
 				c->reg_inflight = 0;
 				job_fail(j, "uploaded as file %lld, but cannot register it as an "
@@ -346,13 +405,14 @@ finished(const struct cmd *c)
 static int
 usage_error(const char *fmt, ...)
 {
-	char text[1024];
+	char text[1024], safe[2048];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): clang 14 false positive */
 	va_end(ap);
-	fprintf(stderr, "civis-agent: upload: %s\n", text);
+	agent_outputs_escape_text(safe, sizeof(safe), text);
+	fprintf(stderr, "civis-agent: upload: %s\n", safe);
 	fprintf(stderr, "Try 'civis-agent upload --help'.\n");
 	return AGENT_UPLOAD_USAGE;
 }
@@ -373,8 +433,10 @@ parse_concurrency(const char *v, unsigned *out)
 
 enum { O_GZIP = 256, O_EXPIRES, O_NAME, O_NO_REGISTER, O_THRESHOLD, O_CONCURRENCY };
 
-int
-agent_upload_cmd_main(int argc, char **argv)
+/* The environment's defaults, then the command line, into c. -1 to go on,
+ * else the exit code (a usage error has been said). */
+static int
+parse_args(struct cmd *c, int argc, char **argv, const char **name_opt, int *gzip)
 {
 	static const struct option longopts[] = {
 		{ "help",                no_argument,       NULL, 'h' },
@@ -386,31 +448,25 @@ agent_upload_cmd_main(int argc, char **argv)
 		{ "upload-concurrency",  required_argument, NULL, O_CONCURRENCY },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct cmd c;
-	civis_client_config cfg;
-	const char *name_opt = NULL, *v;
-	char err[512];
-	int gzip = 0, ch, rc = AGENT_UPLOAD_FAILED;
-	size_t i;
+	const char *v;
+	int ch;
 
-	memset(&c, 0, sizeof(c));
-	memset(&cfg, 0, sizeof(cfg));
 	/* environment defaults first; the command line wins */
 	v = getenv("CIVIS_AGENT_EXPIRES_AT");
 	if (v != NULL && v[0] != '\0') {
 		if (agent_check_expires_at(v) != CIVIS_OK)
 			return usage_error("CIVIS_AGENT_EXPIRES_AT: '%s' is not an RFC 3339 time "
 			                   "or 'never'", v);
-		c.expires_at = v;
+		c->expires_at = v;
 	}
 	v = getenv("CIVIS_AGENT_MULTIPART_THRESHOLD");
 	if (v != NULL && v[0] != '\0') {
-		if (agent_parse_size(v, &c.threshold) != CIVIS_OK || c.threshold < CIVIS_UPLOAD_MIN_PART)
+		if (agent_parse_size(v, &c->threshold) != CIVIS_OK || c->threshold < CIVIS_UPLOAD_MIN_PART)
 			return usage_error("CIVIS_AGENT_MULTIPART_THRESHOLD: '%s' is not a size of "
 			                   "at least 5M", v);
 	}
 	v = getenv("CIVIS_AGENT_UPLOAD_CONCURRENCY");
-	if (v != NULL && v[0] != '\0' && parse_concurrency(v, &c.concurrency) != 0)
+	if (v != NULL && v[0] != '\0' && parse_concurrency(v, &c->concurrency) != 0)
 		return usage_error("CIVIS_AGENT_UPLOAD_CONCURRENCY: '%s' is not a number from "
 		                   "1 to 64", v);
 
@@ -422,30 +478,30 @@ agent_upload_cmd_main(int argc, char **argv)
 			agent_upload_cmd_usage(stdout);
 			return AGENT_UPLOAD_OK;
 		case O_GZIP:
-			gzip = 1;
+			*gzip = 1;
 			break;
 		case O_EXPIRES:
 			if (agent_check_expires_at(optarg) != CIVIS_OK)
 				return usage_error("--expires-at: '%s' is not an RFC 3339 time "
 				                   "(2027-01-31T00:00:00Z) or 'never'", optarg);
-			c.expires_at = optarg;
+			c->expires_at = optarg;
 			break;
 		case O_NAME:
 			if (optarg[0] == '\0')
 				return usage_error("--name: the name is empty");
-			name_opt = optarg;
+			*name_opt = optarg;
 			break;
 		case O_NO_REGISTER:
-			c.no_register = 1;
+			c->no_register = 1;
 			break;
 		case O_THRESHOLD:
-			if (agent_parse_size(optarg, &c.threshold) != CIVIS_OK ||
-			    c.threshold < CIVIS_UPLOAD_MIN_PART)
+			if (agent_parse_size(optarg, &c->threshold) != CIVIS_OK ||
+			    c->threshold < CIVIS_UPLOAD_MIN_PART)
 				return usage_error("--multipart-threshold: '%s' is not a size of at "
 				                   "least 5M", optarg);
 			break;
 		case O_CONCURRENCY:
-			if (parse_concurrency(optarg, &c.concurrency) != 0)
+			if (parse_concurrency(optarg, &c->concurrency) != 0)
 				return usage_error("--upload-concurrency: '%s' is not a number from "
 				                   "1 to 64", optarg);
 			break;
@@ -460,9 +516,47 @@ agent_upload_cmd_main(int argc, char **argv)
 		return usage_error("no PATH given");
 	if ((size_t)(argc - optind) > MAX_PATHS)
 		return usage_error("more than %d paths", MAX_PATHS);
-	if (name_opt != NULL && argc - optind != 1)
+	if (*name_opt != NULL && argc - optind != 1)
 		return usage_error("--name takes exactly one PATH");
+	return -1;
+}
 
+/* The loop, HTTP client and run; 0, or -1 when they cannot be set up. */
+static int
+cmd_setup(struct cmd *c, const civis_client_config *cfg)
+{
+	civis_run_opts ro;
+	char err[512];
+
+	if (civis_loop_new(&c->loop) != CIVIS_OK || civis_http_new(&c->http, c->loop) != CIVIS_OK ||
+	    civis_client_new(&c->client, c->loop, c->http, cfg) != CIVIS_OK) {
+		fprintf(stderr, "civis-agent: upload: cannot set up the HTTP client\n");
+		return -1;
+	}
+	memset(&ro, 0, sizeof(ro));
+	ro.flush_ns = 1000000000ULL;
+	if (civis_run_new(&c->run, c->loop, c->client, &ro, err, sizeof(err)) != CIVIS_OK) {
+		fprintf(stderr, "civis-agent: upload: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+int
+agent_upload_cmd_main(int argc, char **argv)
+{
+	struct cmd c;
+	civis_client_config cfg;
+	const char *name_opt = NULL;
+	char err[512];
+	int gzip = 0, rc;
+	size_t i;
+
+	memset(&c, 0, sizeof(c));
+	memset(&cfg, 0, sizeof(cfg));
+	rc = parse_args(&c, argc, argv, &name_opt, &gzip);
+	if (rc >= 0)
+		return rc;
 	rc = civis_client_config_from_env(&cfg, err, sizeof(err));
 	if (rc == CIVIS_ENOTFOUND) {
 		fprintf(stderr, "civis-agent: upload: CIVIS_API_KEY, CIVIS_JOB_ID and "
@@ -474,6 +568,11 @@ agent_upload_cmd_main(int argc, char **argv)
 		return AGENT_UPLOAD_FAILED;
 	}
 	rc = AGENT_UPLOAD_FAILED;
+	if (civis_redact_new(&cmd_redact) != CIVIS_OK ||
+	    civis_redact_add_env(cmd_redact, environ, NULL, 0, 1) != CIVIS_OK) {
+		fprintf(stderr, "civis-agent: upload: cannot set up secret masking: out of memory\n");
+		goto out;
+	}
 	c.njobs = (size_t)(argc - optind);
 	c.jobs = calloc(c.njobs, sizeof(*c.jobs));
 	if (c.jobs == NULL) {
@@ -485,11 +584,8 @@ agent_upload_cmd_main(int argc, char **argv)
 		c.jobs[i].arg = argv[optind + (int)i];
 		job_prepare(&c.jobs[i], name_opt, gzip);
 	}
-	if (civis_loop_new(&c.loop) != CIVIS_OK || civis_http_new(&c.http, c.loop) != CIVIS_OK ||
-	    civis_client_new(&c.client, c.loop, c.http, &cfg) != CIVIS_OK) {
-		fprintf(stderr, "civis-agent: upload: cannot set up the HTTP client\n");
+	if (cmd_setup(&c, &cfg) != 0)
 		goto out;
-	}
 	advance(&c);
 	while (!finished(&c)) {
 		int lrc = civis_loop_run_once(c.loop, 1000000000ULL);
@@ -508,6 +604,7 @@ out:
 			if (c.jobs[i].state == J_UPLOADING && c.jobs[i].u != NULL)
 				civis_upload_cancel(c.jobs[i].u);
 	}
+	civis_run_free(c.run);
 	civis_client_free(c.client);
 	civis_http_free(c.http);
 	civis_loop_free(c.loop);
@@ -517,5 +614,7 @@ out:
 		free(c.jobs);
 	}
 	civis_client_config_dispose(&cfg);
+	civis_redact_free(cmd_redact);
+	cmd_redact = NULL;
 	return rc;
 }

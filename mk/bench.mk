@@ -1,6 +1,6 @@
 # make bench: the project's figures, side by side, in one run (tests/bench/bench.py).
 #   make bench BENCH=startup,flood   a subset: startup tee flood latency slowapi redact
-#                                    upload outage layer
+#                                    upload small updur outage layer pid1
 #   make bench BENCH_QUICK=1         smaller sizes (a smoke run)
 # Results go to stdout (a table at the end); large temp files to build/bench/
 # (removed by make clean). Nothing here asserts a timing; a lost line or a

@@ -11,3 +11,10 @@ sim-test: prism
 
 sim:
 	$(PYTHON) tests/sim/civis_sim.py --port 0 --storage-port 0 --api-key sim-key $(SIM_ARGS)
+
+# make sim-storage-speed: the storage side alone against a trivial sink (curl -F
+# and curl -T of 300 MB and 1 GiB; SPEED_ARGS e.g. "--runs 5 --sim-args='--etag md5'").
+.PHONY: sim-storage-speed
+SPEED_ARGS ?= --runs 3
+sim-storage-speed:
+	$(PYTHON) tests/sim/storage_speed.py $(SPEED_ARGS)

@@ -1,9 +1,8 @@
 /* client.c: the Civis API client: configuration from the environment,
  * the request headers and auth, and the 401 latch.
  *
- * The key is sent only to URLs under the endpoint (civis_http_start_auth
+ * The key is sent only to URLs under the endpoint (civis__http_start_auth
  * checks the origin) and never appears in a message. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,11 +13,14 @@
 #include "dl.h"
 #include "civis/civis.h"
 #include "civis/client.h"
+#include "http_int.h"
 
 #define MAX_KEY_LEN       1024u
 #define MAX_ENDPOINT_LEN  2048u
 #define MAX_PATH_LEN      4096u
 #define QUOTE_MAX         80u
+#define OWN_HEADERS       4u       /* User-Agent, job, run, Accept */
+#define MAX_CALL_HEADERS  60u      /* the caller's extra headers */
 
 struct call {
 	civis_client *c;
@@ -109,27 +111,6 @@ parse_positive_id(const char *name, const char *v, int64_t *out, char *err, size
 	return CIVIS_ECONFIG;
 }
 
-static int
-is_loopback_host(const char *host)
-{
-	struct in_addr a4;
-	struct in6_addr a6;
-	char tmp[64];
-	size_t n = strlen(host);
-
-	if (strcasecmp(host, "localhost") == 0)
-		return 1;
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	if (n > 2 && n < sizeof(tmp) && host[0] == '[' && host[n - 1] == ']') {
-		memcpy(tmp, host + 1, n - 2);
-		tmp[n - 2] = '\0';
-		if (inet_pton(AF_INET6, tmp, &a6) == 1)
-			return memcmp(&a6, &in6addr_loopback, sizeof(a6)) == 0;
-	}
-	return 0;
-}
-
 /* Validate and normalize CIVIS_API_ENDPOINT into *out (ends with '/'). */
 static int
 parse_endpoint(const char *v, char **out, char *err, size_t errlen)
@@ -183,7 +164,7 @@ parse_endpoint(const char *v, char **out, char *err, size_t errlen)
 	if (strcasecmp(scheme, "https") != 0) {
 		if (strcasecmp(scheme, "http") != 0)
 			errf(err, errlen, "%s must use https://: '%s'", name, q);
-		else if (!is_loopback_host(host))
+		else if (!civis__http_host_is_loopback(host))
 			errf(err, errlen, "%s must use https:// for a non-loopback host: '%s'",
 			     name, q);
 		else
@@ -465,27 +446,15 @@ call_done(void *ud, const civis_http_result *res)
 	free(k);
 }
 
-static int
-append_header(struct curl_slist **list, const char *h)
-{
-	struct curl_slist *n = curl_slist_append(*list, h);
-
-	if (n == NULL)
-		return CIVIS_ENOMEM;
-	*list = n;
-	return CIVIS_OK;
-}
-
 int
 civis_client_call(civis_client *c, const civis_http_spec *spec, civis_http_req **out)
 {
 	civis_http_spec s;
-	struct curl_slist *hdrs = NULL;
-	const struct curl_slist *h;
+	const char *hdrs[OWN_HEADERS + MAX_CALL_HEADERS + 1];
 	struct call *k = NULL;
 	const char *path;
 	char *url = NULL;
-	size_t elen, plen;
+	size_t elen, plen, nh = 0, i;
 	int rc;
 
 	if (out != NULL)
@@ -501,6 +470,9 @@ civis_client_call(civis_client *c, const civis_http_spec *spec, civis_http_req *
 		return CIVIS_EINVAL;
 	while (*path == '/')
 		path++;
+	for (i = 0; spec->headers != NULL && spec->headers[i] != NULL; i++)
+		if (i >= MAX_CALL_HEADERS)
+			return CIVIS_EINVAL;
 	plen = strlen(path);
 	elen = strlen(c->cfg.endpoint);
 	if (plen > MAX_PATH_LEN)
@@ -514,27 +486,26 @@ civis_client_call(civis_client *c, const civis_http_spec *spec, civis_http_req *
 	memcpy(url, c->cfg.endpoint, elen);
 	memcpy(url + elen, path, plen + 1);
 
-	if ((rc = append_header(&hdrs, c->ua)) != CIVIS_OK ||
-	    (rc = append_header(&hdrs, c->job_hdr)) != CIVIS_OK ||
-	    (rc = append_header(&hdrs, c->run_hdr)) != CIVIS_OK ||
-	    (rc = append_header(&hdrs, "Accept: application/json")) != CIVIS_OK)
-		goto out;
-	for (h = spec->headers; h != NULL; h = h->next) {
-		rc = append_header(&hdrs, h->data);
-		if (rc != CIVIS_OK)
-			goto out;
-	}
+	hdrs[nh++] = c->ua;
+	hdrs[nh++] = c->job_hdr;
+	hdrs[nh++] = c->run_hdr;
+	hdrs[nh++] = "Accept: application/json";
+	for (i = 0; spec->headers != NULL && spec->headers[i] != NULL; i++)
+		hdrs[nh++] = spec->headers[i];
+	hdrs[nh] = NULL;
 	s = *spec;
 	s.url = url;
 	s.headers = hdrs;
-	if (s.content_type == NULL && (s.body != NULL || s.body_fn != NULL))
+	if (s.content_type == NULL && (s.body != NULL || s.body_read != NULL))
 		s.content_type = "application/json";
+	if (s.error_text == NULL)
+		s.error_text = civis_parse_error_text;   /* {"error":..,"errorDescription":..} */
 	s.done = call_done;
 	s.done_ud = k;
 	k->c = c;
 	k->done = spec->done;
 	k->ud = spec->done_ud;
-	rc = civis_http_start_auth(c->http, &s, c->cfg.endpoint, c->userpwd, &k->req);
+	rc = civis__http_start_auth(c->http, &s, c->cfg.endpoint, c->userpwd, &k->req);
 	if (rc != CIVIS_OK)
 		goto out;
 	k->next = c->calls;
@@ -547,6 +518,5 @@ civis_client_call(civis_client *c, const civis_http_spec *spec, civis_http_req *
 out:
 	free(k);
 	free(url);
-	curl_slist_free_all(hdrs);
 	return rc;
 }

@@ -14,6 +14,7 @@
 
 #include "civis/civis.h"
 #include "civis/client.h"
+#include "http_int.h"
 
 #define MAX_NESTING       64
 #define MAX_ERROR_JSON    (64u << 10)
@@ -422,51 +423,6 @@ out:
 	return rc;
 }
 
-/* Append s[0..n) to buf (of buflen, *pos used), tabs and line ends as
- * spaces, other control characters dropped, never splitting a UTF-8 sequence. */
-static void
-append_clean(char *buf, size_t buflen, size_t *pos, const char *s, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n && *pos + 1 < buflen; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c == '\t' || c == '\n' || c == '\r')
-			c = ' ';
-		if (c < 0x20 || c == 0x7f)
-			continue;
-		if (c >= 0xc0) {
-			/* a lead byte: copy the whole sequence or nothing */
-			size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-			size_t k;
-
-			if (i + need > n || *pos + need + 1 > buflen)
-				break;
-			for (k = 1; k < need; k++)
-				if (((unsigned char)s[i + k] & 0xc0) != 0x80)
-					break;
-			if (k < need)
-				continue;   /* a broken sequence: drop the lead byte */
-			memcpy(buf + *pos, s + i, need);
-			*pos += need;
-			i += need - 1;
-			continue;
-		}
-		if (c >= 0x80)
-			continue;   /* a stray continuation byte */
-		buf[(*pos)++] = (char)c;
-	}
-	buf[*pos] = '\0';
-}
-
-static void
-trim_end(char *buf, size_t *pos)
-{
-	while (*pos > 0 && buf[*pos - 1] == ' ')
-		buf[--*pos] = '\0';
-}
-
 void
 civis_parse_error_text(const char *body, size_t len, char *buf, size_t buflen)
 {
@@ -494,25 +450,17 @@ civis_parse_error_text(const char *body, size_t len, char *buf, size_t buflen)
 			ds = cJSON_IsString(m) ? m->valuestring : NULL;
 		}
 		if (es != NULL && es[0] != '\0')
-			append_clean(buf, buflen, &pos, es, strlen(es));
+			civis__text_clean_append(buf, buflen, &pos, es, strlen(es));
 		if (ds != NULL && ds[0] != '\0') {
 			if (pos > 0)
-				append_clean(buf, buflen, &pos, ": ", 2);
-			append_clean(buf, buflen, &pos, ds, strlen(ds));
+				civis__text_clean_append(buf, buflen, &pos, ": ", 2);
+			civis__text_clean_append(buf, buflen, &pos, ds, strlen(ds));
 		}
 		cJSON_Delete(root);
-		trim_end(buf, &pos);
+		civis__text_trim_end(buf, &pos);
 		if (pos > 0)
 			return;
 	}
-	pos = 0;
-	buf[0] = '\0';
-	{
-		size_t end = i;
-
-		while (end < len && body[end] != '\n' && body[end] != '\r')
-			end++;
-		append_clean(buf, buflen, &pos, body + i, end - i);
-		trim_end(buf, &pos);
-	}
+	/* not a Civis error object: its first line */
+	civis_http_error_text_line(body, len, buf, buflen);
 }

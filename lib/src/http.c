@@ -1,11 +1,12 @@
-/* http.c: asynchronous HTTP on the loop's curl multi handle, with retries.
+/* http.c: the transport of civis_http: one easy handle per try on the
+ * loop's curl multi handle, its timeouts, the request body (in memory or
+ * streamed through the caller's reader) and the capture of the answer.
  *
- * Each try is a fresh easy handle added to the loop's multi handle; the
- * multi handle keeps the connection cache (keep-alive across requests) and a
- * share object keeps DNS and TLS sessions. A finished try comes back through
- * the loop's completion hook (loop_internal.h); a retry waits on a loop
- * timer. Messages never carry the key, a header or a URL's query. */
-#include <ctype.h>
+ * The multi handle keeps the connection cache (keep-alive across requests)
+ * and a share object keeps DNS and TLS sessions. A finished try comes back
+ * through the loop's completion hook (loop_internal.h); whether and when to
+ * try again is the policy's (http_retry.c); a retry waits on a loop timer.
+ * Messages never carry the key, a header or a URL's query. */
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -13,474 +14,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "dl.h"
+#include "http_req.h"
 #include "civis/civis.h"
-#include "civis/client.h"
-#include "civis/http.h"
 #include "civis/tls.h"
 #include "loop_internal.h"
+
+#define set_error civis__http_req_error
+#define req_finish civis__http_req_finish
 
 #define DEFAULT_MAX_RESPONSE   (1u << 20)
 #define DEFAULT_CONNECT_MS     10000L
 #define DEFAULT_LOW_SPEED_S    30L
-#define ERROR_TEXT_MAX         512
 #define BODY_TEXT_MAX          200
-#define PATH_TEXT_MAX          160
 #define HOST_TEXT_MAX          128
-#define ETAG_MAX               256
-#define RETRY_AFTER_MAX        64
-#define METHOD_MAX             16
-
-struct civis_http {
-	civis_loop *loop;
-	CURLM *multi;
-	CURLSH *share;
-	civis_http_req *head;
-	unsigned pending;
-	uint64_t rng;
-	int closing;
-	char ca_file[PATH_MAX];     /* CURLOPT_CAINFO (tls.h), or "" for libcurl's */
-};
-
-struct civis_http_req {
-	civis_http *http;
-	civis_http_req *prev, *next;
-	CURL *easy;                 /* the try in flight, or NULL */
-	civis_timer_id timer;       /* the wait before the next try, or 0 */
-	int in_done;
-
-	char method[METHOD_MAX];
-	char *url;
-	char *what;
-	char *path;                 /* for messages: no host, no query */
-	const char *body;
-	size_t body_len;
-	size_t body_pos;
-	civis_http_body_fn body_fn;
-	void *body_ud;
-	struct curl_slist *headers;
-	char *userpwd;
-	size_t max_response;
-	long connect_timeout_ms;
-	long low_speed_time_s;
-	long timeout_ms;
-	civis_retry_policy policy;
-	civis_http_done_fn done;
-	void *done_ud;
-
-	/* the answer of the latest try */
-	char *resp;
-	size_t resp_len;
-	size_t resp_cap;
-	int too_big;
-	char etag[ETAG_MAX];
-	char retry_after[RETRY_AFTER_MAX];
-
-	unsigned attempts;
-	unsigned ambiguous;
-	uint64_t first_ns;
-	char error[ERROR_TEXT_MAX];
-};
-
-/* ---------------------------------------------------------- retry math */
-
-void
-civis_retry_policy_default(civis_retry_policy *p)
-{
-	memset(p, 0, sizeof(*p));
-	p->max_attempts = 10;
-	p->base_ms = 500;
-	p->cap_ms = 30000;
-	p->deadline_ms = 0;
-	p->max_retry_after_ms = 120000;
-	p->retry_ambiguous = 1;
-}
-
-uint64_t
-civis_retry_backoff_ms(const civis_retry_policy *p, unsigned attempt,
-                       uint64_t retry_after_ms, uint64_t rnd)
-{
-	uint64_t cap = p->base_ms;
-	uint64_t wait, floor_ms;
-	unsigned i;
-
-	for (i = 1; i < attempt && cap < p->cap_ms; i++)
-		cap = cap > UINT64_MAX / 2 ? UINT64_MAX : cap * 2;
-	if (cap > p->cap_ms)
-		cap = p->cap_ms;
-	wait = cap == UINT64_MAX ? rnd : rnd % (cap + 1);
-	floor_ms = retry_after_ms < p->max_retry_after_ms ? retry_after_ms
-	                                                  : p->max_retry_after_ms;
-	return wait > floor_ms ? wait : floor_ms;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's algorithm). */
-static int64_t
-days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-	int64_t era;
-	unsigned yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = (unsigned)(y - era * 400);
-	doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + (int64_t)doe - 719468;
-}
-
-static int
-parse_digits(const char *s, size_t n, unsigned *out)
-{
-	size_t i;
-	unsigned v = 0;
-
-	for (i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (unsigned)(s[i] - '0');
-	}
-	*out = v;
-	return 0;
-}
-
-/* IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", exactly; -1 otherwise. */
-static int64_t
-parse_imf_fixdate(const char *s, size_t n)
-{
-	static const char days[] = "MonTueWedThuFriSatSun";
-	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-	unsigned day, year, hh, mm, ss, mon = 0, i;
-	int dow_ok = 0;
-
-	if (n != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' ||
-	    s[16] != ' ' || s[19] != ':' || s[22] != ':' || s[25] != ' ' ||
-	    memcmp(s + 26, "GMT", 3) != 0)
-		return -1;
-	for (i = 0; i < 7; i++)
-		if (memcmp(s, days + 3 * i, 3) == 0)
-			dow_ok = 1;
-	for (i = 0; i < 12; i++)
-		if (memcmp(s + 8, months + 3 * i, 3) == 0)
-			mon = i + 1;
-	if (!dow_ok || mon == 0 ||
-	    parse_digits(s + 5, 2, &day) || parse_digits(s + 12, 4, &year) ||
-	    parse_digits(s + 17, 2, &hh) || parse_digits(s + 20, 2, &mm) ||
-	    parse_digits(s + 23, 2, &ss))
-		return -1;
-	if (day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60)
-		return -1;
-	return days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss;
-}
-
-uint64_t
-civis_retry_after_parse_ms(const char *value, int64_t now_epoch)
-{
-	const char *s, *e;
-	size_t n;
-	int64_t when;
-
-	if (value == NULL)
-		return 0;
-	s = value;
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
-		e--;
-	n = (size_t)(e - s);
-	if (n == 0)
-		return 0;
-	if (s[0] >= '0' && s[0] <= '9') {
-		uint64_t secs = 0;
-		size_t i;
-
-		for (i = 0; i < n; i++) {
-			if (s[i] < '0' || s[i] > '9')
-				return 0;
-			if (secs > UINT64_MAX / 10000)
-				secs = UINT64_MAX / 10000;   /* saturate: clamped later */
-			else
-				secs = secs * 10 + (uint64_t)(s[i] - '0');
-		}
-		if (secs > UINT64_MAX / 1000)
-			return UINT64_MAX / 1000 * 1000;
-		return secs * 1000;
-	}
-	when = parse_imf_fixdate(s, n);
-	if (when < 0 || when <= now_epoch)
-		return 0;
-	{
-		/* when > now_epoch, so the unsigned difference is exact */
-		uint64_t secs = (uint64_t)when - (uint64_t)now_epoch;
-
-		return secs > UINT64_MAX / 1000 ? UINT64_MAX / 1000 * 1000 : secs * 1000;
-	}
-}
-
-int
-civis_http_status_retryable(long http_code)
-{
-	return http_code == 0 || http_code == 408 || http_code == 429 ||
-	       (http_code >= 500 && http_code <= 599);
-}
-
-/* -------------------------------------------------------------- texts */
-
-static const char *
-reason_phrase(long code)
-{
-	switch (code) {
-	case 300: return "Multiple Choices";
-	case 301: return "Moved Permanently";
-	case 302: return "Found";
-	case 303: return "See Other";
-	case 304: return "Not Modified";
-	case 307: return "Temporary Redirect";
-	case 308: return "Permanent Redirect";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 402: return "Payment Required";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 406: return "Not Acceptable";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 410: return "Gone";
-	case 411: return "Length Required";
-	case 412: return "Precondition Failed";
-	case 413: return "Content Too Large";
-	case 414: return "URI Too Long";
-	case 415: return "Unsupported Media Type";
-	case 416: return "Range Not Satisfiable";
-	case 422: return "Unprocessable Content";
-	case 423: return "Locked";
-	case 425: return "Too Early";
-	case 428: return "Precondition Required";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	case 505: return "HTTP Version Not Supported";
-	case 507: return "Insufficient Storage";
-	case 511: return "Network Authentication Required";
-	}
-	return NULL;
-}
-
-/* Copy at most cap bytes of s[0..n) into a new string, control characters
- * turned into '?'. */
-static char *
-dup_clean(const char *s, size_t n, size_t cap)
-{
-	char *d;
-	size_t i;
-
-	if (n > cap)
-		n = cap;
-	d = malloc(n + 1);
-	if (d == NULL)
-		return NULL;
-	for (i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		d[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-	}
-	d[n] = '\0';
-	return d;
-}
-
-/* The path of an absolute URL, without scheme, host, user, query, fragment. */
-static char *
-url_path_for_messages(const char *url)
-{
-	const char *p = strstr(url, "://");
-	size_t n;
-
-	p = p != NULL ? p + 3 : url;
-	p += strcspn(p, "/?#");
-	if (*p != '/')
-		return dup_clean("/", 1, 1);
-	n = strcspn(p, "?#");
-	return dup_clean(p, n, PATH_TEXT_MAX);
-}
-
-/* The host of a URL, lower-case, cleaned; "" when it has none. */
-static void
-url_host(const char *url, char *buf, size_t len)
-{
-	CURLU *u = curl_url();
-	char *host = NULL;
-	size_t i, o = 0;
-
-	buf[0] = '\0';
-	if (u == NULL)
-		return;
-	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
-		for (i = 0; host[i] != '\0' && o + 1 < len && i < HOST_TEXT_MAX; i++) {
-			unsigned char c = (unsigned char)host[i];
-
-			buf[o++] = (c < 0x20 || c == 0x7f) ? '?' : (char)tolower(c);
-		}
-		buf[o] = '\0';
-	}
-	curl_free(host);
-	curl_url_cleanup(u);
-}
-
-static void
-set_error(civis_http_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* "<what>: <METHOD> <path>: " + the formatted detail, truncated to one line. */
-static void
-set_error(civis_http_req *r, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	n = snprintf(r->error, sizeof(r->error), "%s: %s %s: ", r->what, r->method, r->path);
-	if (n < 0 || (size_t)n >= sizeof(r->error))
-		return;
-	va_start(ap, fmt);
-	(void)vsnprintf(r->error + n, sizeof(r->error) - (size_t)n, fmt, ap);
-	va_end(ap);
-}
-
-static void
-append_error(civis_http_req *r, const char *text)
-{
-	size_t n = strlen(r->error);
-
-	if (n < sizeof(r->error) - 1)
-		(void)snprintf(r->error + n, sizeof(r->error) - n, "%s", text);
-}
-
-/* --------------------------------------------------------- randomness */
-
-static uint64_t
-rng_next(civis_http *http)
-{
-	uint64_t x = http->rng;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	http->rng = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
-
-static uint64_t
-rng_seed(void)
-{
-	uint64_t s = 0;
-
-	if (getrandom(&s, sizeof(s), GRND_NONBLOCK) != (ssize_t)sizeof(s))
-		s = civis_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL);
-	return s != 0 ? s : 0x9E3779B97F4A7C15ULL;
-}
-
-/* ---------------------------------------------------------- callbacks */
-
-static size_t
-write_cb(char *data, size_t size, size_t nmemb, void *ud)
-{
-	civis_http_req *r = ud;
-	size_t n = size * nmemb;
-
-	if (r->too_big || n > r->max_response - r->resp_len) {
-		r->too_big = 1;
-		return 0;   /* CURLE_WRITE_ERROR ends the try */
-	}
-	if (r->resp_len + n + 1 > r->resp_cap) {
-		size_t cap = r->resp_cap ? r->resp_cap : 4096;
-		char *p;
-
-		while (cap < r->resp_len + n + 1)
-			cap *= 2;
-		if (cap > r->max_response + 1)
-			cap = r->max_response + 1;
-		p = realloc(r->resp, cap);
-		if (p == NULL)
-			return 0;
-		r->resp = p;
-		r->resp_cap = cap;
-	}
-	memcpy(r->resp + r->resp_len, data, n);
-	r->resp_len += n;
-	r->resp[r->resp_len] = '\0';
-	return n;
-}
-
-/* Copy a header's value (trimmed) if it fits in buf; otherwise leave "". */
-static void
-header_value(const char *v, size_t n, char *buf, size_t len)
-{
-	while (n > 0 && (*v == ' ' || *v == '\t')) {
-		v++;
-		n--;
-	}
-	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r' ||
-	                 v[n - 1] == '\n'))
-		n--;
-	buf[0] = '\0';
-	if (n >= len)
-		return;
-	memcpy(buf, v, n);
-	buf[n] = '\0';
-}
-
-static size_t
-header_cb(char *data, size_t size, size_t nmemb, void *ud)
-{
-	civis_http_req *r = ud;
-	size_t n = size * nmemb;
-
-	if (n >= 5 && strncasecmp(data, "HTTP/", 5) == 0) {
-		/* a new answer (after a 100 Continue, say): forget the last one's */
-		r->etag[0] = '\0';
-		r->retry_after[0] = '\0';
-	} else if (n >= 5 && strncasecmp(data, "ETag:", 5) == 0) {
-		header_value(data + 5, n - 5, r->etag, sizeof(r->etag));
-	} else if (n >= 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
-		header_value(data + 12, n - 12, r->retry_after, sizeof(r->retry_after));
-	}
-	return n;
-}
-
-static size_t
-read_cb(char *buf, size_t size, size_t nmemb, void *ud)
-{
-	civis_http_req *r = ud;
-	size_t n = size * nmemb;
-	size_t left = r->body_len - r->body_pos;
-
-	if (n > left)
-		n = left;
-	if (n > 0)
-		memcpy(buf, r->body + r->body_pos, n);
-	r->body_pos += n;
-	return n;
-}
-
-static int
-seek_cb(void *ud, curl_off_t offset, int origin)
-{
-	civis_http_req *r = ud;
-
-	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > r->body_len)
-		return CURL_SEEKFUNC_FAIL;
-	r->body_pos = (size_t)offset;
-	return CURL_SEEKFUNC_OK;
-}
+#define MAX_HEADERS            64
 
 /* ------------------------------------------------------------ requests */
 
@@ -492,6 +41,10 @@ req_free(civis_http_req *r)
 	if (r->userpwd != NULL) {
 		explicit_bzero(r->userpwd, strlen(r->userpwd));
 		free(r->userpwd);
+	}
+	if (r->proxy != NULL) {
+		explicit_bzero(r->proxy, strlen(r->proxy));
+		free(r->proxy);
 	}
 	curl_slist_free_all(r->headers);
 	free(r->url);
@@ -516,9 +69,8 @@ req_unlink(civis_http_req *r)
 	http->pending--;
 }
 
-/* Report the outcome once, then free the request. */
-static void
-req_finish(civis_http_req *r, int status, long http_code)
+void
+civis__http_req_finish(civis_http_req *r, int status, long http_code)
 {
 	civis_http_result res;
 
@@ -530,7 +82,7 @@ req_finish(civis_http_req *r, int status, long http_code)
 	res.body_len = r->resp != NULL ? r->resp_len : 0;
 	res.etag = r->etag[0] != '\0' ? r->etag : NULL;
 	res.attempts = r->attempts;
-	res.ambiguous = r->ambiguous;
+	res.ambiguous = r->ambiguous + r->rewinds;
 	if (status == CIVIS_OK)
 		r->error[0] = '\0';
 	res.error = r->error;
@@ -539,117 +91,13 @@ req_finish(civis_http_req *r, int status, long http_code)
 	req_free(r);
 }
 
-static int
-method_is(const civis_http_req *r, const char *m)
+static void
+append_error(civis_http_req *r, const char *text)
 {
-	return strcmp(r->method, m) == 0;
-}
+	size_t n = strlen(r->error);
 
-static int
-idempotent(const civis_http_req *r)
-{
-	return method_is(r, "GET") || method_is(r, "HEAD") || method_is(r, "PUT") ||
-	       method_is(r, "DELETE");
-}
-
-static int
-start_try(civis_http_req *r)
-{
-	civis_http *http = r->http;
-	CURL *e;
-	CURLcode c = CURLE_OK;
-	int rc = CIVIS_OK;
-
-	e = curl_easy_init();
-	if (e == NULL)
-		return CIVIS_ENOMEM;
-	r->resp_len = 0;
-	if (r->resp != NULL)
-		r->resp[0] = '\0';
-	r->too_big = 0;
-	r->etag[0] = '\0';
-	r->retry_after[0] = '\0';
-	r->body_pos = 0;
-
-#define SET(opt, val) do { if (c == CURLE_OK) c = curl_easy_setopt(e, opt, val); } while (0)
-	SET(CURLOPT_URL, r->url);
-	SET(CURLOPT_PRIVATE, (void *)r);
-	SET(CURLOPT_SHARE, http->share);
-	SET(CURLOPT_NOSIGNAL, 1L);
-	SET(CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
-	SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
-	SET(CURLOPT_LOW_SPEED_TIME, r->low_speed_time_s);
-	if (r->timeout_ms > 0)
-		SET(CURLOPT_TIMEOUT_MS, r->timeout_ms);
-	SET(CURLOPT_FOLLOWLOCATION, 0L);
-	SET(CURLOPT_PROTOCOLS_STR, "http,https");
-	SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	SET(CURLOPT_SSL_VERIFYPEER, 1L);
-	SET(CURLOPT_SSL_VERIFYHOST, 2L);
-	if (http->ca_file[0] != '\0')
-		SET(CURLOPT_CAINFO, http->ca_file);
-	SET(CURLOPT_TCP_KEEPALIVE, 1L);
-	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)r->max_response);
-	SET(CURLOPT_WRITEFUNCTION, write_cb);
-	SET(CURLOPT_WRITEDATA, (void *)r);
-	SET(CURLOPT_HEADERFUNCTION, header_cb);
-	SET(CURLOPT_HEADERDATA, (void *)r);
-	SET(CURLOPT_HTTPHEADER, r->headers);
-	if (r->userpwd != NULL) {
-		SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-		SET(CURLOPT_USERPWD, r->userpwd);
-		SET(CURLOPT_UNRESTRICTED_AUTH, 0L);
-	}
-
-	if (method_is(r, "GET") && r->body == NULL && r->body_fn == NULL) {
-		SET(CURLOPT_HTTPGET, 1L);
-	} else if (method_is(r, "HEAD")) {
-		SET(CURLOPT_NOBODY, 1L);
-	} else if (method_is(r, "PUT")) {
-		SET(CURLOPT_UPLOAD, 1L);
-		if (r->body_fn == NULL) {
-			SET(CURLOPT_READFUNCTION, read_cb);
-			SET(CURLOPT_READDATA, (void *)r);
-			SET(CURLOPT_SEEKFUNCTION, seek_cb);
-			SET(CURLOPT_SEEKDATA, (void *)r);
-			SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
-		}
-	} else if (method_is(r, "DELETE") && r->body == NULL && r->body_fn == NULL) {
-		SET(CURLOPT_CUSTOMREQUEST, "DELETE");
-	} else {
-		/* POST, PATCH, a DELETE with a body, ...: a POST with another verb;
-		 * no body still sends Content-Length: 0 */
-		if (!method_is(r, "POST"))
-			SET(CURLOPT_CUSTOMREQUEST, r->method);
-		SET(CURLOPT_POST, 1L);
-		if (r->body_fn == NULL) {
-			SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-			SET(CURLOPT_POSTFIELDS, r->body != NULL ? r->body : "");
-		}
-	}
-#undef SET
-	if (c != CURLE_OK) {
-		rc = c == CURLE_OUT_OF_MEMORY ? CIVIS_ENOMEM : CIVIS_EINVAL;
-		goto out;
-	}
-	if (r->body_fn != NULL) {
-		rc = r->body_fn(r->body_ud, e);
-		if (rc != CIVIS_OK)
-			goto out;
-	}
-	if (curl_multi_add_handle(http->multi, e) != CURLM_OK) {
-		rc = CIVIS_ENOMEM;
-		goto out;
-	}
-	r->easy = e;
-	e = NULL;
-	r->attempts++;
-	if (r->attempts == 1)
-		r->first_ns = civis_now_ns();
-out:
-	if (e != NULL)
-		curl_easy_cleanup(e);
-	return rc;
+	if (n < sizeof(r->error) - 1)
+		(void)snprintf(r->error + n, sizeof(r->error) - n, "%s", text);
 }
 
 static void
@@ -660,12 +108,14 @@ retry_timer_cb(civis_loop *loop, void *ud)
 
 	(void)loop;
 	r->timer = 0;
-	rc = start_try(r);
+	rc = civis__http_gate_try(r);
 	if (rc != CIVIS_OK) {
 		set_error(r, "could not start another try: %s", civis_strerror(rc));
 		req_finish(r, rc, 0);
 	}
 }
+
+/* ------------------------------------------------------------ outcome */
 
 static int
 curl_error_retryable(CURLcode cc)
@@ -713,13 +163,91 @@ curl_error_status(CURLcode cc)
 	}
 }
 
-/* A body text for "HTTP 503 ...: <text>": parsed, one line, short. */
+/* "HTTP 503 Service Unavailable: <the answer's text>" for an error status. */
 static void
-answer_text(const civis_http_req *r, char *buf, size_t len)
+say_http_error(civis_http_req *r, long code)
 {
-	buf[0] = '\0';
+	char text[BODY_TEXT_MAX + 1];
+	const char *reason = civis__http_reason(code);
+
+	text[0] = '\0';
 	if (r->resp != NULL && r->resp_len > 0)
-		civis_parse_error_text(r->resp, r->resp_len, buf, len);
+		(r->error_text != NULL ? r->error_text : civis_http_error_text_line)(
+			r->resp, r->resp_len, text, sizeof(text));
+	if (reason != NULL)
+		set_error(r, "HTTP %ld %s%s%s", code, reason, text[0] ? ": " : "", text);
+	else
+		set_error(r, "HTTP %ld%s%s", code, text[0] ? ": " : "", text);
+}
+
+/* A try that went wrong, classified: *final (finish now) or a status and
+ * whether the policy may try again. */
+struct outcome {
+	int status;
+	long code;
+	int final;
+	int retry;
+};
+
+static struct outcome
+classify(civis_http_req *r, CURLcode cc, long code, long request_size, const char *redirect_host)
+{
+	struct outcome o = { CIVIS_EHTTP, code, 1, 0 };
+
+	if (cc == CURLE_OK && code >= 300 && code <= 399) {
+		if (redirect_host[0] != '\0')
+			set_error(r, "unexpected redirect to %s (not followed)", redirect_host);
+		else
+			set_error(r, "unexpected redirect (HTTP %ld, no Location; not followed)", code);
+	} else if (cc == CURLE_OK) {
+		say_http_error(r, code);
+		o.status = code == 401 ? CIVIS_EAUTH : CIVIS_EHTTP;
+		o.final = code == 401;
+		o.retry = civis_http_status_retryable(code);
+	} else if (r->body_rc != CIVIS_OK) {
+		/* the reader failed: read_cb said where; another try would read
+		 * the same bytes */
+		o.status = r->body_rc;
+		o.code = 0;
+	} else if (r->too_big || cc == CURLE_FILESIZE_EXCEEDED) {
+		set_error(r, "answer larger than %zu bytes", r->max_response);
+		o.status = CIVIS_ETOOBIG;
+	} else {
+		if (r->proxy_shown[0] != '\0')
+			set_error(r, "%s (through the proxy %s)", curl_easy_strerror(cc), r->proxy_shown);
+		else
+			set_error(r, "%s", curl_easy_strerror(cc));
+		o.status = curl_error_status(cc);
+		o.retry = curl_error_retryable(cc);
+		o.final = 0;
+		o.code = 0;
+		/* The server may have acted once the request went out and no
+		 * answer came back; only a non-idempotent verb cares. */
+		if (o.retry && request_size > 0 && !civis__http_req_idempotent(r) &&
+		    cc != CURLE_COULDNT_CONNECT && cc != CURLE_COULDNT_RESOLVE_HOST &&
+		    cc != CURLE_COULDNT_RESOLVE_PROXY) {
+			r->ambiguous++;
+			if (!r->policy.retry_ambiguous)
+				o.retry = 0;
+		}
+	}
+	return o;
+}
+
+/* Ask the policy for another try; 1 when one is scheduled. */
+static int
+schedule_retry(civis_http_req *r)
+{
+	civis_http *http = r->http;
+	uint64_t now = civis_now_ns(), wait_ms, wait_ns;
+
+	if (!civis__retry_next(&r->policy, r->attempts, (now - r->first_ns) / 1000000u,
+	                       r->retry_after, (int64_t)time(NULL), civis__rng_next(&http->rng),
+	                       &wait_ms))
+		return 0;
+	wait_ns = wait_ms > UINT64_MAX / 2000000u ? UINT64_MAX / 2 : wait_ms * 1000000u;
+	return civis_loop_add_timer(http->loop, now + wait_ns, retry_timer_cb, r,
+	                            &r->timer) == CIVIS_OK;
 }
 
 static void
@@ -727,12 +255,10 @@ on_transfer_done(void *ctx, CURL *easy, CURLcode cc)
 {
 	civis_http *http = ctx;
 	civis_http_req *r = NULL;
-	char *priv = NULL;
-	char *redirect = NULL;
+	char *priv = NULL, *redirect = NULL;
 	char host[HOST_TEXT_MAX + 1] = "";
 	long code = 0, request_size = 0;
-	int status, retry = 0, maybe_acted = 0;
-	char text[BODY_TEXT_MAX + 1];
+	struct outcome o;
 
 	curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
 	r = (civis_http_req *)(void *)priv;
@@ -741,86 +267,41 @@ on_transfer_done(void *ctx, CURL *easy, CURLcode cc)
 	if (cc == CURLE_OK && code >= 300 && code <= 399 &&
 	    curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &redirect) == CURLE_OK &&
 	    redirect != NULL)
-		url_host(redirect, host, sizeof(host));
+		civis__http_url_host(redirect, host, sizeof(host));
 	curl_multi_remove_handle(http->multi, easy);
 	curl_easy_cleanup(easy);
 	if (r == NULL)
 		return;
 	r->easy = NULL;
-
+	if (r->userpwd != NULL)
+		civis__http_gate_answer(r, cc == CURLE_OK ? code : 0,
+		                        cc == CURLE_OK || code > 0 || request_size > 0);
 	if (cc == CURLE_OK && code >= 200 && code <= 299) {
 		req_finish(r, CIVIS_OK, code);
 		return;
 	}
-	if (cc == CURLE_OK) {
-		if (code >= 300 && code <= 399) {
-			if (host[0] != '\0')
-				set_error(r, "unexpected redirect to %s (not followed)", host);
-			else
-				set_error(r, "unexpected redirect (HTTP %ld, no Location; not followed)", code);
-			req_finish(r, CIVIS_EHTTP, code);
+	o = classify(r, cc, code, request_size, host);
+	if (!o.final || o.retry) {
+		if (o.retry && schedule_retry(r))
 			return;
-		}
-		answer_text(r, text, sizeof(text));
-		if (reason_phrase(code) != NULL)
-			set_error(r, "HTTP %ld %s%s%s", code, reason_phrase(code),
-			          text[0] ? ": " : "", text);
-		else
-			set_error(r, "HTTP %ld%s%s", code, text[0] ? ": " : "", text);
-		if (code == 401) {
-			req_finish(r, CIVIS_EAUTH, code);
-			return;
-		}
-		status = CIVIS_EHTTP;
-		retry = civis_http_status_retryable(code);
-	} else if (r->too_big || cc == CURLE_FILESIZE_EXCEEDED) {
-		set_error(r, "answer larger than %zu bytes", r->max_response);
-		req_finish(r, CIVIS_ETOOBIG, code);
-		return;
-	} else {
-		set_error(r, "%s", curl_easy_strerror(cc));
-		status = curl_error_status(cc);
-		retry = curl_error_retryable(cc);
-		/* The server may have acted once the request went out and no
-		 * answer came back; only a non-idempotent verb cares. */
-		if (retry && request_size > 0 && !idempotent(r) &&
-		    cc != CURLE_COULDNT_CONNECT && cc != CURLE_COULDNT_RESOLVE_HOST &&
-		    cc != CURLE_COULDNT_RESOLVE_PROXY)
-			maybe_acted = 1;
-		code = 0;
-	}
-	if (maybe_acted) {
-		r->ambiguous++;
-		if (!r->policy.retry_ambiguous)
-			retry = 0;
-	}
-	if (retry && (r->policy.max_attempts == 0 || r->attempts < r->policy.max_attempts)) {
-		uint64_t ra = civis_retry_after_parse_ms(r->retry_after, (int64_t)time(NULL));
-		uint64_t wait = civis_retry_backoff_ms(&r->policy, r->attempts, ra, rng_next(http));
-		uint64_t now = civis_now_ns();
-		uint64_t elapsed_ms = (now - r->first_ns) / 1000000u;
+		if (r->attempts > 1) {
+			char tail[48];
 
-		if (r->policy.deadline_ms == 0 ||
-		    (elapsed_ms < r->policy.deadline_ms &&
-		     wait < r->policy.deadline_ms - elapsed_ms)) {
-			uint64_t wait_ns = wait > UINT64_MAX / 2000000u ? UINT64_MAX / 2
-			                                              : wait * 1000000u;
-
-			if (civis_loop_add_timer(http->loop, now + wait_ns, retry_timer_cb, r,
-			                         &r->timer) == CIVIS_OK)
-				return;
+			(void)snprintf(tail, sizeof(tail), " (after %u tries)", r->attempts);
+			append_error(r, tail);
 		}
 	}
-	if (r->attempts > 1) {
-		char tail[48];
-
-		(void)snprintf(tail, sizeof(tail), " (after %u tries)", r->attempts);
-		append_error(r, tail);
-	}
-	req_finish(r, status, code);
+	req_finish(r, o.status, o.code);
 }
 
 /* ------------------------------------------------------------ the API */
+
+static const char *
+env_lookup(const char *name, void *ud)
+{
+	(void)ud;
+	return getenv(name);
+}
 
 int
 civis_http_new(civis_http **out, civis_loop *loop)
@@ -833,13 +314,14 @@ civis_http_new(civis_http **out, civis_loop *loop)
 	if (http == NULL)
 		return CIVIS_ENOMEM;
 	http->loop = loop;
-	http->multi = civis_loop_curl_multi(loop);
+	http->multi = civis__loop_curl_multi(loop);
 	if (http->multi == NULL) {
 		free(http);
 		/* no libcurl to load is not a lack of memory */
 		return civis__dl_curl(NULL, 0) != CIVIS_OK ? CIVIS_ESYS : CIVIS_ENOMEM;
 	}
-	http->rng = rng_seed();
+	http->rng = civis__rng_seed();
+	civis__http_gate_init(http);
 	{
 		/* chosen once: the environment may change later, our copy not */
 		char buf[PATH_MAX];
@@ -848,6 +330,7 @@ civis_http_new(civis_http **out, civis_loop *loop)
 		if (ca != NULL && strlen(ca) < sizeof(http->ca_file))
 			memcpy(http->ca_file, ca, strlen(ca) + 1);
 	}
+	civis__proxy_env_read(&http->proxy_env, env_lookup, NULL);
 	http->share = curl_share_init();
 	if (http->share == NULL) {
 		rc = CIVIS_ENOMEM;
@@ -880,6 +363,7 @@ civis_http_free(civis_http *http)
 	http->closing = 1;
 	while (http->head != NULL)
 		civis_http_cancel(http, http->head); /* NOLINT(clang-analyzer-unix.Malloc): cancel unlinks head before freeing it */
+	civis__http_gate_free(http);
 	civis__loop_set_curl_done(http->loop, NULL, NULL);
 	curl_share_cleanup(http->share);
 	free(http);
@@ -899,8 +383,29 @@ civis_http_cancel(civis_http *http, civis_http_req *req)
 		civis_loop_cancel_timer(http->loop, req->timer);
 		req->timer = 0;
 	}
+	civis__http_gate_remove(req);
 	set_error(req, "canceled");
 	req_finish(req, CIVIS_ECANCELED, 0);
+}
+
+int
+civis_http_proxy_for(const civis_http *http, const char *url, char *buf, size_t len)
+{
+	char *full;
+	int rc;
+
+	if (buf == NULL || len == 0 || url == NULL)
+		return CIVIS_EINVAL;
+	buf[0] = '\0';
+	full = calloc(1, CIVIS__PROXY_MAX);
+	if (full == NULL)
+		return CIVIS_ENOMEM;
+	rc = civis__proxy_pick(&http->proxy_env, url, full, CIVIS__PROXY_MAX);
+	if (rc == CIVIS_OK)
+		civis__proxy_display(full, buf, len);
+	explicit_bzero(full, CIVIS__PROXY_MAX);
+	free(full);
+	return rc;
 }
 
 unsigned
@@ -945,56 +450,90 @@ add_header(struct curl_slist **list, const char *h)
 	return CIVIS_OK;
 }
 
+/* A request without credentials (a presigned storage URL) goes only to
+ * https://, or to http:// on a loopback host: the endpoint's rule. When not,
+ * say why in r->error. */
 static int
-start(civis_http *http, const civis_http_spec *spec, const char *userpwd,
-      civis_http_req **out)
+plain_url_ok(civis_http_req *r)
 {
-	civis_http_req *r = NULL;
-	const struct curl_slist *h;
-	int rc;
+	char scheme[16], host[256];
 
-	if (out != NULL)
-		*out = NULL;
-	if (http->closing)
-		return CIVIS_ECANCELED;
+	if (civis__http_url_target(r->url, scheme, sizeof(scheme), host, sizeof(host)) != CIVIS_OK)
+		return 1;   /* libcurl refuses it with its own message */
+	if (strcmp(scheme, "https") == 0 ||
+	    (strcmp(scheme, "http") == 0 && civis__http_host_is_loopback(host)))
+		return 1;
+	civis__http_url_host(r->url, host, sizeof(host));
+	set_error(r, "refused to send to %s://%s: a URL without the API key must use "
+	          "https:// (http:// only to a loopback host)", scheme, host);
+	return 0;
+}
+
+/* The refusal of plain_url_ok, reported like any failed request. */
+static void
+refuse_timer_cb(civis_loop *loop, void *ud)
+{
+	civis_http_req *r = ud;
+
+	(void)loop;
+	r->timer = 0;
+	req_finish(r, CIVIS_EUNSAFE, 0);
+}
+
+/* A spec the transport can carry, or why not. */
+static int
+spec_check(const civis_http_spec *spec, const char *userpwd)
+{
+	size_t i;
+
 	if (spec == NULL || spec->method == NULL || spec->url == NULL || spec->done == NULL ||
-	    !method_ok(spec->method) || (spec->body != NULL && spec->body_fn != NULL) ||
-	    (spec->body == NULL && spec->body_len != 0))
+	    !method_ok(spec->method) ||
+	    (spec->body != NULL && spec->body_read != NULL) ||
+	    (spec->body == NULL && spec->body_len != 0) ||
+	    (spec->body_read == NULL && spec->body_size != 0))
 		return CIVIS_EINVAL;
 	if (spec->content_type != NULL &&
 	    (!header_ok(spec->content_type) || strlen(spec->content_type) > 200))
 		return CIVIS_EINVAL;
-	for (h = spec->headers; h != NULL; h = h->next) {
-		if (h->data == NULL || !header_ok(h->data))
+	for (i = 0; spec->headers != NULL && spec->headers[i] != NULL; i++) {
+		if (i >= MAX_HEADERS || !header_ok(spec->headers[i]))
 			return CIVIS_EINVAL;
-		if (userpwd == NULL && is_authorization(h->data))
+		if (userpwd == NULL && is_authorization(spec->headers[i]))
 			return CIVIS_EUNSAFE;
 	}
+	return CIVIS_OK;
+}
 
-	r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		return CIVIS_ENOMEM;
-	r->http = http;
+/* The request's own copies: URL, names for messages, credentials, headers. */
+static int
+req_copy(civis_http_req *r, const civis_http_spec *spec, const char *userpwd)
+{
+	const char *what = spec->what != NULL ? spec->what : "request";
+	size_t i;
+	int rc;
+
 	(void)snprintf(r->method, sizeof(r->method), "%s", spec->method);
 	r->url = strdup(spec->url);
-	r->what = dup_clean(spec->what != NULL ? spec->what : "request",
-	                    strlen(spec->what != NULL ? spec->what : "request"), 80);
-	r->path = url_path_for_messages(spec->url);
-	if (r->url == NULL || r->what == NULL || r->path == NULL) {
-		rc = CIVIS_ENOMEM;
-		goto out;
-	}
+	r->what = civis__http_dup_clean(what, strlen(what), 80);
+	r->path = civis__http_url_path(spec->url);
+	if (r->url == NULL || r->what == NULL || r->path == NULL)
+		return CIVIS_ENOMEM;
+	r->proxy = calloc(1, CIVIS__PROXY_MAX);
+	if (r->proxy == NULL)
+		return CIVIS_ENOMEM;
+	rc = civis__proxy_pick(&r->http->proxy_env, spec->url, r->proxy, CIVIS__PROXY_MAX);
+	if (rc != CIVIS_OK && rc != CIVIS_EINVAL)
+		return rc;   /* a URL that does not parse fails its try, as before */
+	civis__proxy_display(r->proxy, r->proxy_shown, sizeof(r->proxy_shown));
 	if (userpwd != NULL) {
 		r->userpwd = strdup(userpwd);
-		if (r->userpwd == NULL) {
-			rc = CIVIS_ENOMEM;
-			goto out;
-		}
+		if (r->userpwd == NULL)
+			return CIVIS_ENOMEM;
 	}
-	for (h = spec->headers; h != NULL; h = h->next) {
-		rc = add_header(&r->headers, h->data);
+	for (i = 0; spec->headers != NULL && spec->headers[i] != NULL; i++) {
+		rc = add_header(&r->headers, spec->headers[i]);
 		if (rc != CIVIS_OK)
-			goto out;
+			return rc;
 	}
 	if (spec->content_type != NULL) {
 		char ct[256];
@@ -1002,14 +541,19 @@ start(civis_http *http, const civis_http_spec *spec, const char *userpwd,
 		(void)snprintf(ct, sizeof(ct), "Content-Type: %s", spec->content_type);
 		rc = add_header(&r->headers, ct);
 		if (rc != CIVIS_OK)
-			goto out;
+			return rc;
 	}
-	rc = add_header(&r->headers, "Expect:");
-	if (rc != CIVIS_OK)
-		goto out;
+	return add_header(&r->headers, "Expect:");
+}
+
+/* The body, limits and callbacks, defaults filled in. */
+static void
+req_settings(civis_http_req *r, const civis_http_spec *spec)
+{
 	r->body = spec->body;
 	r->body_len = spec->body != NULL ? spec->body_len : 0;
-	r->body_fn = spec->body_fn;
+	r->body_read = spec->body_read;
+	r->body_size = spec->body_read != NULL ? spec->body_size : 0;
 	r->body_ud = spec->body_ud;
 	r->max_response = spec->max_response != 0 ? spec->max_response : DEFAULT_MAX_RESPONSE;
 	if (r->max_response > SIZE_MAX / 4)
@@ -1025,8 +569,37 @@ start(civis_http *http, const civis_http_spec *spec, const char *userpwd,
 		civis_retry_policy_default(&r->policy);
 	r->done = spec->done;
 	r->done_ud = spec->done_ud;
+	r->error_text = spec->error_text;
+	r->prio = spec->prio < CIVIS_HTTP_PRIO_LOW ? CIVIS_HTTP_PRIO_LOW
+	        : spec->prio > CIVIS_HTTP_PRIO_FINAL ? CIVIS_HTTP_PRIO_FINAL : spec->prio;
+}
 
-	rc = start_try(r);
+static int
+start(civis_http *http, const civis_http_spec *spec, const char *userpwd,
+      civis_http_req **out)
+{
+	civis_http_req *r = NULL;
+	int rc;
+
+	if (out != NULL)
+		*out = NULL;
+	if (http->closing)
+		return CIVIS_ECANCELED;
+	rc = spec_check(spec, userpwd);
+	if (rc != CIVIS_OK)
+		return rc;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return CIVIS_ENOMEM;
+	r->http = http;
+	rc = req_copy(r, spec, userpwd);
+	if (rc != CIVIS_OK)
+		goto out;
+	req_settings(r, spec);
+	if (userpwd == NULL && !plain_url_ok(r))
+		rc = civis_loop_add_timer(http->loop, civis_now_ns(), refuse_timer_cb, r, &r->timer);
+	else
+		rc = civis__http_gate_try(r);
 	if (rc != CIVIS_OK)
 		goto out;
 	r->next = http->head;
@@ -1048,58 +621,15 @@ civis_http_start(civis_http *http, const civis_http_spec *spec, civis_http_req *
 	return start(http, spec, NULL, out);
 }
 
-/* 1 when url is under origin: same scheme, host and port (default ports
- * made explicit), no user info, and a path that starts with origin's. */
-static int
-url_under_origin(const char *url, const char *origin)
-{
-	CURLU *u = curl_url(), *o = curl_url();
-	char *us = NULL, *uh = NULL, *up = NULL, *upath = NULL, *uuser = NULL;
-	char *os = NULL, *oh = NULL, *op = NULL, *opath = NULL;
-	int ok = 0;
-
-	if (u == NULL || o == NULL)
-		goto out;
-	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-	    curl_url_set(o, CURLUPART_URL, origin, 0) != CURLUE_OK)
-		goto out;
-	if (curl_url_get(u, CURLUPART_USER, &uuser, 0) != CURLUE_NO_USER)
-		goto out;
-	if (curl_url_get(u, CURLUPART_SCHEME, &us, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_HOST, &uh, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_PORT, &up, CURLU_DEFAULT_PORT) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_PATH, &upath, 0) != CURLUE_OK ||
-	    curl_url_get(o, CURLUPART_SCHEME, &os, 0) != CURLUE_OK ||
-	    curl_url_get(o, CURLUPART_HOST, &oh, 0) != CURLUE_OK ||
-	    curl_url_get(o, CURLUPART_PORT, &op, CURLU_DEFAULT_PORT) != CURLUE_OK ||
-	    curl_url_get(o, CURLUPART_PATH, &opath, 0) != CURLUE_OK)
-		goto out;
-	ok = strcasecmp(us, os) == 0 && strcasecmp(uh, oh) == 0 && strcmp(up, op) == 0 &&
-	     strncmp(upath, opath, strlen(opath)) == 0;
-out:
-	curl_free(us);
-	curl_free(uh);
-	curl_free(up);
-	curl_free(upath);
-	curl_free(uuser);
-	curl_free(os);
-	curl_free(oh);
-	curl_free(op);
-	curl_free(opath);
-	curl_url_cleanup(u);
-	curl_url_cleanup(o);
-	return ok;
-}
-
 int
-civis_http_start_auth(civis_http *http, const civis_http_spec *spec,
-                      const char *origin, const char *userpwd, civis_http_req **out)
+civis__http_start_auth(civis_http *http, const civis_http_spec *spec,
+                       const char *origin, const char *userpwd, civis_http_req **out)
 {
 	if (out != NULL)
 		*out = NULL;
 	if (spec == NULL || spec->url == NULL || origin == NULL || userpwd == NULL)
 		return CIVIS_EINVAL;
-	if (!url_under_origin(spec->url, origin))
+	if (!civis__http_url_under_origin(spec->url, origin))
 		return CIVIS_EUNSAFE;
 	return start(http, spec, userpwd, out);
 }

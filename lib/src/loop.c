@@ -65,7 +65,7 @@ civis_loop_new(civis_loop **out)
 	loop = calloc(1, sizeof(*loop));
 	if (loop == NULL)
 		return CIVIS_ENOMEM;
-	/* libcurl is set up on first use (civis_loop_curl_multi): a loop
+	/* libcurl is set up on first use (civis__loop_curl_multi): a loop
 	 * that only moves bytes between fds never pays for its TLS init. */
 	loop->next_id = 1;
 	*out = loop;
@@ -86,8 +86,8 @@ civis_loop_free(civis_loop *loop)
 	free(loop);
 }
 
-void *
-civis_loop_curl_multi(civis_loop *loop)
+CURLM *
+civis__loop_curl_multi(civis_loop *loop)
 {
 	if (loop->multi == NULL) {
 		/* libcurl is dlopen'ed here, not linked: a run without http never

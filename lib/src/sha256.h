@@ -1,6 +1,8 @@
-/* sha256.h: SHA-256 (FIPS 180-4), private to libcivis.
- * Used to report a digest of every uploaded file; no crypto library is a
- * dependency, and a digest of bytes we send needs no constant-time code. */
+/* sha256.h: SHA-256 of uploads, private to libcivis.
+ *
+ * The digest comes from OpenSSL's libcrypto (which libcurl loads anyway),
+ * dlopen()ed on the first use the way dl.c takes libcurl: a run that
+ * uploads nothing does not map it. lib/src/dl_crypto.c. */
 #ifndef CIVIS_SHA256_H
 #define CIVIS_SHA256_H
 
@@ -11,24 +13,22 @@
 #define CIVIS_SHA256_HEX_LEN 65  /* 64 hex digits + NUL */
 
 typedef struct civis_sha256 {
-	uint32_t h[8];
-	uint64_t nbytes;        /* message length so far, in bytes */
-	unsigned char buf[64];  /* partial block */
-	size_t nbuf;
+	void *ctx;              /* libcrypto's EVP_MD_CTX; NULL when not started */
 } civis_sha256;
 
-void civis__sha256_init(civis_sha256 *s);
+/* Start a digest (loading libcrypto the first time). CIVIS_OK; CIVIS_ESYS
+ * when libcrypto cannot be loaded (civis__sha256_error() says why);
+ * CIVIS_ENOMEM. Thread-safe. On failure s->ctx is NULL. */
+int  civis__sha256_init(civis_sha256 *s);
 void civis__sha256_update(civis_sha256 *s, const void *data, size_t len);
-/* Writes the 32-byte digest; s must be initialised again before reuse. */
+/* Writes the 32-byte digest and ends s (init it again before reuse). */
 void civis__sha256_final(civis_sha256 *s, unsigned char out[CIVIS_SHA256_LEN]);
+/* Ends a digest that will not be finished; safe on an ended one. */
+void civis__sha256_dispose(civis_sha256 *s);
 /* Lower-case hex of a digest, NUL-terminated. */
 void civis__sha256_hex(const unsigned char dig[CIVIS_SHA256_LEN],
                        char out[CIVIS_SHA256_HEX_LEN]);
-
-#ifdef CIVIS_UNITTEST
-/* 0: use the portable code; otherwise the CPU's SHA extensions when it has
- * them. Returns 1 when the extensions are in use. */
-int civis__sha256_set_ni(int on);
-#endif
+/* Why libcrypto could not be loaded ("" when it was). */
+const char *civis__sha256_error(void);
 
 #endif

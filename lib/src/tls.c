@@ -1,5 +1,5 @@
 /* tls.c: the CA bundle choice (see tls.h for the order and the reasons). */
-#include "civis/tls.h"
+#include "tls_int.h"
 
 #include <fcntl.h>
 #include <limits.h>

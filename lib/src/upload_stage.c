@@ -13,32 +13,21 @@
 
 #include "dl.h"
 #include "civis/civis.h"
+#include "fileio.h"
 #include "upload_int.h"
-
-typedef struct stage_frame {
-	int dfd;
-	char **names;
-	size_t n, i;
-	size_t rel_len;          /* length of the directory's relative path */
-	dev_t dev;
-	ino_t ino;
-} stage_frame;
 
 struct civis__stage {
 	civis_upload_kind kind;
 	char *path;
-	civis__warn_fn warn;
-	void *warn_ud;
 	int out_fd;
 	uint64_t out_size;
 	civis_sha256 sha;
 	char sha_hex[CIVIS_SHA256_HEX_LEN];
-	unsigned char *ibuf;     /* CIVIS__STAGE_BUF */
-	unsigned char *obuf;     /* CIVIS__STAGE_BUF, gzip only */
 	int finished;
-	int write_errno;         /* from the archive write callback */
 
 	/* gzip */
+	unsigned char *ibuf;     /* CIVIS__STAGE_BUF */
+	unsigned char *obuf;     /* CIVIS__STAGE_BUF */
 	int src_fd;
 	struct stat src_st;
 	uint64_t in_off;
@@ -46,154 +35,11 @@ struct civis__stage {
 	int z_init;
 
 	/* tar.gz */
-	struct archive *a;
-	int a_open;
-	char root_real[PATH_MAX];
-	char rel[PATH_MAX];
-	stage_frame frames[CIVIS__TAR_MAX_DEPTH];
-	size_t depth;
-	int cur_fd;
-	struct stat cur_st;
-	uint64_t cur_off;
+	civis__tar *tar;
 };
 
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	if (vsnprintf(err, errlen, fmt, ap) < 0)
-		err[0] = '\0';
-	va_end(ap);
-}
-
-static void
-stage_warn(civis__stage *st, const char *fmt, ...)
-{
-	char line[PATH_MAX + 128];
-	va_list ap;
-
-	if (st->warn == NULL)
-		return;
-	va_start(ap, fmt);
-	if (vsnprintf(line, sizeof(line), fmt, ap) < 0)
-		line[0] = '\0';
-	va_end(ap);
-	st->warn(st->warn_ud, line);
-}
-
-void
-civis__upload_human_size(uint64_t n, char *buf, size_t len)
-{
-	static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-	double v = (double)n;
-	unsigned u = 0;
-
-	if (n < 1024) {
-		(void)snprintf(buf, len, "%llu B", (unsigned long long)n);
-		return;
-	}
-	while (v >= 1024.0 && u < 6) {
-		v /= 1024.0;
-		u++;
-	}
-	(void)snprintf(buf, len, "%.1f %s", v, units[u]);
-}
-
-ssize_t
-civis__upload_pread(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t got = 0;
-
-	if (off > (uint64_t)INT64_MAX - len)
-		return (errno = EOVERFLOW, -1);
-	while (got < len) {
-		ssize_t r = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	return (ssize_t)got;
-}
-
-int
-civis__upload_tmpfile(const char *dir, int *fd_out, char *err, size_t errlen)
-{
-	char tmpl[PATH_MAX];
-	int fd, n;
-
-	*fd_out = -1;
-	if (dir == NULL || dir[0] == '\0') {
-		dir = getenv("TMPDIR");
-		if (dir == NULL || dir[0] == '\0')
-			dir = "/tmp";
-	}
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0) {
-		*fd_out = fd;
-		return CIVIS_OK;
-	}
-	/* Filesystems without O_TMPFILE say EOPNOTSUPP, old kernels EISDIR. */
-	n = snprintf(tmpl, sizeof(tmpl), "%s/civis-upload-XXXXXX", dir);
-	if (n < 0 || (size_t)n >= sizeof(tmpl)) {
-		seterr(err, errlen, "temporary directory name too long");
-		return CIVIS_EINVAL;
-	}
-	fd = mkostemp(tmpl, O_CLOEXEC);
-	if (fd < 0) {
-		seterr(err, errlen, "cannot create a temporary file in %s: %s", dir, strerror(errno));
-		return CIVIS_ESYS;
-	}
-	(void)unlink(tmpl);
-	*fd_out = fd;
-	return CIVIS_OK;
-}
-
-int
-civis__upload_check_unchanged(const struct stat *before, int fd, const char *label,
-                              char *err, size_t errlen)
-{
-	struct stat now;
-
-	if (fstat(fd, &now) != 0) {
-		seterr(err, errlen, "%s: %s", label, strerror(errno));
-		return CIVIS_ESYS;
-	}
-	if (now.st_size != before->st_size) {
-		seterr(err, errlen, "%s changed during upload (size %lld -> %lld)", label,
-		       (long long)before->st_size, (long long)now.st_size);
-		return CIVIS_EINVAL;
-	}
-	if (now.st_mtim.tv_sec != before->st_mtim.tv_sec ||
-	    now.st_mtim.tv_nsec != before->st_mtim.tv_nsec) {
-		seterr(err, errlen, "%s changed during upload (modified, size %lld)", label,
-		       (long long)now.st_size);
-		return CIVIS_EINVAL;
-	}
-	return CIVIS_OK;
-}
-
-/* Message for a read that came up short: the file shrank under us. */
-static int
-short_read(const struct stat *before, int fd, const char *label, char *err, size_t errlen)
-{
-	int rc = civis__upload_check_unchanged(before, fd, label, err, errlen);
-
-	if (rc == CIVIS_OK) {
-		seterr(err, errlen, "%s changed during upload (read came up short of %lld bytes)",
-		       label, (long long)before->st_size);
-		rc = CIVIS_EINVAL;
-	}
-	return rc;
-}
+#define seterr civis__upload_seterr
+#define short_read civis__upload_short_read
 
 static int
 out_write(civis__stage *st, const void *buf, size_t len)
@@ -223,10 +69,10 @@ gzip_step(civis__stage *st, size_t budget, char *err, size_t errlen)
 	size_t done = 0;
 
 	while (!st->finished && (done < budget || done == 0)) {
-		ssize_t r = civis__upload_pread(st->src_fd, st->ibuf, CIVIS__STAGE_BUF, st->in_off);
+		size_t r;
 		int flush, zr;
 
-		if (r < 0) {
+		if (civis__pread_all(st->src_fd, st->ibuf, CIVIS__STAGE_BUF, st->in_off, &r) != 0) {
 			seterr(err, errlen, "%s: %s", st->path, strerror(errno));
 			return CIVIS_ESYS;
 		}
@@ -272,409 +118,46 @@ gzip_step(civis__stage *st, size_t budget, char *err, size_t errlen)
 	return st->finished ? 1 : 0;
 }
 
-/* --------------------------------------------------------------- tar.gz */
+/* ---------------------------------------------------------------- common */
 
-static la_ssize_t
-tar_write_cb(struct archive *a, void *ud, const void *buf, size_t len)
+static int
+stage_write(void *ud, const void *buf, size_t len)
 {
-	civis__stage *st = ud;
-
-	if (out_write(st, buf, len) != 0) {
-		st->write_errno = errno;
-		archive_set_error(a, errno, "write to staging file failed");
-		return -1;
-	}
-	return (la_ssize_t)len;
+	return out_write(ud, buf, len);
 }
 
 static int
-name_cmp(const void *a, const void *b)
+gzip_open(civis__stage *st, int src_fd, char *err, size_t errlen)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void
-frame_dispose(stage_frame *f)
-{
-	size_t i;
-
-	for (i = 0; i < f->n; i++)
-		free(f->names[i]);
-	free(f->names);
-	f->names = NULL;
-	f->n = f->i = 0;
-	if (f->dfd >= 0)
-		(void)close(f->dfd);
-	f->dfd = -1;
-}
-
-/* Push the directory open as dfd (taken) with relative path st->rel. */
-static int
-frame_push(civis__stage *st, int dfd, const struct stat *sb, char *err, size_t errlen)
-{
-	stage_frame *f;
-	DIR *d;
-	struct dirent *de;
-	size_t cap = 0;
-	int dup_fd, rc = CIVIS_OK;
-
-	if (st->depth >= CIVIS__TAR_MAX_DEPTH) {
-		(void)close(dfd);
-		stage_warn(st, "skipped %s: directories nested deeper than %d", st->rel,
-		           CIVIS__TAR_MAX_DEPTH);
-		return CIVIS_OK;
-	}
-	f = &st->frames[st->depth];
-	memset(f, 0, sizeof(*f));
-	f->dfd = dfd;
-	f->rel_len = strlen(st->rel);
-	f->dev = sb->st_dev;
-	f->ino = sb->st_ino;
-	dup_fd = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
-	if (dup_fd < 0 || (d = fdopendir(dup_fd)) == NULL) {
-		seterr(err, errlen, "%s/%s: %s", st->path, st->rel, strerror(errno));
-		if (dup_fd >= 0)
-			(void)close(dup_fd);
-		frame_dispose(f);
-		return CIVIS_ESYS;
-	}
-	rewinddir(d);
-	for (;;) {
-		char *copy;
-		errno = 0;
-		de = readdir(d);
-		if (de == NULL) {
-			if (errno != 0) {
-				seterr(err, errlen, "%s/%s: %s", st->path, st->rel, strerror(errno));
-				rc = CIVIS_ESYS;
-				goto out;
-			}
-			break;
-		}
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (f->n >= CIVIS__TAR_MAX_ENTRIES) {
-			seterr(err, errlen, "%s/%s: more than %d entries in one directory",
-			       st->path, st->rel, CIVIS__TAR_MAX_ENTRIES);
-			rc = CIVIS_ETOOBIG;
-			goto out;
-		}
-		if (f->n == cap) {
-			size_t ncap = cap ? cap * 2 : 32;
-			char **nn = realloc(f->names, ncap * sizeof(*nn));
-			if (nn == NULL) {
-				rc = CIVIS_ENOMEM;
-				goto out;
-			}
-			f->names = nn;
-			cap = ncap;
-		}
-		copy = strdup(de->d_name);
-		if (copy == NULL) {
-			rc = CIVIS_ENOMEM;
-			goto out;
-		}
-		f->names[f->n++] = copy;
-	}
-	if (f->n > 1)
-		qsort(f->names, f->n, sizeof(*f->names), name_cmp);
-	st->depth++;
-out:
-	(void)closedir(d);
-	if (rc == CIVIS_ENOMEM)
-		seterr(err, errlen, "out of memory listing %s/%s", st->path, st->rel);
-	if (rc != CIVIS_OK)
-		frame_dispose(f);
-	return rc;
-}
-
-static void
-frame_pop(civis__stage *st)
-{
-	stage_frame *f = &st->frames[st->depth - 1];
-
-	st->rel[f->rel_len] = '\0';
-	frame_dispose(f);
-	st->depth--;
-}
-
-static int
-tar_header(civis__stage *st, const struct stat *sb, int type, char *err, size_t errlen)
-{
-	struct archive_entry *e = archive_entry_new2(st->a);
-	int ar;
-
-	if (e == NULL) {
-		seterr(err, errlen, "out of memory archiving %s", st->rel);
-		return CIVIS_ENOMEM;
-	}
-	archive_entry_set_pathname(e, st->rel);
-	archive_entry_set_filetype(e, (unsigned)type);
-	archive_entry_set_perm(e, sb->st_mode & 07777);
-	archive_entry_set_size(e, type == AE_IFREG ? (la_int64_t)sb->st_size : 0);
-	archive_entry_set_mtime(e, sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec);
-	archive_entry_set_uid(e, sb->st_uid);
-	archive_entry_set_gid(e, sb->st_gid);
-	ar = archive_write_header(st->a, e);
-	archive_entry_free(e);
-	if (ar < ARCHIVE_WARN) {
-		seterr(err, errlen, "archiving %s/%s: %s", st->path, st->rel,
-		       archive_error_string(st->a) ? archive_error_string(st->a) : "failed");
-		return st->write_errno ? CIVIS_ESYS : CIVIS_EINVAL;
-	}
-	return CIVIS_OK;
-}
-
-/* Whether a directory (dev, ino) is already being walked: a symlink loop. */
-static int
-on_stack(const civis__stage *st, const struct stat *sb)
-{
-	size_t i;
-
-	for (i = 0; i < st->depth; i++)
-		if (st->frames[i].dev == sb->st_dev && st->frames[i].ino == sb->st_ino)
-			return 1;
-	return 0;
-}
-
-/* Resolve a symlink st->rel; opens its target when it stays inside the
- * directory (fd in *fdp, its stat in *sb), else warns and sets *fdp = -1. */
-static int
-tar_follow(civis__stage *st, int *fdp, struct stat *sb, char *err, size_t errlen)
-{
-	char full[PATH_MAX], real[PATH_MAX];
-	size_t rl = strlen(st->root_real);
-	struct stat lsb;
-	int n, fd;
-
-	*fdp = -1;
-	n = snprintf(full, sizeof(full), "%s/%s", st->root_real, st->rel);
-	if (n < 0 || (size_t)n >= sizeof(full) || realpath(full, real) == NULL) {
-		stage_warn(st, "skipped %s: symbolic link does not resolve", st->rel);
-		return CIVIS_OK;
-	}
-	if (strncmp(real, st->root_real, rl) != 0 ||
-	    (real[rl] != '/' && !(rl == 1 && st->root_real[0] == '/')) || real[rl] == '\0') {
-		stage_warn(st, "skipped %s: symbolic link points outside the directory", st->rel);
-		return CIVIS_OK;
-	}
-	if (stat(real, &lsb) != 0) {
-		stage_warn(st, "skipped %s: %s", st->rel, strerror(errno));
-		return CIVIS_OK;
-	}
-	fd = open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0) {
-		stage_warn(st, "skipped %s: %s", st->rel, strerror(errno));
-		return CIVIS_OK;
-	}
-	if (fstat(fd, sb) != 0) {
-		seterr(err, errlen, "%s/%s: %s", st->path, st->rel, strerror(errno));
-		(void)close(fd);
-		return CIVIS_ESYS;
-	}
-	if (sb->st_dev != lsb.st_dev || sb->st_ino != lsb.st_ino) {
-		(void)close(fd);
-		stage_warn(st, "skipped %s: symbolic link target changed while archiving", st->rel);
-		return CIVIS_OK;
-	}
-	*fdp = fd;
-	return CIVIS_OK;
-}
-
-/* Take the next name of the innermost directory: header, then either a
- * new frame (directory) or st->cur_fd (regular file). */
-static int
-tar_next(civis__stage *st, char *err, size_t errlen)
-{
-	stage_frame *f = &st->frames[st->depth - 1];
-	const char *name = f->names[f->i++];
-	struct stat sb;
-	size_t nl = strlen(name);
-	int fd = -1, rc;
-
-	if (f->rel_len + (f->rel_len ? 1 : 0) + nl >= sizeof(st->rel)) {
-		stage_warn(st, "skipped %.200s/%.200s...: path too long", st->rel, name);
-		return CIVIS_OK;
-	}
-	if (f->rel_len > 0)
-		st->rel[f->rel_len] = '/';
-	memcpy(st->rel + f->rel_len + (f->rel_len ? 1 : 0), name, nl + 1);
-
-	if (fstatat(f->dfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
-		stage_warn(st, "skipped %s: %s", st->rel, strerror(errno));
-		goto next;
-	}
-	if (S_ISLNK(sb.st_mode)) {
-		rc = tar_follow(st, &fd, &sb, err, errlen);
-		if (rc != CIVIS_OK)
-			return rc;
-		if (fd < 0)
-			goto next;
-	} else if (S_ISDIR(sb.st_mode) || S_ISREG(sb.st_mode)) {
-		int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
-		fd = openat(f->dfd, name, S_ISDIR(sb.st_mode) ? flags | O_DIRECTORY : flags);
-		if (fd < 0) {
-			stage_warn(st, "skipped %s: %s", st->rel, strerror(errno));
-			goto next;
-		}
-		if (fstat(fd, &sb) != 0) {
-			seterr(err, errlen, "%s/%s: %s", st->path, st->rel, strerror(errno));
-			(void)close(fd);
-			return CIVIS_ESYS;
-		}
-	}
-	if (fd >= 0 && S_ISDIR(sb.st_mode)) {
-		if (on_stack(st, &sb)) {
-			(void)close(fd);
-			stage_warn(st, "skipped %s: directory loop through a symbolic link", st->rel);
-			goto next;
-		}
-		rc = tar_header(st, &sb, AE_IFDIR, err, errlen);
-		if (rc != CIVIS_OK) {
-			(void)close(fd);
-			return rc;
-		}
-		return frame_push(st, fd, &sb, err, errlen);
-	}
-	if (fd >= 0 && S_ISREG(sb.st_mode)) {
-		rc = tar_header(st, &sb, AE_IFREG, err, errlen);
-		if (rc != CIVIS_OK) {
-			(void)close(fd);
-			return rc;
-		}
-		st->cur_fd = fd;
-		st->cur_st = sb;
-		st->cur_off = 0;
-		return CIVIS_OK;
-	}
-	if (fd >= 0)
-		(void)close(fd);
-	stage_warn(st, "skipped %s: not a regular file or directory", st->rel);
-next:
-	st->rel[f->rel_len] = '\0';
-	return CIVIS_OK;
-}
-
-/* Copy a bounded slice of the current file into the archive. */
-static int
-tar_copy(civis__stage *st, size_t *done, char *err, size_t errlen)
-{
-	uint64_t left = (uint64_t)st->cur_st.st_size - st->cur_off;
-	size_t want = left < CIVIS__STAGE_BUF ? (size_t)left : CIVIS__STAGE_BUF;
-	ssize_t r;
-	int rc;
-
-	if (want == 0) {
-		rc = civis__upload_check_unchanged(&st->cur_st, st->cur_fd, st->rel, err, errlen);
-		(void)close(st->cur_fd);
-		st->cur_fd = -1;
-		st->rel[st->frames[st->depth - 1].rel_len] = '\0';
-		if (rc != CIVIS_OK)
-			return rc;
-		if (archive_write_finish_entry(st->a) < ARCHIVE_WARN) {
-			seterr(err, errlen, "archiving %s: %s", st->path,
-			       archive_error_string(st->a) ? archive_error_string(st->a) : "failed");
-			return st->write_errno ? CIVIS_ESYS : CIVIS_EINVAL;
-		}
-		*done += 512;
-		return CIVIS_OK;
-	}
-	r = civis__upload_pread(st->cur_fd, st->ibuf, want, st->cur_off);
-	if (r < 0) {
-		seterr(err, errlen, "%s/%s: %s", st->path, st->rel, strerror(errno));
-		return CIVIS_ESYS;
-	}
-	if ((size_t)r < want)
-		return short_read(&st->cur_st, st->cur_fd, st->rel, err, errlen);
-	if (archive_write_data(st->a, st->ibuf, (size_t)r) != r) {
-		seterr(err, errlen, "archiving %s/%s: %s", st->path, st->rel,
-		       archive_error_string(st->a) ? archive_error_string(st->a) : "failed");
-		return st->write_errno ? CIVIS_ESYS : CIVIS_EINVAL;
-	}
-	st->cur_off += (uint64_t)r;
-	*done += (size_t)r;
-	return CIVIS_OK;
-}
-
-static int
-tar_step(civis__stage *st, size_t budget, char *err, size_t errlen)
-{
-	size_t done = 0;
-	int rc;
-
-	while (!st->finished && (done < budget || done == 0)) {
-		if (st->cur_fd >= 0) {
-			rc = tar_copy(st, &done, err, errlen);
-		} else if (st->depth == 0) {
-			st->a_open = 0;
-			if (archive_write_close(st->a) != ARCHIVE_OK) {
-				seterr(err, errlen, "archiving %s: %s", st->path,
-				       archive_error_string(st->a) ? archive_error_string(st->a)
-				                                   : "failed");
-				return st->write_errno ? CIVIS_ESYS : CIVIS_EINVAL;
-			}
-			st->finished = 1;
-			rc = CIVIS_OK;
-		} else if (st->frames[st->depth - 1].i == st->frames[st->depth - 1].n) {
-			frame_pop(st);
-			done += 64;
-			rc = CIVIS_OK;
-		} else {
-			rc = tar_next(st, err, errlen);
-			done += 512;
-		}
-		if (rc != CIVIS_OK)
-			return rc;
-	}
-	return st->finished ? 1 : 0;
-}
-
-static int
-tar_open(civis__stage *st, char *err, size_t errlen)
-{
-	struct stat sb;
-	int dfd;
-
-	dfd = open(st->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
-		seterr(err, errlen, "%s: %s", st->path, strerror(errno));
-		return errno == ENOENT ? CIVIS_ENOTFOUND : CIVIS_ESYS;
-	}
-	if (fstat(dfd, &sb) != 0 || realpath(st->path, st->root_real) == NULL) {
-		seterr(err, errlen, "%s: %s", st->path, strerror(errno));
-		(void)close(dfd);
-		return CIVIS_ESYS;
-	}
-	/* libarchive is dlopen'ed on the first directory, not linked */
-	if (civis__dl_archive(err, errlen) != CIVIS_OK) {
-		(void)close(dfd);
-		return CIVIS_ESYS;
-	}
-	st->a = archive_write_new();
-	if (st->a == NULL) {
-		(void)close(dfd);
+	st->ibuf = malloc(CIVIS__STAGE_BUF);
+	st->obuf = malloc(CIVIS__STAGE_BUF);
+	if (st->ibuf == NULL || st->obuf == NULL) {
+		if (src_fd >= 0)
+			(void)close(src_fd);
 		seterr(err, errlen, "out of memory");
 		return CIVIS_ENOMEM;
 	}
-	/* no padding of the last block to 10 KiB: a gzip stream needs none */
-	if (archive_write_set_format_pax_restricted(st->a) != ARCHIVE_OK ||
-	    archive_write_set_bytes_in_last_block(st->a, 1) != ARCHIVE_OK ||
-	    archive_write_add_filter_gzip(st->a) != ARCHIVE_OK ||
-	    archive_write_open(st->a, st, NULL, tar_write_cb, NULL) != ARCHIVE_OK) {
-		seterr(err, errlen, "archiving %s: %s", st->path,
-		       archive_error_string(st->a) ? archive_error_string(st->a) : "setup failed");
-		(void)close(dfd);
+	st->src_fd = src_fd >= 0 ? src_fd : open(st->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (st->src_fd < 0 || fstat(st->src_fd, &st->src_st) != 0) {
+		seterr(err, errlen, "%s: %s", st->path, strerror(errno));
+		return errno == ENOENT ? CIVIS_ENOTFOUND : CIVIS_ESYS;
+	}
+	if (!S_ISREG(st->src_st.st_mode)) {
+		seterr(err, errlen, "%s: not a regular file", st->path);
 		return CIVIS_EINVAL;
 	}
-	st->a_open = 1;
-	st->rel[0] = '\0';
-	return frame_push(st, dfd, &sb, err, errlen);
+	/* windowBits 15 + 16: a gzip wrapper rather than zlib's. */
+	if (deflateInit2(&st->z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
+	                 Z_DEFAULT_STRATEGY) != Z_OK) {
+		seterr(err, errlen, "%s: cannot start compression", st->path);
+		return CIVIS_ENOMEM;
+	}
+	st->z_init = 1;
+	return CIVIS_OK;
 }
 
-/* ---------------------------------------------------------------- common */
-
 int
-civis__stage_new(civis__stage **out, civis_upload_kind kind, const char *path,
+civis__stage_new(civis__stage **out, civis_upload_kind kind, const char *path, int src_fd,
                  const char *tmp_dir, civis__warn_fn warn, void *warn_ud,
                  char *err, size_t errlen)
 {
@@ -683,60 +166,40 @@ civis__stage_new(civis__stage **out, civis_upload_kind kind, const char *path,
 
 	*out = NULL;
 	if (path == NULL || (kind != CIVIS_UPLOAD_GZIP && kind != CIVIS_UPLOAD_TARGZ)) {
+		if (src_fd >= 0)
+			(void)close(src_fd);
 		seterr(err, errlen, "staging needs a path and a gzip or tar.gz kind");
 		return CIVIS_EINVAL;
 	}
 	st = calloc(1, sizeof(*st));
-	if (st == NULL) {
+	if (st == NULL || (st->path = strdup(path)) == NULL) {
+		if (src_fd >= 0)
+			(void)close(src_fd);
+		free(st);
 		seterr(err, errlen, "out of memory");
 		return CIVIS_ENOMEM;
 	}
 	st->kind = kind;
-	st->warn = warn;
-	st->warn_ud = warn_ud;
-	st->out_fd = st->src_fd = st->cur_fd = -1;
-	civis__sha256_init(&st->sha);
-	st->path = strdup(path);
-	st->ibuf = malloc(CIVIS__STAGE_BUF);
-	st->obuf = kind == CIVIS_UPLOAD_GZIP ? malloc(CIVIS__STAGE_BUF) : NULL;
-	if (st->path == NULL || st->ibuf == NULL || (kind == CIVIS_UPLOAD_GZIP && st->obuf == NULL)) {
-		seterr(err, errlen, "out of memory");
-		rc = CIVIS_ENOMEM;
-		goto out;
-	}
+	st->out_fd = st->src_fd = -1;
+	/* without libcrypto the staged file has no digest: "" */
+	(void)civis__sha256_init(&st->sha);
+	/* in the order of the messages: the source, then the temporary file */
 	if (kind == CIVIS_UPLOAD_GZIP) {
-		st->src_fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-		if (st->src_fd < 0 || fstat(st->src_fd, &st->src_st) != 0) {
-			rc = errno == ENOENT ? CIVIS_ENOTFOUND : CIVIS_ESYS;
-			seterr(err, errlen, "%s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (!S_ISREG(st->src_st.st_mode)) {
-			seterr(err, errlen, "%s: not a regular file", path);
-			rc = CIVIS_EINVAL;
-			goto out;
-		}
+		rc = gzip_open(st, src_fd, err, errlen);
+		if (rc == CIVIS_OK)
+			rc = civis__tmpfile(tmp_dir, "civis-upload", 0, &st->out_fd, err, errlen);
+	} else {
+		rc = civis__tmpfile(tmp_dir, "civis-upload", 0, &st->out_fd, err, errlen);
+		if (rc == CIVIS_OK)
+			rc = civis__tar_new(&st->tar, src_fd, path, stage_write, st, warn, warn_ud,
+			                    err, errlen);
+		else if (src_fd >= 0)
+			(void)close(src_fd);
 	}
-	rc = civis__upload_tmpfile(tmp_dir, &st->out_fd, err, errlen);
 	if (rc != CIVIS_OK)
 		goto out;
-	if (kind == CIVIS_UPLOAD_GZIP) {
-		/* windowBits 15 + 16: a gzip wrapper rather than zlib's. */
-		if (deflateInit2(&st->z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
-		                 Z_DEFAULT_STRATEGY) != Z_OK) {
-			seterr(err, errlen, "%s: cannot start compression", path);
-			rc = CIVIS_ENOMEM;
-			goto out;
-		}
-		st->z_init = 1;
-	} else {
-		rc = tar_open(st, err, errlen);
-		if (rc != CIVIS_OK)
-			goto out;
-	}
 	*out = st;
 	st = NULL;
-	rc = CIVIS_OK;
 out:
 	civis__stage_free(st);
 	return rc;
@@ -750,11 +213,15 @@ civis__stage_step(civis__stage *st, size_t budget, char *err, size_t errlen)
 	if (st->finished)
 		return 1;
 	rc = st->kind == CIVIS_UPLOAD_GZIP ? gzip_step(st, budget, err, errlen)
-	                                   : tar_step(st, budget, err, errlen);
+	                                   : civis__tar_step(st->tar, budget, err, errlen);
 	if (rc == 1) {
 		unsigned char dig[CIVIS_SHA256_LEN];
-		civis__sha256_final(&st->sha, dig);
-		civis__sha256_hex(dig, st->sha_hex);
+		st->finished = 1;
+		st->sha_hex[0] = '\0';
+		if (st->sha.ctx != NULL) {
+			civis__sha256_final(&st->sha, dig);
+			civis__sha256_hex(dig, st->sha_hex);
+		}
 	}
 	return rc;
 }
@@ -780,15 +247,8 @@ civis__stage_free(civis__stage *st)
 		return;
 	if (st->z_init)
 		(void)deflateEnd(&st->z);
-	if (st->a != NULL) {
-		/* archive_write_free closes an open archive, which would write
-		 * its trailer: harmless, the staging file is dropped below. */
-		(void)archive_write_free(st->a);
-	}
-	while (st->depth > 0)
-		frame_pop(st);
-	if (st->cur_fd >= 0)
-		(void)close(st->cur_fd);
+	civis__tar_free(st->tar);
+	civis__sha256_dispose(&st->sha);
 	if (st->src_fd >= 0)
 		(void)close(st->src_fd);
 	if (st->out_fd >= 0)

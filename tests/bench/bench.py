@@ -5,7 +5,8 @@
     make bench BENCH=startup,flood      a subset (names below)
     make bench BENCH_QUICK=1            smaller sizes (a smoke run, ~2 min)
 
-Figures: startup, tee, flood, latency, slowapi, redact, upload, outage, layer.
+Figures: startup, tee, flood, latency, slowapi, redact, upload, small, updur,
+outage, layer, pid1 (upload, small and pid1: tests/bench/bench_upload.py).
 
 The machine this runs on is shared and noisy, so the things compared run
 alternately (A B A B ...), figures are medians and ratios, and nothing here
@@ -36,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "sim"))
 from harness import SimHarness  # noqa: E402
+import bench_upload  # noqa: E402
 
 AGENT = os.path.abspath(os.environ.get("CIVIS_AGENT") or os.path.join(ROOT, "build", "civis-agent"))
 FLOOD = os.path.join(ROOT, "build", "tools", "flood")
@@ -43,7 +45,8 @@ SPAWNTIME = os.path.join(ROOT, "build", "tools", "spawntime")
 BENCH_REDACT = os.path.join(ROOT, "build", "bench_redact")
 BDIR = os.path.join(ROOT, "build", "bench")
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-ALL = ["startup", "tee", "flood", "latency", "slowapi", "redact", "upload", "outage", "layer"]
+ALL = ["startup", "tee", "flood", "latency", "slowapi", "redact", "upload", "small", "updur",
+       "outage", "layer", "pid1"]
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -636,70 +639,11 @@ def check_upload(h, path, what):
     return True
 
 
-def bench_upload(h):
+def bench_updur(h):
     big = big_file()
-    gb = os.path.getsize(big) / GiB
-    say("== 7. upload: civis-agent upload (%.3g GiB) against one curl form POST" % gb)
     warm(big)
     sha256_of(big)
-    a_w, c_w, s_w, hwm = [], [], [], []
-    for i in range(size("upload_rounds")):
-        h.reset()
-        w, k = agent_upload(h, big)
-        check_upload(h, big, "upload (agent) round %d" % (i + 1))
-        nparts = (h.files() or [{}])[-1].get("numParts")
-        a_w.append(w)
-        hwm.append(k)
-        h.reset()
-        c = curl_upload(h, big)
-        check_upload(h, big, "upload (curl) round %d" % (i + 1))
-        c_w.append(c)
-        # diagnosis: the agent with one form POST too (threshold above the size)
-        h.reset()
-        w1, k1 = agent_upload(h, big, ["--multipart-threshold", "4G"])
-        check_upload(h, big, "upload (agent, one POST) round %d" % (i + 1))
-        s_w.append(w1)
-        hwm.append(k1)
-        sz = os.path.getsize(big)
-        say("  round %d: agent %.2f s (%.0f MB/s, %s parts), curl %.2f s (%.0f MB/s): %.2fx; agent VmHWM %d kB;"
-            " agent with one form POST %.2f s (%.0f MB/s, %.2fx curl; VmHWM %d kB)"
-            % (i + 1, w, sz / w / 1e6, nparts, c, sz / c / 1e6, w / c, k, w1, sz / w1 / 1e6, w1 / c, k1))
-    ratio = med(a_w) / med(c_w)
-    say("  median: agent %.2f s (multipart), %.2f s (one POST); curl %.2f s" % (
-        med(a_w), med(s_w), med(c_w)))
-    row("7 upload diagnosis: one POST/curl", "%.3f" % (med(s_w) / med(c_w)))
-    row("7 upload time ratio (agent/curl)", "%.3f" % ratio, "<= 1.0", ratio <= 1.0)
-    row("7 upload agent peak RSS", "%.1f MiB" % mib(max(hwm)), "< 24 MiB", mib(max(hwm)) < 24)
-
-    # 1,000 small files through --output-dir
-    nf = size("small_files")
-    d = os.path.join(BDIR, "small%d" % nf)
-    if not os.path.isdir(d) or len(os.listdir(d)) != nf:
-        shutil.rmtree(d, ignore_errors=True)
-        os.makedirs(d)
-        for i in range(nf):
-            with open(os.path.join(d, "f%04d.bin" % i), "wb") as fh:
-                fh.write(os.urandom(10240))
-    work = os.path.join(BDIR, "small-out")
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(d, work)
-    h.reset()
-    rc, wall, err = run([AGENT, "-v", "--output-dir", work, "--", "true"], env=h.env(), timeout=900)
-    if rc != 0:
-        fail("small files: agent exit %d: %s" % (rc, err[-800:]))
-    files = h.files()
-    complete = [f for f in files if f.get("fileSize") == 10240]
-    outs = h.outputs()
-    api = [q for q in h.requests("api") if "/files" in q["path"] or q["path"].endswith("/outputs")]
-    sto = h.requests("storage")
-    if len(complete) != nf or len({o.get("objectId") for o in outs}) != nf:
-        fail("small files: %d of %d stored, %d outputs registered" % (len(complete), nf, len(outs)))
-    per = (len(api) + len(sto)) / nf
-    say("  %d files of 10 KiB via --output-dir: %.2f s (%.1f ms/file), %d API file/output requests + "
-        "%d storage requests = %.2f per file" % (nf, wall, 1000 * wall / nf, len(api), len(sto), per))
-    row("7 %d x 10 KiB outputs" % nf, "%.2f s, %.2f req/file" % (wall, per))
-    shutil.rmtree(work, ignore_errors=True)
-
+    say("== 7c. a log flood during the upload of %.3g GiB" % (os.path.getsize(big) / GiB))
     # a log flood while the big file uploads
     nl = size("updur_lines")
     out = os.path.join(BDIR, "up-out")
@@ -840,11 +784,13 @@ def bench_layer(h):
 # ------------------------------------------------------------------ main
 
 FUNCS = {"startup": bench_startup, "tee": bench_tee, "flood": bench_flood, "latency": bench_latency,
-         "slowapi": bench_slowapi, "redact": bench_redact, "upload": bench_upload,
-         "outage": bench_outage, "layer": bench_layer}
+         "slowapi": bench_slowapi, "redact": bench_redact, "upload": bench_upload.bench_upload,
+         "small": bench_upload.bench_small, "updur": bench_updur, "outage": bench_outage,
+         "layer": bench_layer, "pid1": bench_upload.bench_pid1}
 
 
 def main():
+    bench_upload.B = sys.modules[__name__]
     sel = [s.strip() for s in os.environ.get("BENCH", "").split(",") if s.strip()] or ALL
     bad = [s for s in sel if s not in FUNCS]
     if bad:

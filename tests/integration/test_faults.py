@@ -190,12 +190,15 @@ def scenarios():
             {"action": "malformed", "kind": "truncated", "path": "/scripts/", "every": 7},
             {"action": "malformed", "kind": "empty200", "path": "/scripts/", "every": 3}],
             ["--final-flush-timeout", "120s"]),
+        # A heartbeat a second is over the default --api-budget (20% of
+        # 1,000 per 5 min): these two count heartbeats per second, so they
+        # run without a budget.
         Scenario("hbfail60", [{"action": "status", "status": 503, "path": "@HB@", "start": 2,
                                "duration": 60}],
-                 ["--final-flush-timeout", "120s"], long_cmd=True),
+                 ["--final-flush-timeout", "120s", "--api-budget", "off"], long_cmd=True),
         Scenario("logfail60", [{"action": "status", "status": 503, "path": "@LOGS@", "start": 2,
                                 "duration": 60}],
-                 ["--final-flush-timeout", "120s"], long_cmd=True,
+                 ["--final-flush-timeout", "120s", "--api-budget", "off"], long_cmd=True,
                  api_back=lambda r: r["t_plan"] + 62.0),
         Scenario("down", [], ["--final-flush-timeout", "5s"], down=True, complete=False),
     ]
@@ -435,6 +438,63 @@ class FaultScenarios(unittest.TestCase):
             if kb >= RSS_MAX_KB:
                 over.append("%s %d kB" % (sc.name, kb))
         self.assertEqual(over, [], "agent peak RSS (VmHWM) not under %d kB" % RSS_MAX_KB)
+
+
+class OptionalEndpoints(unittest.TestCase):
+    """An API without an optional endpoint (issue 13 point 4): a 404, 405 or
+    410 on heartbeats turns them off, said once on stderr and once in the
+    run log, and the run goes on as usual. Short runs: not skipped by
+    CIVIS_TEST_QUICK."""
+
+    NOTE = "the API has no endpoint for heartbeats here (HTTP %d): no more heartbeats for this run"
+
+    def run_without(self, status):
+        with SimHarness() as h:
+            h.set_faults([{"path": util.hb_path(h), "method": "POST", "action": "status",
+                           "status": status}])
+            res = h.run_agent(["--heartbeat-interval", "200ms", "--", "sh", "-c",
+                               "echo before; sleep 2; echo after"], timeout=60)
+            err = res.stderr.decode("utf-8", "replace")
+            ctx = "stderr:\n%s" % err[-3000:]
+            self.assertEqual(res.returncode, 0, ctx)
+            self.assertEqual(res.stdout, b"before\nafter\n")
+            h.wait_logs(3, timeout=20)
+            msgs = h.log_messages()
+            hbs = [q for q in h.requests("api") if q["path"] == util.hb_path(h)]
+            note = self.NOTE % status
+            self.assertEqual(err.count(note), 1, ctx)
+            self.assertEqual(err.count("civis-agent:"), 1, ctx)   # nothing else said
+            self.assertNotIn("heartbeat failed", err)
+            self.assertEqual([m for m in msgs if "heartbeat" in m], ["civis-agent: " + note])
+            self.assertIn("before", msgs)
+            self.assertIn("after", msgs)
+            # ~10 would have gone out in 2 s at 200 ms: one, then none
+            self.assertEqual(len(hbs), 1, hbs)
+            self.assertEqual(hbs[0]["status"], status)
+            h.assert_no_violations()
+
+    def test_heartbeats_404(self):
+        self.run_without(404)
+
+    def test_heartbeats_405(self):
+        self.run_without(405)
+
+    def test_heartbeats_410(self):
+        self.run_without(410)
+
+    def test_heartbeats_500_still_retried(self):
+        """A server error is not a missing endpoint: heartbeats go on."""
+        with SimHarness() as h:
+            h.set_faults([{"path": util.hb_path(h), "method": "POST", "action": "status",
+                           "status": 500, "count": 1}])
+            res = h.run_agent(["--heartbeat-interval", "200ms", "--", "sh", "-c",
+                               "sleep 2"], timeout=60)
+            err = res.stderr.decode("utf-8", "replace")
+            self.assertEqual(res.returncode, 0, err)
+            self.assertNotIn("no endpoint for heartbeats", err)
+            ok = [q for q in h.requests("api")
+                  if q["path"] == util.hb_path(h) and q["status"] == 204]
+            self.assertGreaterEqual(len(ok), 3, err)
 
 
 def _sanitized(path):

@@ -33,12 +33,12 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 SIM_SCRIPT = os.path.join(HERE, "civis_sim.py")
 
 
+CONTRACT_IN_TREE = os.path.join(ROOT, "tests", "contract", "agent-contract.json")
+
+
 def contract_path():
-    """CIVIS_CONTRACT, else ../shared/civis-api/agent-contract.json beside the repository."""
-    p = os.environ.get("CIVIS_CONTRACT")
-    if p:
-        return p
-    return os.path.normpath(os.path.join(ROOT, "..", "shared", "civis-api", "agent-contract.json"))
+    """$CIVIS_CONTRACT, else the repository's own tests/contract/agent-contract.json."""
+    return os.environ.get("CIVIS_CONTRACT") or CONTRACT_IN_TREE
 
 
 def prism_path():
@@ -49,9 +49,20 @@ def agent_path():
     return os.environ.get("CIVIS_AGENT") or os.path.join(ROOT, "build", "civis-agent")
 
 
+def prism_missing():
+    """Why Prism cannot run here (one line saying what to do), or None when it can."""
+    if not os.access(prism_path(), os.X_OK):
+        return "Prism not installed at %s: run `make prism` (or `make deps`)" % prism_path()
+    if shutil.which("node") is None:
+        return "node not on PATH (Prism needs it): run `make deps`"
+    if not os.path.exists(contract_path()):
+        return "contract %s not found: unset CIVIS_CONTRACT to use the in-tree %s" % (
+            contract_path(), CONTRACT_IN_TREE)
+    return None
+
+
 def prism_available():
-    return os.access(prism_path(), os.X_OK) and os.path.exists(contract_path()) \
-        and shutil.which("node") is not None
+    return prism_missing() is None
 
 
 # ------------------------------------------------------------------ process groups
@@ -235,7 +246,8 @@ class SimHarness:
     """The simulator (and Prism with use_prism=True) for one test or demo."""
 
     def __init__(self, api_key="sim-key-3f1c2a9d7e", job_id=11, run_id=22, use_prism=False,
-                 contract=None, verbose=False, max_lifetime=1800, start_timeout=60):
+                 contract=None, verbose=False, max_lifetime=1800, start_timeout=60, sim_args=()):
+        """sim_args: more civis_sim.py options, e.g. ["--rate-limit", "100", "--delay-ms", "50"]."""
         self.api_key = api_key
         self.job_id = job_id
         self.run_id = run_id
@@ -244,6 +256,7 @@ class SimHarness:
         self.verbose = verbose
         self.max_lifetime = max_lifetime
         self.start_timeout = start_timeout
+        self.sim_args = list(sim_args)
         self.sim_proc = None
         self.prism_proc = None
         self.prism_port = None
@@ -275,6 +288,7 @@ class SimHarness:
             argv += ["--run-id", str(self.run_id)]
         if self.verbose:
             argv.append("--verbose")
+        argv += self.sim_args
         self.sim_log = open(os.path.join(self.tmp, "sim.log"), "wb")
         self.sim_proc = _spawn(argv, stdin=subprocess.DEVNULL, stdout=self.sim_log,
                                stderr=subprocess.STDOUT)
@@ -295,9 +309,11 @@ class SimHarness:
         return self
 
     def _start_prism(self, deadline):
-        if not prism_available():
-            raise SimError("Prism not available (%s, contract %s): run `make deps`"
-                           % (prism_path(), self.contract))
+        why = prism_missing()
+        if why is None and not os.path.exists(self.contract):
+            why = "contract %s not found" % self.contract
+        if why is not None:
+            raise SimError(why)
         for _attempt in range(3):
             self.prism_port = free_port()
             argv = [prism_path(), "proxy", self.contract, "http://127.0.0.1:%d" % self.api_port,
@@ -447,8 +463,42 @@ class SimHarness:
     def outputs(self):
         return self.control("GET", "outputs")
 
-    def requests(self, server=None):
-        return self.control("GET", "requests", query={"server": server} if server else None)
+    def requests(self, server=None, path=None):
+        """Every non-control request; `server` "api"/"storage", `path` a path prefix."""
+        q = {k: v for k, v in (("server", server), ("path", path)) if v}
+        return self.control("GET", "requests", query=q or None)
+
+    def config(self):
+        """The simulator's settings: rateLimit, rateWindow, delayMs, storageDelayMs,
+        heartbeatStatus, runPatchStatus."""
+        return self.control("GET", "config")
+
+    def set_config(self, **settings):
+        """e.g. set_config(rateLimit=100, rateWindow=30) or set_config(heartbeatStatus=404).
+        Until reset(), which restores the command line's settings."""
+        return self.control("POST", "config", settings)
+
+    def ratelimit(self):
+        """Rate-limit counts: limit, window, keys {used, remaining}, clients {agent|user:
+        requests, limited, maxInWindow, userAgents, windows [{index, start, requests, limited}]}."""
+        return self.control("GET", "ratelimit")
+
+    def patches(self):
+        """Every PATCH of a run: time, jobId, runId, body (parsed JSON or None),
+        requestSeq, status (204, 400, or the runPatchStatus answered)."""
+        return self.control("GET", "patches")
+
+    def json_values(self):
+        return self.control("GET", "json_values")
+
+    def set_objects(self, object_type, known=(), unknown=(), strict=None, append=False):
+        """Which ids of Table/Report/Project/Credential a registration finds: `known`
+        ids (or {"id", "name"}), `unknown` ids (404), `strict` (only known ids exist)."""
+        body = {"objectType": object_type, "known": list(known), "unknown": list(unknown),
+                "append": append}
+        if strict is not None:
+            body["strict"] = strict
+        return self.control("POST", "objects", body)
 
     def violations(self):
         return self.control("GET", "violations")

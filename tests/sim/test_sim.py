@@ -66,11 +66,12 @@ def url_port_path(url):
 class SimCase(unittest.TestCase):
     """One simulator for the class, reset before each test."""
     use_prism = False
+    sim_args = ()
     h = None
 
     @classmethod
     def setUpClass(cls):
-        cls.h = SimHarness(use_prism=cls.use_prism)
+        cls.h = SimHarness(use_prism=cls.use_prism, sim_args=cls.sim_args)
         cls.h.start()
 
     @classmethod
@@ -212,6 +213,80 @@ class TestApi(SimCase):
                          [("File", fp["id"]), ("Table", 7)])
         self.assertEqual(len(self.h.outputs()), 3, "every registration call is recorded")
 
+    def test_json_values(self):
+        _, _, data = self.call("POST", "json_values/", {"name": "outputs",
+                                                         "valueStr": '{"rows": 10, "ok": true}'}, 201)
+        jv = json.loads(data)
+        self.assertEqual((jv["name"], jv["value"]), ("outputs", {"rows": 10, "ok": True}))
+        _, _, data = self.call("GET", "json_values/%d" % jv["id"], status=200)
+        self.assertEqual(json.loads(data), jv)
+        for text, value in (("3.5", 3.5), ('"s"', "s"), ("[1, null]", [1, None]), ("null", None)):
+            _, _, data = self.call("POST", "json_values/", {"valueStr": text}, 201)
+            self.assertEqual(json.loads(data)["value"], value)
+            self.assertIsNone(json.loads(data)["name"])
+        self.call("POST", "json_values/", {"name": "snake", "value_str": "1"}, 201)
+        big = json.dumps("x" * (1000000 - 2))             # exactly 1,000,000 bytes
+        self.call("POST", "json_values/", {"name": "big", "valueStr": big}, 201)
+        self.assertEqual(self.h.violations(), [])
+        st, _, body = self.h.api("POST", "json_values/", {"name": "big", "valueStr": big + " "})
+        self.assertEqual(st, 400)
+        self.assertIn("1000000", json.loads(body)["errorDescription"])
+        self.assertEqual([v["kind"] for v in self.h.violations()], ["json_value_too_big"])
+        for bad in ({"name": "x"}, {"valueStr": "{nope"}, {"valueStr": 5}, {"name": 1, "valueStr": "1"}):
+            self.assertEqual(self.h.api("POST", "json_values/", bad)[0], 400, bad)
+        self.assertEqual(self.h.api("GET", "json_values/999999")[0], 404)
+        rows = self.h.json_values()
+        self.assertEqual(len(rows), 7)
+        self.assertEqual(rows[0]["valueStr"], '{"rows": 10, "ok": true}')
+        self.assertEqual(rows[-1]["size"], 1000000)
+        self.assertEqual(self.h.state()["jsonValues"], 7)
+        self.assertEqual(self.h.wait_for(timeout=1, jsonValues=7)["jsonValues"], 7)
+
+    def test_outputs_of_every_type(self):
+        fp = self.new_form_file("f.csv")
+        jv = json.loads(self.call("POST", "json_values/", {"name": "outputs",
+                                                            "valueStr": '{"a": [1, 2]}'}, 201)[2])
+        p = self.h.run_path("/outputs")
+        _, _, data = self.call("POST", p, {"objectType": "JSONValue", "objectId": jv["id"]}, 202)
+        self.assertEqual(json.loads(data), {"objectType": "JSONValue", "objectId": jv["id"],
+                                            "name": "outputs", "value": {"a": [1, 2]},
+                                            "link": "api.civis.test/json_values/%d" % jv["id"]})
+        self.assertEqual(self.h.api("POST", p, {"objectType": "JSONValue", "objectId": 999999})[0], 404)
+        self.call("POST", p, {"objectType": "File", "objectId": fp["id"]}, 202)
+        for t in ("Table", "Report", "Project", "Credential"):   # any id exists by default
+            _, _, data = self.call("POST", p, {"objectType": t, "objectId": 42}, 202)
+            self.assertEqual((json.loads(data)["objectType"], json.loads(data)["name"]), (t, None))
+        # the control API declares ids unknown, or a type strict with named known ids
+        self.h.set_objects("Table", unknown=[13])
+        self.assertEqual(self.h.api("POST", p, {"objectType": "Table", "objectId": 13})[0], 404)
+        self.call("POST", p, {"objectType": "Table", "objectId": 14}, 202)
+        self.h.set_objects("Report", known=[{"id": 5, "name": "weekly"}, 6], strict=True)
+        self.assertEqual(json.loads(self.call("POST", p, {"objectType": "Report", "objectId": 5},
+                                              202)[2])["name"], "weekly")
+        self.call("POST", p, {"objectType": "Report", "objectId": 6}, 202)
+        self.assertEqual(self.h.api("POST", p, {"objectType": "Report", "objectId": 7})[0], 404)
+        objs = self.h.control("GET", "objects")
+        self.assertEqual((objs["Table"]["unknown"], objs["Report"]["strict"]), ([13], True))
+        # the fault plan can refuse any one registration too
+        self.h.set_faults([{"path": "/" + p, "method": "POST", "action": "status", "status": 404,
+                            "count": 1}])
+        self.assertEqual(self.h.api("POST", p, {"objectType": "Project", "objectId": 1})[0], 404)
+        self.h.clear_faults()
+        _, _, data = self.call("POST", p, {"objectType": "Project", "objectId": 1}, 202)
+        got = json.loads(self.call("GET", p, status=200)[2])
+        self.assertEqual([(o["objectType"], o["objectId"]) for o in got],
+                         [("JSONValue", jv["id"]), ("File", fp["id"]), ("Table", 42), ("Report", 42),
+                          ("Project", 42), ("Credential", 42), ("Table", 14), ("Report", 5),
+                          ("Report", 6), ("Project", 1)])
+        for o in got:
+            self.assertEqual(set(o), {"objectType", "objectId", "name", "link", "value"})
+        rec = self.h.outputs()
+        self.assertEqual(rec[0]["value"], {"a": [1, 2]})
+        self.assertEqual(rec[0]["name"], "outputs")
+        self.assertEqual(rec[1]["name"], "f.csv")
+        self.h.reset()
+        self.assertEqual(self.h.control("GET", "objects")["Table"]["unknown"], [], "reset forgets")
+
     def test_files_post_fields(self):
         fp = self.new_form_file("a b.csv")
         self.assertIsNone(fp["fileSize"])
@@ -235,7 +310,8 @@ class TestApi(SimCase):
         st, hdrs, body = self.form_upload(fp, payload, headers={"X-Test": "1"})
         self.assertEqual(st, 201, body)
         self.assertIn(b"<PostResponse>", body)
-        self.assertEqual(hdrs["etag"], '"%s"' % hashlib.md5(payload).hexdigest())
+        # the default ETag: the SHA-256's first 32 hex digits (one hash pass)
+        self.assertEqual(hdrs["etag"], '"%s"' % hashlib.sha256(payload).hexdigest()[:32])
         f = [x for x in self.h.files() if x["id"] == fp["id"]][0]
         self.assertTrue(f["complete"])
         self.assertEqual(f["size"], len(payload))
@@ -250,6 +326,13 @@ class TestApi(SimCase):
         st, _, got = raw_request(port, "GET", path)
         self.assertEqual((st, got), (200, payload))
         self.assertEqual(self.h.violations(), [])
+        # etag md5: S3's own ETag, the MD5
+        self.h.set_config(etag="md5")
+        fp = self.new_form_file("m.bin")
+        st, hdrs, _ = self.form_upload(fp, payload)
+        self.assertEqual((st, hdrs["etag"]), (201, '"%s"' % hashlib.md5(payload).hexdigest()))
+        f = [x for x in self.h.files() if x["id"] == fp["id"]][0]
+        self.assertEqual((f["md5"], f["etag"]), (hashlib.md5(payload).hexdigest(),) * 2)
 
     def test_form_upload_without_success_status_field_gets_204(self):
         fp = self.new_form_file()
@@ -315,6 +398,7 @@ class TestApi(SimCase):
     def test_multipart_upload(self):
         mp = self.multipart([5 * MiB, 5 * MiB, 1000], name="dir/big file%.bin")
         chunks = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1000)]
+        self.h.set_config(etag="md5")              # S3's ETags, to check them
         for i in (2, 0, 1):                        # any order, and a retried part
             st, hdrs, _ = self.put_part(mp["uploadUrls"][i], chunks[i])
             self.assertEqual(st, 200)
@@ -326,6 +410,8 @@ class TestApi(SimCase):
         f = [x for x in self.h.files() if x["id"] == mp["id"]][0]
         self.assertEqual((f["size"], f["sha256"]), (len(whole), hashlib.sha256(whole).hexdigest()))
         self.assertEqual([p["n"] for p in f["parts"]], [1, 2, 3])
+        tags = b"".join(hashlib.md5(c).digest() for c in chunks)
+        self.assertEqual(f["md5"], "%s-3" % hashlib.md5(tags).hexdigest(), "S3's multipart ETag")
         self.assertEqual(self.h.file_data(mp["id"]), whole)
         self.assertEqual(json.loads(self.call("GET", "files/%d" % mp["id"], status=200)[2])["fileSize"],
                          len(whole))
@@ -390,6 +476,92 @@ class TestApi(SimCase):
             self.assertEqual(r.status, 204)
         self.assertIs(conn.sock, sock, "one connection for all requests")
         conn.close()
+
+
+class TestStorageSpeedPath(SimCase):
+    """The fast storage path (receive buffers, hash threads, spare files) stores
+    the bytes exactly, whatever falls on a buffer's edge."""
+
+    def test_delimiter_look_alikes_on_buffer_edges(self):
+        boundary = "----simtest7MA4YWxkTrZu0gW"
+        near = b"\r\n--" + boundary.encode()[:-1]        # all but the last byte
+        chunks = []
+        for i in range(40):                               # look-alikes every ~117 KiB, over 4 MiB
+            chunks.append(os.urandom(117 * 1024 + i))
+            chunks.append(near + (b"X" if i % 2 else b""))
+        payload = b"".join(chunks) + b"\r\n--" + boundary[:10].encode()
+        for size in (len(payload), 2 * MiB - 3, 2 * MiB + 5, 1):
+            fp = self.new_form_file("edge.bin")
+            data = payload[:size]
+            st, _, body = self.form_upload(fp, data)
+            self.assertEqual(st, 201, body)
+            f = [x for x in self.h.files() if x["id"] == fp["id"]][0]
+            self.assertEqual((f["size"], f["sha256"]), (len(data), hashlib.sha256(data).hexdigest()))
+            self.assertEqual(self.h.file_data(fp["id"]), data)
+
+    def test_spare_files_reused_exactly(self):
+        with SimHarness() as h:                           # its own: no spares yet
+            def new(name):
+                _, _, data = h.api("POST", "files/multipart", {"name": name, "numParts": 1})
+                return json.loads(data)
+            big = os.urandom(6 * MiB)
+            mp = new("a.bin")
+            self.assertEqual(self.put_part(mp["uploadUrls"][0], big)[0], 200)
+            self.assertEqual(h.state()["spares"], {"files": 0, "bytes": 0})
+            h.reset()                                     # the 6 MiB file becomes a spare
+            self.assertEqual(h.state()["spares"], {"files": 1, "bytes": 6 * MiB})
+            small = os.urandom(3 * MiB + 1)               # reuses it: overwritten, then cut
+            mp = new("b.bin")
+            self.assertEqual(self.put_part(mp["uploadUrls"][0], small)[0], 200)
+            self.assertEqual(h.api("POST", "files/multipart/%d/complete" % mp["id"])[0], 204)
+            self.assertEqual(h.state()["spares"]["files"], 0)
+            self.assertEqual(h.file_data(mp["id"]), small)
+            self.assertEqual(h.files()[0]["sha256"], hashlib.sha256(small).hexdigest())
+            h.reset()
+            mp = new("c.bin")                             # and again, bigger than the spare
+            self.assertEqual(self.put_part(mp["uploadUrls"][0], big + b"z")[0], 200)
+            self.assertEqual(h.api("POST", "files/multipart/%d/complete" % mp["id"])[0], 204)
+            self.assertEqual(h.file_data(mp["id"]), big + b"z")
+
+    def put_part(self, url, data):
+        port, path = url_port_path(url)
+        return raw_request(port, "PUT", path, data)
+
+    def test_parallel_parts_and_lazy_whole_hash(self):
+        chunks = [os.urandom(5 * MiB + i) for i in range(5)]
+        mp = json.loads(self.call("POST", "files/multipart", {"name": "p.bin", "numParts": 5}, 201)[2])
+        res = [None] * 5
+        ts = [threading.Thread(target=lambda i=i: res.__setitem__(
+            i, self.put_part(mp["uploadUrls"][i], chunks[i]))) for i in range(5)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual([r[0] for r in res], [200] * 5)
+        self.assertEqual([r[1]["etag"] for r in res],
+                         ['"%s"' % hashlib.sha256(c).hexdigest()[:32] for c in chunks])
+        self.call("POST", "files/multipart/%d/complete" % mp["id"], status=204)
+        f = self.h.files()[0]
+        whole = b"".join(chunks)
+        self.assertEqual((f["size"], f["sha256"]), (len(whole), hashlib.sha256(whole).hexdigest()))
+        self.assertEqual([p["sha256"] for p in f["parts"]], [hashlib.sha256(c).hexdigest() for c in chunks])
+
+    def test_client_gone_mid_body(self):
+        mp = json.loads(self.call("POST", "files/multipart", {"name": "g.bin", "numParts": 1}, 201)[2])
+        port, path = url_port_path(mp["uploadUrls"][0])
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path.encode(), 10 * MiB))
+        s.sendall(os.urandom(3 * MiB))
+        s.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.h.requests("storage")[-1]["status"] is None:
+            time.sleep(0.05)
+        self.assertEqual(self.h.requests("storage")[-1]["status"], -1)
+        self.assertEqual(self.h.files()[0]["parts"], [])
+        data = os.urandom(1000)
+        self.assertEqual(self.put_part(mp["uploadUrls"][0], data)[0], 200, "still serving")
+        self.call("POST", "files/multipart/%d/complete" % mp["id"], status=204)
+        self.assertEqual(self.h.file_data(mp["id"]), data)
 
 
 class TestFaults(SimCase):
@@ -618,6 +790,189 @@ class TestFaults(SimCase):
         self.assertEqual(self.h.state()["logs"], 0)
 
 
+AGENT_UA = {"User-Agent": "civis-agent/1.2.3"}
+USER_UA = {"User-Agent": "civis-python/2.4.0"}
+
+
+def rate_headers(hdrs):
+    return {k: v for k, v in hdrs.items() if k.startswith("x-ratelimit-") or k == "retry-after"}
+
+
+class TestRateLimit(SimCase):
+    """--rate-limit 5 --rate-window 2: a sliding window per API key."""
+    sim_args = ("--rate-limit", "5", "--rate-window", "2")
+
+    def hb(self, headers=AGENT_UA, **kw):
+        return self.h.api("POST", self.h.run_path("/heartbeats"), headers=headers, **kw)
+
+    def test_headers_429_and_retry_after(self):
+        got = [rate_headers(self.hb()[1]) for _ in range(5)]
+        self.assertEqual(got, [{"x-ratelimit-limit": "5", "x-ratelimit-remaining": str(n)}
+                               for n in (4, 3, 2, 1, 0)])
+        t_full = time.monotonic()
+        st, hdrs, body = self.hb()
+        self.assertEqual(st, 429)
+        self.assertEqual((hdrs["x-ratelimit-limit"], hdrs["x-ratelimit-remaining"]), ("5", "0"))
+        ra = int(hdrs["retry-after"])
+        self.assertTrue(1 <= ra <= 2, ra)
+        self.assertEqual(json.loads(body)["code"], 429)
+        self.assertEqual(len(self.h.heartbeats()), 5, "a 429 stores nothing")
+        # every kind of answer carries the headers: a 404, a 201, a 400
+        time.sleep(max(0.0, t_full + ra - time.monotonic()) + 0.05)
+        st, hdrs, _ = self.h.api("GET", "files/999999")
+        self.assertEqual((st, hdrs.get("x-ratelimit-limit")), (404, "5"))
+        st, hdrs, _ = self.h.api("POST", "files/", {"name": "r.csv"})
+        self.assertEqual((st, hdrs.get("x-ratelimit-remaining") is not None), (201, True))
+        st, hdrs, _ = self.h.api("POST", "files/", {"nom": "x"})
+        self.assertEqual((st, hdrs.get("x-ratelimit-limit")), (400, "5"))
+        # the control API, the storage side and requests without a valid key do not count
+        self.h.state()
+        self.assertEqual(self.h.api("GET", self.h.run_path(), auth=False)[0], 401)
+        self.assertNotIn("x-ratelimit-limit", self.h.api("GET", self.h.run_path(), auth=False)[1])
+        rep = self.h.ratelimit()
+        self.assertEqual(rep["clients"]["agent"]["limited"], 1)
+        self.assertEqual(sum(k["used"] for k in rep["keys"].values()), 3, rep)
+        self.assertNotIn(self.h.api_key, json.dumps(rep))
+
+    def test_agent_and_user_share_the_key(self):
+        for _ in range(3):
+            self.assertEqual(self.hb(AGENT_UA)[0], 204)
+        got = [self.hb(USER_UA)[0] for _ in range(4)]
+        self.assertEqual(got, [204, 204, 429, 429])
+        self.assertEqual(self.hb(AGENT_UA)[0], 429)
+        rep = self.h.ratelimit()
+        self.assertEqual((rep["limit"], rep["window"]), (5, 2.0))
+        a, u = rep["clients"]["agent"], rep["clients"]["user"]
+        self.assertEqual((a["requests"], a["limited"], a["maxInWindow"]), (4, 1, 3))
+        self.assertEqual((u["requests"], u["limited"], u["maxInWindow"]), (4, 2, 2))
+        self.assertEqual(a["userAgents"], ["civis-agent/1.2.3"])
+        self.assertEqual(u["windows"], [{"index": 0, "start": 0.0, "requests": 4, "limited": 2}])
+        self.assertEqual([r["client"] for r in self.h.requests()], ["agent"] * 3 + ["user"] * 4 + ["agent"])
+        self.assertEqual([r.get("rateLimited", False) for r in self.h.requests()][-3:], [True, True, True])
+        # the next fixed window counts afresh; the sliding window frees slots as they age
+        time.sleep(2.1)
+        self.assertEqual(self.hb(USER_UA)[0], 204)
+        w = self.h.ratelimit()["clients"]["user"]["windows"]
+        self.assertEqual([(x["index"], x["requests"], x["limited"]) for x in w], [(0, 4, 2), (1, 1, 0)])
+
+    def test_settings_at_run_time(self):
+        self.assertEqual(self.h.config()["rateLimit"], 5)
+        self.h.set_config(rateLimit=2, rateWindow=1)
+        self.assertEqual([self.hb()[0] for _ in range(3)], [204, 204, 429])
+        self.assertEqual(self.h.ratelimit()["clients"]["agent"]["requests"], 3, "new limit, new counts")
+        time.sleep(1.05)
+        self.assertEqual(self.hb()[0], 204)
+        self.h.set_config(rateLimit=0)
+        st, hdrs, _ = self.hb()
+        self.assertEqual((st, rate_headers(hdrs)), (204, {}), "no limit, no headers")
+        self.assertEqual(self.h.ratelimit()["clients"]["agent"]["requests"], 1, "still counted")
+        for bad in ({"rateLimit": -1}, {"rateWindow": 0}, {"rateLimit": "5"}, {"bogus": 1}):
+            with self.assertRaises(harness.SimError):
+                self.h.control("POST", "config", bad)
+        self.h.reset()
+        self.assertEqual((self.h.config()["rateLimit"], self.h.config()["rateWindow"]), (5, 2.0),
+                         "reset restores the command line's settings")
+
+
+class TestMissingEndpoints(SimCase):
+    """--heartbeats-missing 404: today's public API has no heartbeat endpoint."""
+    sim_args = ("--heartbeats-missing", "404")
+
+    def test_heartbeats_missing_and_selectable(self):
+        st, _, body = self.h.api("POST", self.h.run_path("/heartbeats"))
+        self.assertEqual((st, json.loads(body)["code"]), (404, 404))
+        self.assertEqual(self.h.heartbeats(), [])
+        self.assertEqual(self.h.config()["heartbeatStatus"], 404)
+        for code in (405, 410):
+            self.h.set_config(heartbeatStatus=code)
+            st, _, body = self.h.api("POST", self.h.run_path("/heartbeats"))
+            self.assertEqual((st, json.loads(body)["code"]), (code, code))
+        self.assertEqual(self.h.state()["heartbeatsRefused"], 3)
+        self.assertEqual(self.h.wait_for(timeout=1, heartbeatsRefused=3)["heartbeatsRefused"], 3)
+        self.assertEqual(len(self.h.requests(path="/" + self.h.run_path("/heartbeats"))), 3)
+        self.h.set_config(heartbeatStatus=None)
+        self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 204)
+        self.assertEqual(len(self.h.heartbeats()), 1)
+        with self.assertRaises(harness.SimError):
+            self.h.set_config(heartbeatStatus=500)
+        # the rest of the API works as ever
+        self.assertEqual(self.h.api("POST", self.h.run_path("/logs"), {"message": "x"})[0], 204)
+        self.h.reset()
+        self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 404, "back to the flag")
+
+    def test_run_patch_recorded_and_missing(self):
+        p = self.h.run_path()
+        self.assertEqual(self.h.api("PATCH", p, {"bocceAcceptedAt": "2026-12-01T21:00:00.123Z"})[0], 204)
+        self.assertEqual(self.h.api("PATCH", p, {"bocceStartedAt": "2026-12-01T21:00:01Z"})[0], 204)
+        self.assertEqual(self.h.api("PATCH", p, {"state": "nope"})[0], 400)
+        self.assertEqual(self.h.api("PATCH", p, {"state": "failed"})[0], 204)
+        self.h.set_config(runPatchStatus=410)
+        self.assertEqual(self.h.api("PATCH", p, {"state": "succeeded"})[0], 410)
+        pt = self.h.patches()
+        self.assertEqual([(x["body"], x["status"]) for x in pt], [
+            ({"bocceAcceptedAt": "2026-12-01T21:00:00.123Z"}, 204),
+            ({"bocceStartedAt": "2026-12-01T21:00:01Z"}, 204),
+            ({"state": "nope"}, 400), ({"state": "failed"}, 204), ({"state": "succeeded"}, 410)])
+        self.assertEqual((pt[0]["jobId"], pt[0]["runId"]), (self.h.job_id, self.h.run_id))
+        self.assertEqual(json.loads(self.h.api("GET", p)[2])["state"], "failed", "a refused PATCH acts not")
+        self.assertEqual(self.h.state()["patches"], 5)
+        for code in (404, 405):
+            self.h.set_config(runPatchStatus=code)
+            self.assertEqual(self.h.api("PATCH", p, {"state": "running"})[0], code)
+
+
+class TestLatency(SimCase):
+    """--delay-ms 300 --storage-delay-ms 300: each answer waits, none waits for another."""
+    sim_args = ("--delay-ms", "300", "--storage-delay-ms", "300")
+
+    def parallel(self, fn, n):
+        out = [None] * n
+        ts = [threading.Thread(target=lambda i=i: out.__setitem__(i, fn(i))) for i in range(n)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return out, time.monotonic() - t0
+
+    def test_every_answer_waits(self):
+        t0 = time.monotonic()
+        self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 204)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.29)
+        t0 = time.monotonic()
+        self.assertEqual(self.h.api("GET", "files/999999")[0], 404)
+        self.assertEqual(self.h.api("GET", self.h.run_path(), auth=False)[0], 401)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.58, "errors wait too")
+        t0 = time.monotonic()
+        self.h.state()
+        self.assertLess(time.monotonic() - t0, 0.25, "the control API does not wait")
+        fp = json.loads(self.h.api("POST", "files/", {"name": "d.bin"})[2])
+        t0 = time.monotonic()
+        self.assertEqual(SimCase.form_upload(self, fp, b"data")[0], 201)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.29, "storage answers wait")
+        self.h.set_config(delayMs=0, storageDelayMs=0)
+        t0 = time.monotonic()
+        self.h.api("POST", self.h.run_path("/heartbeats"))
+        self.assertLess(time.monotonic() - t0, 0.25)
+
+    def test_requests_in_flight_each_wait_their_own(self):
+        n = 40
+        got, wall = self.parallel(lambda i: self.h.api("POST", self.h.run_path("/logs"),
+                                                       {"message": "m%d" % i})[0], n)
+        self.assertEqual(got, [204] * n)
+        # serialized it would take n * 0.3 = 12 s; the loaded machine gets slack
+        self.assertLess(wall, 3.0, "%d requests in flight took %.2f s" % (n, wall))
+        self.assertEqual(self.h.state()["logs"], n)
+        mp = json.loads(self.h.api("POST", "files/multipart", {"name": "p.bin", "numParts": 8})[2])
+
+        def put(i):
+            port, path = url_port_path(mp["uploadUrls"][i])
+            return raw_request(port, "PUT", path, b"p" * 1000)[0]
+        got, wall = self.parallel(put, 8)
+        self.assertEqual(got, [200] * 8)
+        self.assertLess(wall, 2.0, "8 part PUTs in flight took %.2f s" % wall)
+
+
 class TestFlood(SimCase):
     """How fast the simulator stores log lines: SIM_FLOOD_LINES lines (default 1,000,000,
     ~170 B of JSON each) in batches of 500 over 2 keep-alive connections."""
@@ -661,9 +1016,9 @@ class TestFlood(SimCase):
                          "%.0f lines/s, %.0f MB/s\n" % (n, mb, nreq, dt, n / dt, mb / dt))
 
 
-@unittest.skipUnless(harness.prism_available(), "Prism not installed (make deps)")
 class TestPrism(SimCase):
-    """Prism in front: real requests pass, bad requests get 422, bad answers 500."""
+    """Prism in front: real requests pass, bad requests get 422, bad answers 500.
+    No Prism is a failure, not a skip: `make sim-test` installs it first."""
     use_prism = True
 
     def test_every_endpoint_passes_validation(self):
@@ -687,6 +1042,13 @@ class TestPrism(SimCase):
         self.assertEqual(raw_request(port, "PUT", path, b"part")[0], 200)
         self.call("POST", "files/multipart/%d/complete" % mp["id"], status=204)
         self.call("POST", h.run_path("/outputs"), {"objectType": "File", "objectId": fp["id"]}, 202)
+        jv = json.loads(self.call("POST", "json_values/", {"name": "outputs",
+                                                            "valueStr": '{"n": 1}'}, 201)[2])
+        self.call("POST", "json_values/", {"valueStr": "[1, 2]"}, 201)
+        self.call("GET", "json_values/%d" % jv["id"], status=200)
+        for t, i in (("JSONValue", jv["id"]), ("Table", 3), ("Report", 4), ("Project", 5),
+                     ("Credential", 6)):
+            self.call("POST", h.run_path("/outputs"), {"objectType": t, "objectId": i}, 202)
         self.call("GET", h.run_path("/outputs"), status=200)
         h.assert_no_prism_violations(self.mark)
         h.assert_no_violations()
@@ -700,15 +1062,31 @@ class TestPrism(SimCase):
         self.assertEqual(st, 422, "the contract knows camelCase only; the simulator takes both")
         st, _, _ = self.h.api("POST", self.h.run_path("/outputs"), {"objectType": "File", "objectId": "7"})
         self.assertEqual(st, 422)
-        # the contract's request schemas are not nullable: "keep forever" (expiresAt null,
-        # as the API documents it) is refused by Prism although the simulator takes it
-        st, _, body = self.h.api("POST", "files/", {"name": "a.csv", "expiresAt": None})
+        st, _, body = self.h.api("POST", "json_values/", {"name": "no value"})
+        self.assertEqual(st, 422)
+        self.assertIn(b"valueStr", body)
+        # a new file without its required name, and an expiry that is not a date-time
+        st, _, body = self.h.api("POST", "files/", {"expiresAt": "2030-01-01T00:00:00Z"})
+        self.assertEqual(st, 422)
+        self.assertIn(b"name", body)
+        st, _, body = self.h.api("POST", "files/", {"name": "a.csv", "expiresAt": 17})
         self.assertEqual(st, 422)
         self.assertIn(b"expiresAt", body)
+        self.assertEqual(self.h.files(), [], "Prism stopped them before the simulator")
         self.assertEqual(self.h.state()["logs"], 0, "Prism stopped them before the simulator")
         self.assertTrue(self.h.prism_errors(self.mark))
         with self.assertRaises(AssertionError):
             self.h.assert_no_prism_violations(self.mark)
+
+    def test_expires_at_null_passes(self):
+        # "keep forever" as the API documents it: the in-tree contract accepts null
+        _, _, data = self.call("POST", "files/", {"name": "keep.csv", "expiresAt": None}, 201)
+        self.assertIsNone(json.loads(data)["expiresAt"])
+        _, _, data = self.call("POST", "files/multipart", {"name": "keep.bin", "numParts": 1,
+                                                           "expiresAt": None}, 201)
+        self.assertIsNone(json.loads(data)["expiresAt"])
+        self.assertEqual([f["expiresAt"] for f in self.h.files()], [None, None])
+        self.h.assert_no_prism_violations(self.mark)
 
     def test_auth_behind_prism(self):
         st, _, _ = self.h.api("GET", self.h.run_path(), auth=False)
@@ -732,6 +1110,53 @@ class TestPrism(SimCase):
         self.assertEqual((st, hdrs.get("retry-after")), (503, "2"))
         self.assertEqual(self.h.prism_errors(self.mark), [], "undocumented statuses are warnings only")
         self.assertTrue(self.h.prism_warnings(self.mark))
+
+    def test_rate_limit_behind_prism(self):
+        # headers pass through Prism both ways, the 429 validates (the contract
+        # lists it), and Prism forwards User-Agent so clients are told apart
+        self.h.set_config(rateLimit=2, rateWindow=60)
+        st, hdrs, _ = self.h.api("POST", self.h.run_path("/heartbeats"), headers=AGENT_UA)
+        self.assertEqual((st, rate_headers(hdrs)), (204, {"x-ratelimit-limit": "2",
+                                                          "x-ratelimit-remaining": "1"}))
+        st, hdrs, _ = self.call("GET", self.h.run_path(), status=200, headers=USER_UA)
+        self.assertEqual(hdrs["x-ratelimit-remaining"], "0")
+        st, hdrs, body = self.h.api("POST", "files/", {"name": "x.csv"}, headers=USER_UA)
+        self.assertEqual(st, 429, body)
+        self.assertEqual(rate_headers(hdrs), {"x-ratelimit-limit": "2", "x-ratelimit-remaining": "0",
+                                              "retry-after": hdrs["retry-after"]})
+        self.assertTrue(1 <= int(hdrs["retry-after"]) <= 60)
+        self.assertNotIn("sl-violations", hdrs, "a 429 is in the contract")
+        self.h.assert_no_prism_violations(self.mark)
+        self.assertEqual(self.h.prism_warnings(self.mark), [])
+        c = self.h.ratelimit()["clients"]
+        self.assertEqual((c["agent"]["requests"], c["user"]["requests"], c["user"]["limited"]), (1, 2, 1))
+        # a 429 whose body breaks the contract is caught
+        self.h.set_config(rateLimit=0)
+        self.h.set_faults([{"action": "status", "status": 429, "body": {"nope": 1}, "count": 1}])
+        self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], 500)
+
+    def test_missing_endpoints_behind_prism(self):
+        # a 404/405/410 from a deployment without the call passes Prism as a warning
+        for code in (404, 405, 410):
+            self.h.set_config(heartbeatStatus=code, runPatchStatus=code)
+            self.assertEqual(self.h.api("POST", self.h.run_path("/heartbeats"))[0], code)
+            self.assertEqual(self.h.api("PATCH", self.h.run_path(), {"state": "running"})[0], code)
+        self.assertEqual(self.h.prism_errors(self.mark), [])
+        self.assertEqual([p["status"] for p in self.h.patches()], [404, 405, 410])
+
+    def test_latency_behind_prism(self):
+        self.h.set_config(delayMs=300)
+        out = []
+        ts = [threading.Thread(target=lambda: out.append(self.h.api(
+            "POST", self.h.run_path("/heartbeats"))[0])) for _ in range(20)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        wall = time.monotonic() - t0
+        self.assertEqual(out, [204] * 20)
+        self.assertTrue(0.29 <= wall < 3.0, "20 requests through Prism in flight took %.2f s" % wall)
 
     def test_cut_and_refuse_behind_prism(self):
         # Prism turns a cut upstream connection into an answer of its own: record what it is

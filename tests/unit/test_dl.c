@@ -16,6 +16,7 @@
 
 #define CIVIS_DL_NO_MACROS
 #include "../../lib/src/dl.h"
+#include "../../lib/src/loop_internal.h"
 #include "civis/civis.h"
 #include "civis/client.h"
 #include "civis/http.h"
@@ -311,7 +312,7 @@ test_loop_and_http_without_libcurl(void **state)
 	(void)state;
 	civis__dl_reset(BAD_CURL, NULL);
 	assert_int_equal(civis_loop_new(&loop), CIVIS_OK);
-	assert_null(civis_loop_curl_multi(loop));
+	assert_null(civis__loop_curl_multi(loop));
 	assert_int_equal(civis_http_new(&http, loop), CIVIS_ESYS);
 	assert_null(http);
 	/* the loop itself goes on without http */
@@ -321,7 +322,7 @@ test_loop_and_http_without_libcurl(void **state)
 
 	civis__dl_reset(NULL, NULL);
 	assert_int_equal(civis_loop_new(&loop), CIVIS_OK);
-	assert_non_null(civis_loop_curl_multi(loop));
+	assert_non_null(civis__loop_curl_multi(loop));
 	assert_int_equal(civis_http_new(&http, loop), CIVIS_OK);
 	civis_http_free(http);
 	civis_loop_free(loop);
@@ -353,19 +354,19 @@ test_stage_dir_without_libarchive(void **state)
 	assert_int_equal(fclose(f), 0);
 
 	civis__dl_reset(NULL, BAD_ARCHIVE);
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_ESYS);
 	assert_null(st);
 	assert_string_equal(err, "cannot load " BAD_ARCHIVE ": " BAD_ARCHIVE ": cannot open "
 	                    "shared object file: No such file or directory; a directory cannot "
 	                    "be archived");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, file, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, file, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_OK);
 	civis__stage_free(st);
 	st = NULL;
 
 	civis__dl_reset(NULL, NULL);
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, NULL, NULL, NULL,
+	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, -1, NULL, NULL, NULL,
 	                                  err, sizeof(err)), CIVIS_OK);
 	while ((n = civis__stage_step(st, 1u << 20, err, sizeof(err))) == 0)
 		;

@@ -24,6 +24,7 @@
 #include "civis/client.h"
 #include "civis/http.h"
 #include "civis/loop.h"
+#include "../../lib/src/http_int.h"
 
 #define MS 1000000ull
 
@@ -420,6 +421,7 @@ struct got {
 	unsigned attempts;
 	unsigned ambiguous;
 	char error[600];
+	uint64_t at;                /* civis_now_ns() when done ran */
 };
 
 static void
@@ -428,6 +430,7 @@ on_done(void *ud, const civis_http_result *res)
 	struct got *g = ud;
 
 	g->called++;
+	g->at = civis_now_ns();
 	g->status = res->status;
 	g->http_code = res->http_code;
 	g->body_len = res->body_len;
@@ -548,6 +551,7 @@ test_retry_gives_up(void **state)
 	(void)state;
 	server_start(steps_503x3, 3);
 	s = spec_for("GET", "/a/b?secret=1", &g);
+	s.error_text = civis_parse_error_text;   /* what civis_client_call installs */
 	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
 	run_until(&g, 5000 * MS);
 	assert_int_equal(g.status, CIVIS_EHTTP);
@@ -555,6 +559,44 @@ test_retry_gives_up(void **state)
 	assert_int_equal(g.attempts, 3);
 	assert_string_equal(g.error, "test: GET /a/b: HTTP 503 Service Unavailable: "
 	                    "busy: try later please (after 3 tries)");
+}
+
+static const struct step steps_two_400[] = {
+	{ ANSWER, "HTTP/1.1 400 Bad Request\r\nContent-Length: 52\r\n\r\n"
+	          "\r\n  {\"error\":\"bad\"} first\tline \x01\r\nsecond line\r\nthird" },
+	{ ANSWER, "HTTP/1.1 422 Unprocessable Content\r\nContent-Length: 5\r\n\r\nabcde" },
+};
+
+static void
+count_reader(const char *body, size_t len, char *buf, size_t buflen)
+{
+	snprintf(buf, buflen, "%zu bytes starting with %c", len, len > 0 ? body[0] : '-');
+}
+
+/* The transport knows no API: without a reader the text of an error answer
+ * is its first non-blank line, cleaned; a reader in the spec (the client's
+ * Civis parser, say) replaces that. */
+static void
+test_error_text_reader(void **state)
+{
+	struct got g1 = { 0 }, g2 = { 0 };
+	civis_http_spec s;
+
+	(void)state;
+	server_start(steps_two_400, 2);
+	s = spec_for("POST", "/files/", &g1);
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g1, 5000 * MS);
+	assert_int_equal(g1.status, CIVIS_EHTTP);
+	assert_int_equal(g1.attempts, 1);
+	assert_string_equal(g1.error, "test: POST /files/: HTTP 400 Bad Request: "
+	                    "{\"error\":\"bad\"} first line");
+	s = spec_for("POST", "/files/", &g2);
+	s.error_text = count_reader;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g2, 5000 * MS);
+	assert_string_equal(g2.error, "test: POST /files/: HTTP 422 Unprocessable Content: "
+	                    "5 bytes starting with a");
 }
 
 static const struct step steps_429[] = {
@@ -797,7 +839,8 @@ test_401_not_retried(void **state)
 	server_start(steps_401, 2);
 	snprintf(origin, sizeof(origin), "http://127.0.0.1:%d/", S.port);
 	s = spec_for("GET", "/me", &g);
-	assert_int_equal(civis_http_start_auth(F.http, &s, origin, "sekrit:", NULL), CIVIS_OK);
+	s.error_text = civis_parse_error_text;
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "sekrit:", NULL), CIVIS_OK);
 	run_until(&g, 5000 * MS);
 	assert_int_equal(g.status, CIVIS_EAUTH);
 	assert_int_equal(g.http_code, 401);
@@ -821,7 +864,7 @@ test_auth_only_to_origin(void **state)
 	struct got g1 = { 0 }, g2 = { 0 }, g3 = { 0 };
 	civis_http_spec s;
 	char origin[64], other[64], url[96];
-	struct curl_slist *h = NULL;
+	static const char *const smuggled[] = { "authorization: Bearer x", NULL };
 	civis_http_req *req = (civis_http_req *)&g3;
 
 	(void)state;
@@ -831,7 +874,7 @@ test_auth_only_to_origin(void **state)
 
 	/* under the origin: carries the key */
 	s = spec_for("GET", "/api/runs", &g1);
-	assert_int_equal(civis_http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_OK);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_OK);
 	run_until(&g1, 5000 * MS);
 	assert_int_equal(g1.status, CIVIS_OK);
 	assert_non_null(strstr(S.reqs[0], "\r\nAuthorization: Basic azE6\r\n"));
@@ -851,27 +894,25 @@ test_auth_only_to_origin(void **state)
 	assert_null(strcasestr(S.reqs[1], "\r\nTransfer-Encoding:"));
 
 	/* and an Authorization header smuggled into a plain request is refused */
-	h = curl_slist_append(NULL, "authorization: Bearer x");
-	s.headers = h;
+	s.headers = smuggled;
 	assert_int_equal(civis_http_start(F.http, &s, &req), CIVIS_EUNSAFE);
 	assert_null(req);
-	curl_slist_free_all(h);
 
 	/* refused: another port, outside the path, another scheme, user info */
 	s = spec_for("GET", "/api/runs", &g3);
 	snprintf(url, sizeof(url), "%sapi/x", other);
 	s.url = url;
-	assert_int_equal(civis_http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/other", S.port);
-	assert_int_equal(civis_http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/api/x", S.port);
-	assert_int_equal(civis_http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
 	snprintf(url, sizeof(url), "http://u:p@127.0.0.1:%d/api/x", S.port);
-	assert_int_equal(civis_http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
 	snprintf(url, sizeof(url), "http://127.0.0.1.evil.com:%d/api/x", S.port);
-	assert_int_equal(civis_http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
 	s.url = "not a url";
-	assert_int_equal(civis_http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k1:", NULL), CIVIS_EUNSAFE);
 	assert_int_equal(g3.called, 0);
 	assert_int_equal(server_nreqs(), 2);
 
@@ -879,7 +920,7 @@ test_auth_only_to_origin(void **state)
 	 * cancel before anything can go out */
 	s.url = "https://api.example.invalid/v1/x";
 	req = NULL;
-	assert_int_equal(civis_http_start_auth(F.http, &s, "https://API.example.invalid:443/v1/",
+	assert_int_equal(civis__http_start_auth(F.http, &s, "https://API.example.invalid:443/v1/",
 	                                       "k1:", &req), CIVIS_OK);
 	assert_non_null(req);
 	civis_http_cancel(F.http, req);
@@ -889,12 +930,53 @@ test_auth_only_to_origin(void **state)
 	assert_int_equal(civis_http_pending(F.http), 0);
 }
 
+/* A streamed body: at most `piece` bytes per read (3 by default, to make
+ * curl come back for more), failing with `fail_rc` at offset `fail_at` when
+ * that is set, or ending early there when fail_rc is CIVIS_OK. */
+struct stream {
+	const char *data;
+	size_t len;
+	int starts;                 /* reads at offset 0: one per try */
+	int calls;
+	size_t fail_at;             /* 0: never */
+	int fail_rc;
+	uint64_t max_off;
+};
+
+static int
+stream_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got)
+{
+	struct stream *st = ud;
+	size_t k = n;
+
+	st->calls++;
+	if (off == 0)
+		st->starts++;
+	assert_true(off <= st->len);
+	if (off > st->max_off)
+		st->max_off = off;
+	if (st->fail_at != 0 && off >= st->fail_at) {
+		*got = 0;
+		return st->fail_rc;
+	}
+	if (k > 3)
+		k = 3;
+	if (k > st->len - off)
+		k = st->len - (size_t)off;
+	memcpy(buf, st->data + off, k);
+	*got = k;
+	return CIVIS_OK;
+}
+
 static void
 test_bad_specs(void **state)
 {
 	struct got g = { 0 };
 	civis_http_spec s;
-	struct curl_slist *h;
+	static const char *const folded[] = { "X-A: 1\nX-B: 2", NULL };
+	static const char *many[70];
+	static struct stream st = { .data = "abc", .len = 3 };
+	int i;
 
 	(void)state;
 	server_start(NULL, 0);
@@ -909,11 +991,27 @@ test_bad_specs(void **state)
 	s = spec_for("GET", "/", &g);
 	s.content_type = "text/plain\r\nX-Evil: 1";
 	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_EINVAL);
-	h = curl_slist_append(NULL, "X-A: 1\nX-B: 2");
 	s = spec_for("GET", "/", &g);
-	s.headers = h;
+	s.headers = folded;
 	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_EINVAL);
-	curl_slist_free_all(h);
+	/* more than 64 extra headers */
+	for (i = 0; i < 69; i++)
+		many[i] = "X-Many: 1";
+	many[69] = NULL;
+	s.headers = many;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_EINVAL);
+	/* one body only; a size needs a reader */
+	s = spec_for("POST", "/", &g);
+	s.body = "abc";
+	s.body_len = 3;
+	s.body_read = stream_read;
+	s.body_size = 3;
+	s.body_ud = &st;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_EINVAL);
+	s = spec_for("POST", "/", &g);
+	s.body_size = 3;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_EINVAL);
+	assert_int_equal(st.calls, 0);
 	assert_int_equal(g.called, 0);
 	assert_int_equal(civis_http_pending(F.http), 0);
 }
@@ -953,42 +1051,6 @@ test_free_cancels_in_flight(void **state)
 	assert_string_equal(g2.error, "test: GET /: canceled");
 }
 
-struct stream {
-	const char *data;
-	size_t len, pos;
-	int starts;
-};
-
-static size_t
-stream_read(char *buf, size_t size, size_t n, void *ud)
-{
-	struct stream *st = ud;
-	size_t k = size * n;
-
-	/* a few bytes at a time, to make curl come back for more */
-	if (k > 3)
-		k = 3;
-	if (k > st->len - st->pos)
-		k = st->len - st->pos;
-	memcpy(buf, st->data + st->pos, k);
-	st->pos += k;
-	return k;
-}
-
-static int
-stream_body(void *ud, CURL *easy)
-{
-	struct stream *st = ud;
-
-	st->pos = 0;
-	st->starts++;
-	if (curl_easy_setopt(easy, CURLOPT_READFUNCTION, stream_read) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_READDATA, st) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st->len) != CURLE_OK)
-		return CIVIS_EINVAL;
-	return CIVIS_OK;
-}
-
 static const struct step steps_methods[] = {
 	{ ANSWER, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n" },
 	{ ANSWER, "HTTP/1.1 200 OK\r\nETag: \"part-1\"\r\nContent-Length: 0\r\n\r\n" },
@@ -997,17 +1059,18 @@ static const struct step steps_methods[] = {
 };
 
 static void
-test_body_fn_and_methods(void **state)
+test_streamed_body_and_methods(void **state)
 {
 	struct got g1 = { 0 }, g2 = { 0 }, g3 = { 0 };
-	struct stream st = { "part one of the file", 20, 0, 0 };
+	struct stream st = { .data = "part one of the file", .len = 20 };
 	civis_http_spec s;
 
 	(void)state;
 	server_start(steps_methods, 4);
 	/* a streamed PUT starts over on the retry, with an exact length */
 	s = spec_for("PUT", "/bucket/key?partNumber=1&X-Amz-Signature=zz", &g1);
-	s.body_fn = stream_body;
+	s.body_read = stream_read;
+	s.body_size = st.len;
 	s.body_ud = &st;
 	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
 	run_until(&g1, 5000 * MS);
@@ -1035,6 +1098,400 @@ test_body_fn_and_methods(void **state)
 	assert_int_equal(g3.status, CIVIS_OK);
 	assert_int_equal(g3.http_code, 204);
 	assert_non_null(strstr(S.reqs[3], "DELETE /files/9 HTTP/1.1\r\n"));
+}
+
+static const struct step steps_503_then_ok[] = {
+	{ ANSWER, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok" },
+};
+
+/* A streamed POST that gets a 503 is read again from offset 0 for the
+ * retry, in short reads, and both tries carry the whole body with its
+ * exact length. */
+static void
+test_streamed_post_retry_rereads(void **state)
+{
+	struct got g = { 0 };
+	struct stream st = { .data = "{\"messages\":[\"a\",\"b\"]}", .len = 22 };
+	civis_http_spec s;
+
+	(void)state;
+	server_start(steps_503_then_ok, 2);
+	s = spec_for("POST", "/logs", &g);
+	s.content_type = "application/json";
+	s.body_read = stream_read;
+	s.body_size = st.len;
+	s.body_ud = &st;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g, 5000 * MS);
+	assert_int_equal(g.status, CIVIS_OK);
+	assert_int_equal(g.http_code, 201);
+	assert_int_equal(g.attempts, 2);
+	assert_int_equal(g.ambiguous, 0);
+	assert_int_equal(st.starts, 2);
+	/* 22 bytes, 3 at a time: 8 reads per try */
+	assert_int_equal(st.calls, 16);
+	assert_int_equal(server_nreqs(), 2);
+	for (int i = 0; i < 2; i++) {
+		assert_non_null(strstr(S.reqs[i], "POST /logs HTTP/1.1\r\n"));
+		assert_non_null(strstr(S.reqs[i], "\r\nContent-Length: 22\r\n"));
+		assert_non_null(strstr(S.reqs[i], "\r\nContent-Type: application/json\r\n"));
+		assert_non_null(strstr(S.reqs[i], "\r\n\r\n{\"messages\":[\"a\",\"b\"]}"));
+		assert_null(strcasestr(S.reqs[i], "\r\nTransfer-Encoding:"));
+	}
+}
+
+/* The reader fails at byte 9: the try ends at once, is not retried, and
+ * the error is one line naming where; the server never saw a whole request. */
+static void
+test_streamed_read_error(void **state)
+{
+	struct got g = { 0 };
+	struct stream st = { .data = "0123456789abcdefghij", .len = 20, .fail_at = 9, .fail_rc = CIVIS_ESYS };
+	civis_http_spec s;
+
+	(void)state;
+	server_start(steps_503_then_ok, 2);
+	s = spec_for("POST", "/logs?x=secret", &g);
+	s.body_read = stream_read;
+	s.body_size = st.len;
+	s.body_ud = &st;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g, 5000 * MS);
+	assert_int_equal(g.status, CIVIS_ESYS);
+	assert_int_equal(g.http_code, 0);
+	assert_int_equal(g.attempts, 1);
+	assert_int_equal(st.starts, 1);
+	assert_string_equal(g.error, "test: POST /logs: cannot read the request body at "
+	                    "byte 9 of 20: system call failed");
+	assert_null(strchr(g.error, '\n'));
+	assert_int_equal(server_nreqs(), 0);
+	assert_int_equal(civis_http_pending(F.http), 0);
+}
+
+/* The reader says "no more" before body_size: a clean failure too. */
+static void
+test_streamed_body_ends_early(void **state)
+{
+	struct got g = { 0 };
+	struct stream st = { .data = "0123456789abcdefghij", .len = 20, .fail_at = 12, .fail_rc = CIVIS_OK };
+	civis_http_spec s;
+
+	(void)state;
+	server_start(steps_503_then_ok, 2);
+	s = spec_for("PUT", "/bucket/part", &g);
+	s.body_read = stream_read;
+	s.body_size = st.len;
+	s.body_ud = &st;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g, 5000 * MS);
+	assert_int_equal(g.status, CIVIS_ESYS);
+	assert_int_equal(g.attempts, 1);
+	assert_string_equal(g.error, "test: PUT /bucket/part: the request body ended at "
+	                    "byte 12 of 20");
+	assert_int_equal(server_nreqs(), 0);
+}
+
+static const struct step steps_ok_cut_ok[] = {
+	{ ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" },
+	{ CUT, NULL },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" },
+};
+
+/* A reused connection dies before any answer: libcurl resends the body on
+ * a fresh one by itself (one try for us), rewinding the reader to 0. The
+ * server may have stored the first copy, so the POST counts as ambiguous. */
+static void
+test_streamed_silent_resend_is_ambiguous(void **state)
+{
+	struct got g1 = { 0 }, g2 = { 0 };
+	struct stream st = { .data = "{\"messages\":[]}", .len = 15 };
+	civis_http_spec s;
+
+	(void)state;
+	server_start(steps_ok_cut_ok, 3);
+	s = spec_for("GET", "/warm", &g1);
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g1, 5000 * MS);
+	assert_int_equal(g1.status, CIVIS_OK);
+	s = spec_for("POST", "/logs", &g2);
+	s.body_read = stream_read;
+	s.body_size = st.len;
+	s.body_ud = &st;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g2, 5000 * MS);
+	assert_int_equal(g2.status, CIVIS_OK);
+	assert_string_equal(g2.body, "ok");
+	assert_int_equal(server_nreqs(), 3);
+	assert_non_null(strstr(S.reqs[2], "\r\n\r\n{\"messages\":[]}"));
+	assert_int_equal(st.starts, 2);
+	if (g2.attempts == 1) {
+		assert_int_equal(g2.ambiguous, 1);   /* the silent resend */
+	} else {
+		/* a libcurl that does not resend by itself: our retry */
+		assert_int_equal(g2.attempts, 2);
+		assert_int_equal(g2.ambiguous, 1);
+	}
+}
+
+/* ---------------------------------------------------------- proxies */
+
+static const char *const proxy_vars[] = {
+	"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+	"no_proxy", "NO_PROXY", NULL
+};
+
+/* A new civis_http that reads every proxy variable as `value` (NULL: unset). */
+static void
+http_with_proxy_env(const char *value)
+{
+	size_t i;
+
+	civis_http_free(F.http);
+	for (i = 0; proxy_vars[i] != NULL; i++) {
+		if (value != NULL && strstr(proxy_vars[i], "no_") == NULL &&
+		    strstr(proxy_vars[i], "NO_") == NULL)
+			setenv(proxy_vars[i], value, 1);
+		else
+			unsetenv(proxy_vars[i]);
+	}
+	assert_int_equal(civis_http_new(&F.http, F.loop), CIVIS_OK);
+}
+
+/* Every proxy variable names a recording server (here the scripted one),
+ * yet a plain-http loopback request with the key goes direct: the request
+ * line is origin-form, never "GET http://..." to a proxy. */
+static void
+test_plain_http_ignores_proxy_env(void **state)
+{
+	struct got g = { 0 };
+	civis_http_spec s;
+	char origin[64], proxy[64], shown[160];
+
+	(void)state;
+	server_start(steps_two_ok, 3);
+	snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%d", S.port);
+	http_with_proxy_env(proxy);
+	snprintf(origin, sizeof(origin), "http://127.0.0.1:%d/", S.port);
+	assert_int_equal(civis_http_proxy_for(F.http, origin, shown, sizeof(shown)), CIVIS_OK);
+	assert_string_equal(shown, "");
+	s = spec_for("GET", "/direct", &g);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k3y:", NULL), CIVIS_OK);
+	run_until(&g, 5000 * MS);
+	http_with_proxy_env(NULL);
+	assert_int_equal(g.status, CIVIS_OK);
+	assert_int_equal(server_nreqs(), 1);
+	assert_non_null(strstr(S.reqs[0], "GET /direct HTTP/1.1\r\n"));
+	assert_null(strstr(S.reqs[0], "http://"));
+	assert_null(strcasestr(S.reqs[0], "\r\nProxy-"));
+}
+
+static const struct step steps_connect_403[] = {
+	{ ANSWER_CLOSE, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n" },
+};
+
+/* https goes through HTTPS_PROXY as a CONNECT tunnel: the proxy sees the
+ * host and port and its own credentials, never the key (that stays inside
+ * TLS); a failure names the proxy, without its credentials. */
+static void
+test_https_through_proxy_tunnel(void **state)
+{
+	struct got g = { 0 };
+	civis_http_spec s;
+	char proxy[64], want[160], shown[160];
+
+	(void)state;
+	server_start(steps_connect_403, 1);
+	snprintf(proxy, sizeof(proxy), "http://alice:pw@127.0.0.1:%d", S.port);
+	http_with_proxy_env(proxy);
+	assert_int_equal(civis_http_proxy_for(F.http, "https://api.example.invalid/", shown,
+	                                      sizeof(shown)), CIVIS_OK);
+	snprintf(want, sizeof(want), "http://127.0.0.1:%d", S.port);
+	assert_string_equal(shown, want);
+	F.fast.max_attempts = 1;
+	s = spec_for("GET", "/x", &g);
+	s.url = "https://api.example.invalid/v1/x";
+	assert_int_equal(civis__http_start_auth(F.http, &s, "https://api.example.invalid/v1/",
+	                                       "sekrit:", NULL), CIVIS_OK);
+	run_until(&g, 5000 * MS);
+	http_with_proxy_env(NULL);
+	assert_int_equal(g.status, CIVIS_ENET);
+	/* libcurl's words for a refused CONNECT vary by version; ours do not */
+	assert_true(strncmp(g.error, "test: GET /v1/x: ", 17) == 0);
+	snprintf(want, sizeof(want), " (through the proxy http://127.0.0.1:%d)", S.port);
+	assert_true(strlen(g.error) > strlen(want));
+	assert_string_equal(g.error + strlen(g.error) - strlen(want), want);
+	assert_int_equal(server_nreqs(), 1);
+	assert_non_null(strstr(S.reqs[0], "CONNECT api.example.invalid:443 HTTP/1.1\r\n"));
+	assert_non_null(strstr(S.reqs[0], "\r\nProxy-Authorization: Basic YWxpY2U6cHc=\r\n"));
+	assert_null(strstr(S.reqs[0], "c2Vrcml0Og"));   /* base64 of "sekrit:" */
+	assert_null(strstr(S.reqs[0], "sekrit"));
+	assert_null(strstr(g.error, "alice"));
+}
+
+/* A request without the key (a presigned storage URL) must be https://,
+ * or http:// to a loopback host, the endpoint's rule: otherwise it fails
+ * before anything is sent, with one line saying why. */
+static void
+test_presigned_url_must_be_https(void **state)
+{
+	struct got g1 = { 0 }, g2 = { 0 };
+	civis_http_spec s;
+	civis_http_req *req = NULL;
+
+	(void)state;
+	server_start(NULL, 0);
+	s = spec_for("PUT", "/", &g1);
+	s.url = "http://Storage.Example.invalid/bucket/key?X-Amz-Signature=zz";
+	s.body = "data";
+	s.body_len = 4;
+	assert_int_equal(civis_http_start(F.http, &s, &req), CIVIS_OK);
+	assert_non_null(req);
+	assert_int_equal(g1.called, 0);             /* never from inside start */
+	run_until(&g1, 5000 * MS);
+	assert_int_equal(g1.status, CIVIS_EUNSAFE);
+	assert_int_equal(g1.attempts, 0);
+	assert_string_equal(g1.error, "test: PUT /bucket/key: refused to send to "
+	                    "http://storage.example.invalid: a URL without the API key must use "
+	                    "https:// (http:// only to a loopback host)");
+	s = spec_for("POST", "/", &g2);
+	s.url = "ftp://127.0.0.1/upload";
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until(&g2, 5000 * MS);
+	assert_int_equal(g2.status, CIVIS_EUNSAFE);
+	assert_non_null(strstr(g2.error, "refused to send to ftp://127.0.0.1: "));
+	assert_int_equal(server_nreqs(), 0);
+	assert_int_equal(civis_http_pending(F.http), 0);
+}
+
+/* ---------------------------------------------------------- the budget */
+
+static const struct step steps_four_ok_rl[] = {
+	{ ANSWER, "HTTP/1.1 200 OK\r\nX-RateLimit-Limit: 4\r\nX-RateLimit-Remaining: 3\r\n"
+	          "Content-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nX-RateLimit-Limit: 4\r\nX-RateLimit-Remaining: 2\r\n"
+	          "Content-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nX-RateLimit-Limit: 4\r\nX-RateLimit-Remaining: 1\r\n"
+	          "Content-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nX-RateLimit-Limit: 4\r\nX-RateLimit-Remaining: 0\r\n"
+	          "Content-Length: 0\r\n\r\n" },
+};
+
+static void
+run_until_all(struct got *const *gs, size_t n, uint64_t max_ns)
+{
+	uint64_t end = civis_now_ns() + max_ns;
+	size_t i, done;
+
+	do {
+		assert_int_equal(civis_loop_run_once(F.loop, 20 * MS), CIVIS_OK);
+		for (i = 0, done = 0; i < n; i++)
+			done += gs[i]->called;
+	} while (done < n && civis_now_ns() < end);
+	for (i = 0; i < n; i++)
+		assert_int_equal(gs[i]->called, 1);
+}
+
+/* A budget of 2 tries per 1.2 s window (50% of a limit of 4): two NORMAL
+ * calls go, the third waits for the window, a FINAL one started last goes
+ * at once; the X-RateLimit headers are read from every answer. */
+static void
+test_budget_holds_normal_not_final(void **state)
+{
+	struct got g[4] = { { 0 } };
+	struct got *gs[4] = { &g[0], &g[1], &g[2], &g[3] };
+	civis_http_rate_stats st;
+	civis_http_spec s;
+	char origin[64];
+	uint64_t t0;
+	int i;
+
+	(void)state;
+	server_start(steps_four_ok_rl, 4);
+	snprintf(origin, sizeof(origin), "http://127.0.0.1:%d/", S.port);
+	assert_int_equal(civis_http_set_budget(F.http, 50, 4, 1200), CIVIS_OK);
+	assert_int_equal(civis_http_budget_left(F.http, CIVIS_HTTP_PRIO_NORMAL), 2);
+	t0 = civis_now_ns();
+	for (i = 0; i < 4; i++) {
+		s = spec_for("GET", "/api/x", &g[i]);
+		s.prio = i == 3 ? CIVIS_HTTP_PRIO_FINAL : CIVIS_HTTP_PRIO_NORMAL;
+		assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k:", NULL), CIVIS_OK);
+	}
+	assert_int_equal(civis_http_budget_left(F.http, CIVIS_HTTP_PRIO_NORMAL), 0);
+	civis_http_get_rate_stats(F.http, &st);
+	assert_int_equal(st.waiting, 1);
+	assert_int_equal(st.used, 3);
+	run_until_all(gs, 4, 5000 * MS);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(g[i].status, CIVIS_OK);
+	/* the held one went once the window had moved on: about 1.2 s */
+	assert_true(g[2].at - t0 >= 1000 * MS);
+	assert_true(g[0].at - t0 < 900 * MS);
+	assert_true(g[1].at - t0 < 900 * MS);
+	assert_true(g[3].at - t0 < 900 * MS);   /* FINAL did not wait */
+	civis_http_get_rate_stats(F.http, &st);
+	assert_int_equal(st.tries, 4);
+	assert_int_equal(st.held, 1);
+	assert_int_equal(st.max_in_window, 3);
+	assert_int_equal(st.limit, 4);
+	assert_int_equal(st.limit_from_api, 1);
+	assert_int_equal(st.remaining, 0);
+	assert_int_equal(st.http_429, 0);
+	/* a storage request (no key) never counts */
+	assert_int_equal(server_nreqs(), 4);
+}
+
+static const struct step steps_429_then_ok[] = {
+	{ ANSWER, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nX-RateLimit-Limit: 50\r\n"
+	          "X-RateLimit-Remaining: 0\r\nContent-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" },
+	{ ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" },
+};
+
+/* A 429 on one call holds every authenticated call until its Retry-After,
+ * not only the one that got it; a storage request goes on. */
+static void
+test_429_pauses_every_authenticated_call(void **state)
+{
+	struct got ga = { 0 }, gb = { 0 }, gc = { 0 };
+	struct got *gs[3] = { &ga, &gb, &gc };
+	civis_http_rate_stats st;
+	civis_http_spec s;
+	char origin[64];
+	uint64_t t429, end;
+
+	(void)state;
+	server_start(steps_429_then_ok, 4);
+	snprintf(origin, sizeof(origin), "http://127.0.0.1:%d/", S.port);
+	assert_int_equal(civis_http_set_budget(F.http, 100, 0, 0), CIVIS_OK);
+	s = spec_for("POST", "/api/logs", &ga);
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k:", NULL), CIVIS_OK);
+	end = civis_now_ns() + 5000 * MS;
+	do {
+		assert_int_equal(civis_loop_run_once(F.loop, 5 * MS), CIVIS_OK);
+		civis_http_get_rate_stats(F.http, &st);
+	} while (st.http_429 == 0 && civis_now_ns() < end);
+	assert_int_equal(st.http_429, 1);
+	t429 = civis_now_ns();
+	assert_int_equal(civis_http_budget_left(F.http, CIVIS_HTTP_PRIO_FINAL), 0);
+	s = spec_for("GET", "/api/heartbeat", &gb);
+	s.prio = CIVIS_HTTP_PRIO_FINAL;
+	assert_int_equal(civis__http_start_auth(F.http, &s, origin, "k:", NULL), CIVIS_OK);
+	s = spec_for("PUT", "/bucket/part", &gc);
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_OK);
+	run_until_all(gs, 3, 5000 * MS);
+	assert_int_equal(ga.status, CIVIS_OK);
+	assert_int_equal(ga.attempts, 2);
+	assert_int_equal(gb.status, CIVIS_OK);
+	assert_int_equal(gc.status, CIVIS_OK);
+	assert_true(gc.at - t429 < 700 * MS);    /* storage: not held */
+	assert_true(gb.at - t429 >= 900 * MS);   /* held until Retry-After */
+	civis_http_get_rate_stats(F.http, &st);
+	assert_true(st.paused_ms >= 1000 && st.paused_ms <= 1100);
+	assert_true(st.held >= 1);
+	assert_int_equal(st.limit, 50);
+	assert_int_equal(st.tries, 3);
 }
 
 #define N503 40
@@ -1254,6 +1711,7 @@ main(void)
 		cmocka_unit_test(test_status_retryable),
 		cmocka_unit_test_setup_teardown(test_retry_503_then_200, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_gives_up, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_text_reader, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_after_respected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cut_ambiguous_not_retried, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cut_ambiguous_retried, setup, teardown),
@@ -1267,7 +1725,16 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_auth_only_to_origin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_specs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_cancels_in_flight, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_body_fn_and_methods, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streamed_body_and_methods, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streamed_post_retry_rereads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_holds_normal_not_final, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_429_pauses_every_authenticated_call, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plain_http_ignores_proxy_env, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_https_through_proxy_tunnel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_presigned_url_must_be_https, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streamed_read_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streamed_body_ends_early, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streamed_silent_resend_is_ambiguous, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keepalive_throughput, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_call_headers_and_401_latch, setup, teardown),

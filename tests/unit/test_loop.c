@@ -337,7 +337,7 @@ test_wakeup(void **state)
 	uint64_t start;
 
 	/* Waking needs libcurl's wakeup pipe, made with the multi handle. */
-	assert_non_null(civis_loop_curl_multi(loop));
+	assert_non_null(civis__loop_curl_multi(loop));
 	start = civis_now_ns();
 	assert_int_equal(pthread_create(&th, NULL, wake_later, loop), 0);
 	assert_int_equal(civis_loop_run_once(loop, 5000 * MS), CIVIS_OK);

@@ -14,7 +14,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "civis/tls.h"
+#include "../../lib/src/tls_int.h"
 
 typedef struct fixture {
 	char dir[64];

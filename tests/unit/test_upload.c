@@ -1,7 +1,8 @@
-/* test_upload.c: the pure parts of the upload engine (part sizes, request
- * bodies, S3 error texts), the form on the wire (a one-shot local HTTP
- * server records the raw request), gzip and tar.gz staging read back with
- * zlib and libarchive, and the detection of a file changing under us. */
+/* test_upload.c: the upload engine's core and multipart modules: part
+ * sizes, request bodies, S3 error texts, the multipart digest on its helper
+ * thread, and the state machine without a server (bad options, a descriptor
+ * given, missing file, over 5 TiB, cancel in every state). The form body is
+ * in test_upload_form.c, staging in test_upload_stage.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +12,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -33,7 +33,8 @@
 void civis__upload_storage_error(long http_code, const char *body, size_t len,
                                  char *buf, size_t buflen);
 char *civis__upload_create_body(const char *name, const char *expires, unsigned nparts);
-int civis__upload_form_body(void *ud, CURL *easy);
+int civis__upload_form_build(civis_upload *u);
+int civis__upload_form_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got);
 civis_upload *civis__upload_test_form_new(const civis_file_post *fp, int fd, uint64_t size,
                                           const char *filename);
 void civis__upload_test_form_free(civis_upload *u, char sha_hex[CIVIS_SHA256_HEX_LEN]);
@@ -201,510 +202,48 @@ test_storage_error(void **state)
 	assert_int_equal(strlen(buf), 11);
 }
 
-/* ------------------------------------------------------- form on the wire */
-
-/* Child: accept one connection, record the raw request, answer 204. */
+/* A multipart file's digest comes from the helper thread: the file's
+ * SHA-256, told to the loop; stopping it early joins it at once. */
 static void
-serve_once(int lfd, const char *record)
+test_hash_thread(void **state)
 {
-	static char req[4 << 20];
-	size_t len = 0;
-	long clen = -1;
-	int c = accept(lfd, NULL, NULL);
-	FILE *f;
-
-	if (c < 0)
-		_exit(2);
-	for (;;) {
-		ssize_t r;
-		char *hend = memmem(req, len, "\r\n\r\n", 4);
-		if (hend != NULL && clen < 0) {
-			char *cl = memmem(req, (size_t)(hend - req), "Content-Length: ", 16);
-			clen = cl != NULL ? strtol(cl + 16, NULL, 10) : 0;
-		}
-		if (hend != NULL && (size_t)(hend + 4 - req) + (size_t)clen <= len)
-			break;
-		if (len == sizeof(req))
-			_exit(3);
-		r = read(c, req + len, sizeof(req) - len);
-		if (r <= 0)
-			_exit(4);
-		len += (size_t)r;
-	}
-	f = fopen(record, "wb");
-	if (f == NULL || fwrite(req, 1, len, f) != len || fclose(f) != 0)
-		_exit(5);
-	if (write(c, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", 46) != 46)
-		_exit(6);
-	(void)close(c);
-	_exit(0);
-}
-
-static size_t
-discard(char *p, size_t s, size_t n, void *ud)
-{
-	(void)p;
-	(void)ud;
-	return s * n;
-}
-
-static void
-test_form_on_the_wire(void **state)
-{
-	char *names[] = { "key", "policy", "x-amz-signature", "Content-Type" };
-	char *values[] = { "uploads/${filename}", "eyJleHBp", "abc123", "text/csv" };
 	civis_file_post fp;
-	unsigned char data[300000];
-	char path[512], record[512], url[64], sha[CIVIS_SHA256_HEX_LEN], want_sha[CIVIS_SHA256_HEX_LEN];
-	struct sockaddr_in sa;
-	socklen_t sl = sizeof(sa);
+	unsigned char *data = malloc(3 * MiB + 17);
+	char path[512], sha[CIVIS_SHA256_HEX_LEN], want[CIVIS_SHA256_HEX_LEN];
 	civis_upload *u;
-	CURL *e;
-	pid_t pid;
-	int lfd, fd, st;
-	long code = 0;
-	FILE *f;
-	static char raw[4 << 20];
-	size_t rawlen;
-	char *body, *p_key, *p_policy, *p_sig, *p_ct, *p_file, *cl;
+	civis_loop *loop;
+	int fd, i;
 	(void)state;
 
-	fill(data, sizeof(data), 7);
-	write_file("out.csv", data, sizeof(data));
-	tpath(path, sizeof(path), "out.csv");
-	tpath(record, sizeof(record), "request.raw");
+	assert_non_null(data);
+	fill(data, 3 * MiB + 17, 11);
+	write_file("h.bin", data, 3 * MiB + 17);
+	tpath(path, sizeof(path), "h.bin");
 	fd = open(path, O_RDONLY);
 	assert_true(fd >= 0);
-
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_true(lfd >= 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(listen(lfd, 1), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
-	(void)snprintf(url, sizeof(url), "http://127.0.0.1:%u/bucket", ntohs(sa.sin_port));
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		serve_once(lfd, record);
-	(void)close(lfd);
-
 	memset(&fp, 0, sizeof(fp));
-	fp.id = 5;
-	fp.upload_url = url;
-	fp.nfields = 4;
-	fp.field_names = names;
-	fp.field_values = values;
-	u = civis__upload_test_form_new(&fp, fd, sizeof(data), "out.csv");
+	assert_int_equal(civis_loop_new(&loop), CIVIS_OK);
+	u = civis__upload_test_form_new(&fp, fd, 3 * MiB + 17, "h.bin");
 	assert_non_null(u);
-	e = curl_easy_init();
-	assert_non_null(e);
-	assert_int_equal(curl_easy_setopt(e, CURLOPT_URL, url), CURLE_OK);
-	assert_int_equal(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard), CURLE_OK);
-	assert_int_equal(civis__upload_form_body(u, e), CIVIS_OK);
-	assert_int_equal(curl_easy_perform(e), CURLE_OK);
-	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-	assert_int_equal(code, 204);
-	curl_easy_cleanup(e);
+	u->loop = loop;
+	assert_int_equal(civis__upload_hash_start(u), CIVIS_OK);
+	for (i = 0; i < 500 && !u->sha_ready; i++)
+		assert_int_equal(civis_loop_run_once(loop, 10000000), CIVIS_OK);
+	assert_true(u->sha_ready);
+	assert_null(u->hasher);
+	/* started again and stopped at once: joined, nothing left behind */
+	u->sha_ready = 0;
+	assert_int_equal(civis__upload_hash_start(u), CIVIS_OK);
+	civis__upload_hash_stop(u);
+	assert_null(u->hasher);
+	u->sha_ready = 1;
 	civis__upload_test_form_free(u, sha);
+	civis_loop_free(loop);
 	(void)close(fd);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-
-	f = fopen(record, "rb");
-	assert_non_null(f);
-	rawlen = fread(raw, 1, sizeof(raw), f);
-	(void)fclose(f);
-	body = memmem(raw, rawlen, "\r\n\r\n", 4);
-	assert_non_null(body);
-	body += 4;
-	/* exact Content-Length, no chunking, no credentials */
-	cl = memmem(raw, (size_t)(body - raw), "Content-Length: ", 16);
-	assert_non_null(cl);
-	assert_int_equal(strtol(cl + 16, NULL, 10), (long)(rawlen - (size_t)(body - raw)));
-	assert_null(memmem(raw, (size_t)(body - raw), "Transfer-Encoding", 17));
-	assert_null(memmem(raw, (size_t)(body - raw), "Authorization", 13));
-	assert_non_null(memmem(raw, (size_t)(body - raw), "multipart/form-data; boundary=", 30));
-	/* the fields in the answer's order, the file last */
-	p_key = memmem(body, rawlen, "name=\"key\"\r\n\r\nuploads/${filename}\r\n", 35);
-	p_policy = memmem(body, rawlen, "name=\"policy\"\r\n\r\neyJleHBp\r\n", 27);
-	p_sig = memmem(body, rawlen, "name=\"x-amz-signature\"\r\n\r\nabc123\r\n", 34);
-	p_ct = memmem(body, rawlen, "name=\"Content-Type\"\r\n\r\ntext/csv\r\n", 33);
-	p_file = memmem(body, rawlen, "name=\"file\"; filename=\"out.csv\"", 31);
-	assert_non_null(p_key);
-	assert_non_null(p_policy);
-	assert_non_null(p_sig);
-	assert_non_null(p_ct);
-	assert_non_null(p_file);
-	assert_true(p_key < p_policy && p_policy < p_sig && p_sig < p_ct && p_ct < p_file);
-	/* the file's bytes, whole, after its part header */
-	{
-		char *start = memmem(p_file, rawlen - (size_t)(p_file - raw), "\r\n\r\n", 4);
-		assert_non_null(start);
-		start += 4;
-		assert_memory_equal(start, data, sizeof(data));
-		assert_true(memcmp(start + sizeof(data), "\r\n--", 4) == 0);
-	}
-	/* the digest of what was read on the way */
-	sha_hex_of(data, sizeof(data), want_sha);
-	assert_string_equal(sha, want_sha);
-}
-
-/* ---------------------------------------------------------------- staging */
-
-typedef struct warnings {
-	char text[8][256];
-	int n;
-} warnings;
-
-static void
-collect_warning(void *ud, const char *text)
-{
-	warnings *w = ud;
-	if (w->n < 8)
-		(void)snprintf(w->text[w->n], sizeof(w->text[0]), "%s", text);
-	w->n++;
-}
-
-/* Run a stage to the end in small slices; returns the staged fd. */
-static int
-stage_all(civis__stage *st, size_t budget, int *steps, uint64_t *size,
-          char sha[CIVIS_SHA256_HEX_LEN])
-{
-	char err[512] = "";
-	int rc;
-
-	*steps = 0;
-	while ((rc = civis__stage_step(st, budget, err, sizeof(err))) == 0)
-		(*steps)++;
-	if (rc != 1)
-		print_error("stage: %s\n", err);
-	assert_int_equal(rc, 1);
-	return civis__stage_take_fd(st, size, sha);
-}
-
-static void
-check_staged_sha(int fd, uint64_t size, const char *sha)
-{
-	unsigned char *b = malloc(size ? size : 1);
-	char want[CIVIS_SHA256_HEX_LEN];
-
-	assert_non_null(b);
-	assert_int_equal(civis__upload_pread(fd, b, size, 0), (ssize_t)size);
-	sha_hex_of(b, size, want);
+	sha_hex_of(data, 3 * MiB + 17, want);
 	assert_string_equal(sha, want);
-	free(b);
-}
-
-static void
-test_gzip_roundtrip(void **state)
-{
-	size_t n = 3 * MiB + 12345;
-	unsigned char *data = malloc(n), *back = malloc(n + 1);
-	unsigned char zin[65536];
-	char path[512], err[256], sha[CIVIS_SHA256_HEX_LEN];
-	civis__stage *st;
-	z_stream z;
-	uint64_t size, off = 0;
-	int fd, steps, zr;
-	(void)state;
-
-	assert_non_null(data);
-	assert_non_null(back);
-	fill(data, n, 42);
-	write_file("big.csv", data, n);
-	tpath(path, sizeof(path), "big.csv");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, tmpdir, NULL, NULL,
-	                                  err, sizeof(err)), CIVIS_OK);
-	fd = stage_all(st, 256 << 10, &steps, &size, sha);
-	civis__stage_free(st);
-	assert_true(fd >= 0);
-	assert_true(steps >= 12);      /* bounded slices, not one long stretch */
-	assert_true(size > 0 && size < n);
-	check_staged_sha(fd, size, sha);
-
-	memset(&z, 0, sizeof(z));
-	assert_int_equal(inflateInit2(&z, 15 + 16), Z_OK);
-	z.next_out = back;
-	z.avail_out = (uInt)(n + 1);
-	do {
-		ssize_t r = civis__upload_pread(fd, zin, sizeof(zin), off);
-		assert_true(r > 0);
-		off += (uint64_t)r;
-		z.next_in = zin;
-		z.avail_in = (uInt)r;
-		zr = inflate(&z, Z_NO_FLUSH);
-		assert_true(zr == Z_OK || zr == Z_STREAM_END);
-	} while (zr != Z_STREAM_END);
-	assert_int_equal(off, size);
-	assert_int_equal(z.total_out, n);
-	assert_memory_equal(back, data, n);
-	inflateEnd(&z);
-	(void)close(fd);
-	free(data);
-	free(back);
-}
-
-static void
-test_gzip_empty_and_deleted(void **state)
-{
-	char path[512], err[256], sha[CIVIS_SHA256_HEX_LEN];
-	unsigned char data[5000];
-	civis__stage *st;
-	uint64_t size;
-	int fd, steps;
-	(void)state;
-
-	write_file("empty.txt", "", 0);
-	tpath(path, sizeof(path), "empty.txt");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, NULL, NULL, NULL,
-	                                  err, sizeof(err)), CIVIS_OK);
-	fd = stage_all(st, 1 << 20, &steps, &size, sha);
-	civis__stage_free(st);
-	assert_true(size >= 20);       /* a gzip header and trailer */
-	(void)close(fd);
-
-	/* deleted after it was opened: what was opened is staged */
-	fill(data, sizeof(data), 3);
-	write_file("gone.txt", data, sizeof(data));
-	tpath(path, sizeof(path), "gone.txt");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, NULL, NULL, NULL,
-	                                  err, sizeof(err)), CIVIS_OK);
-	assert_int_equal(unlink(path), 0);
-	fd = stage_all(st, 1 << 20, &steps, &size, sha);
-	civis__stage_free(st);
-	assert_true(fd >= 0 && size > 20);
-	(void)close(fd);
-
-	/* missing: ENOTFOUND with the path in the text */
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, path, NULL, NULL, NULL,
-	                                  err, sizeof(err)), CIVIS_ENOTFOUND);
-	assert_null(st);
-	assert_non_null(strstr(err, "gone.txt: No such file"));
-}
-
-typedef struct entry {
-	char name[128];
-	int64_t size;
-	int type;
-	char data[64];
-} entry;
-
-static int
-read_targz(int fd, entry *out, int max)
-{
-	struct archive *a = archive_read_new();
-	struct archive_entry *e;
-	int n = 0;
-
-	assert_non_null(a);
-	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
-	archive_read_support_filter_gzip(a);
-	archive_read_support_format_tar(a);
-	assert_int_equal(archive_read_open_fd(a, fd, 10240), ARCHIVE_OK);
-	while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
-		assert_true(n < max);
-		(void)snprintf(out[n].name, sizeof(out[n].name), "%s", archive_entry_pathname(e));
-		out[n].size = archive_entry_size(e);
-		out[n].type = (int)archive_entry_filetype(e);
-		memset(out[n].data, 0, sizeof(out[n].data));
-		if (out[n].type == AE_IFREG)
-			(void)archive_read_data(a, out[n].data, sizeof(out[n].data) - 1);
-		n++;
-	}
-	archive_read_free(a);
-	return n;
-}
-
-static void
-test_targz(void **state)
-{
-	char dir[512], p[512], err[256], sha[CIVIS_SHA256_HEX_LEN];
-	warnings w;
-	entry ents[16];
-	civis__stage *st;
-	uint64_t size;
-	int fd, steps, n;
-	(void)state;
-
-	tpath(dir, sizeof(dir), "outdir");
-	assert_int_equal(mkdir(dir, 0755), 0);
-	tpath(p, sizeof(p), "outdir/b");
-	assert_int_equal(mkdir(p, 0755), 0);
-	write_file("outdir/z.txt", "zzz", 3);
-	write_file("outdir/a.txt", "hello a", 7);
-	write_file("outdir/b/c.txt", "in b", 4);
-	write_file("outdir/b/d", "", 0);
-	tpath(p, sizeof(p), "outdir/link_in");
-	assert_int_equal(symlink("a.txt", p), 0);
-	tpath(p, sizeof(p), "outdir/link_out");
-	assert_int_equal(symlink("/etc/hostname", p), 0);
-	tpath(p, sizeof(p), "outdir/b/loop");
-	assert_int_equal(symlink("../b", p), 0);
-	tpath(p, sizeof(p), "outdir/fifo");
-	assert_int_equal(mkfifo(p, 0600), 0);
-
-	memset(&w, 0, sizeof(w));
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, dir, tmpdir, collect_warning,
-	                                  &w, err, sizeof(err)), CIVIS_OK);
-	fd = stage_all(st, 1024, &steps, &size, sha);
-	civis__stage_free(st);
-	assert_true(fd >= 0);
-	check_staged_sha(fd, size, sha);
-
-	n = read_targz(fd, ents, 16);
-	(void)close(fd);
-	assert_int_equal(n, 6);
-	assert_string_equal(ents[0].name, "a.txt");
-	assert_string_equal(ents[0].data, "hello a");
-	assert_true(strncmp(ents[1].name, "b", 1) == 0 && ents[1].type == AE_IFDIR);
-	assert_string_equal(ents[2].name, "b/c.txt");
-	assert_string_equal(ents[2].data, "in b");
-	assert_string_equal(ents[3].name, "b/d");
-	assert_int_equal(ents[3].size, 0);
-	assert_string_equal(ents[4].name, "link_in");     /* followed, stays inside */
-	assert_string_equal(ents[4].data, "hello a");
-	assert_int_equal(ents[4].type, AE_IFREG);
-	assert_string_equal(ents[5].name, "z.txt");
-	assert_string_equal(ents[5].data, "zzz");
-
-	assert_int_equal(w.n, 3);
-	assert_non_null(strstr(w.text[0], "b/loop"));
-	assert_non_null(strstr(w.text[0], "loop"));
-	assert_non_null(strstr(w.text[1], "fifo: not a regular file or directory"));
-	assert_non_null(strstr(w.text[2], "link_out: symbolic link points outside"));
-}
-
-static void
-test_targz_not_a_dir(void **state)
-{
-	char p[512], err[256];
-	civis__stage *st;
-	(void)state;
-
-	write_file("plain.txt", "x", 1);
-	tpath(p, sizeof(p), "plain.txt");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_TARGZ, p, NULL, NULL, NULL,
-	                                  err, sizeof(err)), CIVIS_ESYS);
-	assert_non_null(strstr(err, "Not a directory"));
-}
-
-/* ------------------------------------------------------- file changed */
-
-static void
-test_changed_detection(void **state)
-{
-	unsigned char data[250];
-	char p[512], err[256];
-	struct stat before;
-	int fd;
-	(void)state;
-
-	memset(data, 'q', sizeof(data));
-	write_file("grow.csv", data, 100);
-	tpath(p, sizeof(p), "grow.csv");
-	fd = open(p, O_RDONLY);
-	assert_true(fd >= 0);
-	assert_int_equal(fstat(fd, &before), 0);
-	assert_int_equal(civis__upload_check_unchanged(&before, fd, "out.csv", err, sizeof(err)),
-	                 CIVIS_OK);
-	write_file("grow.csv", data, 250);
-	assert_int_equal(civis__upload_check_unchanged(&before, fd, "out.csv", err, sizeof(err)),
-	                 CIVIS_EINVAL);
-	assert_string_equal(err, "out.csv changed during upload (size 100 -> 250)");
-	(void)close(fd);
-
-	/* same size, new mtime */
-	write_file("touch.csv", data, 10);
-	tpath(p, sizeof(p), "touch.csv");
-	fd = open(p, O_RDONLY);
-	assert_int_equal(fstat(fd, &before), 0);
-	{
-		struct timespec ts[2] = { { 1000, 0 }, { 1000, 0 } };
-		assert_int_equal(futimens(fd, ts), 0);
-	}
-	assert_int_equal(civis__upload_check_unchanged(&before, fd, "t.csv", err, sizeof(err)),
-	                 CIVIS_EINVAL);
-	assert_non_null(strstr(err, "t.csv changed during upload (modified"));
-	(void)close(fd);
-}
-
-/* A file truncated while it is being compressed fails the staging. */
-static void
-test_gzip_truncated_midway(void **state)
-{
-	size_t n = 2 * MiB;
-	unsigned char *data = malloc(n);
-	char p[512], err[256];
-	civis__stage *st;
-	int rc;
-	(void)state;
-
-	assert_non_null(data);
-	fill(data, n, 9);
-	write_file("trunc.csv", data, n);
-	tpath(p, sizeof(p), "trunc.csv");
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, p, NULL, NULL, NULL,
-	                                  err, sizeof(err)), CIVIS_OK);
-	assert_int_equal(civis__stage_step(st, 128 << 10, err, sizeof(err)), 0);
-	assert_int_equal(truncate(p, 1000), 0);
-	while ((rc = civis__stage_step(st, 128 << 10, err, sizeof(err))) == 0)
-		;
-	assert_int_equal(rc, CIVIS_EINVAL);
-	assert_non_null(strstr(err, "changed during upload (size 2097152 -> 1000)"));
-	civis__stage_free(st);
-
-	/* grown while compressed */
-	write_file("trunc.csv", data, n);
-	assert_int_equal(civis__stage_new(&st, CIVIS_UPLOAD_GZIP, p, NULL, NULL, NULL,
-	                                  err, sizeof(err)), CIVIS_OK);
-	assert_int_equal(civis__stage_step(st, 128 << 10, err, sizeof(err)), 0);
-	{
-		int afd = open(p, O_WRONLY | O_APPEND);
-		assert_true(afd >= 0);
-		assert_int_equal(write(afd, "more", 4), 4);
-		(void)close(afd);
-	}
-	while ((rc = civis__stage_step(st, 128 << 10, err, sizeof(err))) == 0)
-		;
-	assert_int_equal(rc, CIVIS_EINVAL);
-	assert_non_null(strstr(err, "(size 2097152 -> 2097156)"));
-	civis__stage_free(st);
 	free(data);
 }
-
-static void
-test_human_size(void **state)
-{
-	char b[32];
-	(void)state;
-	civis__upload_human_size(6 * TiB, b, sizeof(b));
-	assert_string_equal(b, "6.0 TiB");
-	civis__upload_human_size(512, b, sizeof(b));
-	assert_string_equal(b, "512 B");
-	civis__upload_human_size(5 * TiB + 1, b, sizeof(b));
-	assert_string_equal(b, "5.0 TiB");
-}
-
-static void
-test_tmpfile(void **state)
-{
-	char err[256];
-	int fd;
-	(void)state;
-
-	assert_int_equal(civis__upload_tmpfile(tmpdir, &fd, err, sizeof(err)), CIVIS_OK);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, "abc", 3), 3);
-	(void)close(fd);
-	assert_int_equal(civis__upload_tmpfile("/nonexistent/dir", &fd, err, sizeof(err)),
-	                 CIVIS_ESYS);
-	assert_int_equal(fd, -1);
-	assert_non_null(strstr(err, "/nonexistent/dir"));
-}
-
 
 /* ------------------------------------------- the state machine, no server */
 
@@ -771,6 +310,7 @@ opts_init(civis_upload_opts *o, rig *r, const char *path, civis_upload_kind kind
 	o->ud = out;
 	o->loop = r->loop;
 	o->tmp_dir = tmpdir;
+	o->fd = -1;
 }
 
 static void
@@ -794,7 +334,6 @@ test_start_rejects_bad_options(void **state)
 	o.loop = NULL;
 	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_EINVAL);
 	assert_int_equal(out.calls, 0);
-	assert_int_equal(civis_client_register_output(r.client, 0, NULL, NULL), CIVIS_EINVAL);
 	rig_free(&r);
 }
 
@@ -819,6 +358,58 @@ test_missing_file_fails_later(void **state)
 	assert_int_equal(out.calls, 1);
 	assert_int_equal(out.status, CIVIS_ENOTFOUND);
 	assert_string_equal(out.error, "/nonexistent/out.bin: No such file or directory");
+	rig_free(&r);
+}
+
+/* opts.fd: the upload reads the descriptor it is given (dup()ed: the
+ * caller may close its own at once); path only names it. */
+static void
+test_start_with_fd(void **state)
+{
+	civis_upload_opts o;
+	civis_upload *u;
+	outcome out;
+	unsigned char data[1000];
+	char p[512];
+	rig r;
+	int fd, i, kind;
+	(void)state;
+
+	fill(data, sizeof(data), 4);
+	write_file("fd.bin", data, sizeof(data));
+	rig_new(&r);
+	for (kind = 0; kind < 3; kind++) {
+		if (kind == 2) {
+			fd = open(tmpdir, O_RDONLY | O_DIRECTORY);
+		} else {
+			tpath(p, sizeof(p), "fd.bin");
+			fd = open(p, O_RDONLY);
+		}
+		assert_true(fd >= 0);
+		memset(&out, 0, sizeof(out));
+		opts_init(&o, &r, "/nonexistent/named-only", (civis_upload_kind)kind, &out);
+		o.fd = fd;
+		assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_OK);
+		(void)close(fd);
+		/* staged or opened from fd, then POST files/ (refused, retried) */
+		for (i = 0; i < 50 && out.calls == 0 && civis_http_pending(r.http) == 0; i++)
+			assert_int_equal(civis_loop_run_once(r.loop, 10000000), CIVIS_OK);
+		assert_int_equal(out.calls, 0);
+		assert_true(civis_http_pending(r.http) >= 1);
+		civis_upload_cancel(u);
+		assert_int_equal(out.calls, 1);
+		assert_int_equal(out.status, CIVIS_ECANCELED);
+	}
+	/* a descriptor that is not open: said through done, from the loop */
+	memset(&out, 0, sizeof(out));
+	opts_init(&o, &r, "named", CIVIS_UPLOAD_FILE, &out);
+	o.fd = 1000000;
+	assert_int_equal(civis_upload_start(r.client, &o, &u), CIVIS_OK);
+	for (i = 0; i < 10 && out.calls == 0; i++)
+		assert_int_equal(civis_loop_run_once(r.loop, 10000000), CIVIS_OK);
+	assert_int_equal(out.calls, 1);
+	assert_int_equal(out.status, CIVIS_ESYS);
+	assert_string_equal(out.error, "named: Bad file descriptor");
 	rig_free(&r);
 }
 
@@ -916,24 +507,15 @@ main(void)
 		cmocka_unit_test(test_part_size_is_ceil_sqrt),
 		cmocka_unit_test(test_create_body),
 		cmocka_unit_test(test_storage_error),
-		cmocka_unit_test(test_form_on_the_wire),
-		cmocka_unit_test(test_gzip_roundtrip),
-		cmocka_unit_test(test_gzip_empty_and_deleted),
-		cmocka_unit_test(test_targz),
-		cmocka_unit_test(test_targz_not_a_dir),
-		cmocka_unit_test(test_changed_detection),
-		cmocka_unit_test(test_gzip_truncated_midway),
-		cmocka_unit_test(test_human_size),
-		cmocka_unit_test(test_tmpfile),
+		cmocka_unit_test(test_hash_thread),
 		cmocka_unit_test(test_start_rejects_bad_options),
 		cmocka_unit_test(test_missing_file_fails_later),
+		cmocka_unit_test(test_start_with_fd),
 		cmocka_unit_test(test_over_5_tib_refused),
 		cmocka_unit_test(test_cancel_every_state),
 	};
 	int rc;
 
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 	rc = cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
-	curl_global_cleanup();
 	return rc;
 }

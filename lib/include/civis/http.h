@@ -8,7 +8,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <curl/curl.h>
 #include "civis/loop.h"
 
 #ifdef __cplusplus
@@ -60,21 +59,44 @@ typedef struct civis_http_result {
  * the call. */
 typedef void (*civis_http_done_fn)(void *ud, const civis_http_result *res);
 
-/* Called before each try to attach the body to the easy handle (e.g.
- * CURLOPT_READFUNCTION + CURLOPT_INFILESIZE_LARGE, or a curl_mime). It is
- * called again for a retry, so a streamed body must start over. */
-typedef int (*civis_http_body_fn)(void *ud, CURL *easy);
+/* A streamed request body: copy up to n bytes of the body from offset off
+ * into buf and set *got (1..n; fewer than n is fine, 0 only at the end).
+ * Return CIVIS_OK, or a civis_status: the try then fails at once with a
+ * one-line error naming the offset, and is not retried. Offsets only grow
+ * within a try, except when libcurl rewinds to send the body again by
+ * itself; every retry reads from 0 again. */
+typedef int (*civis_http_read_fn)(void *ud, uint64_t off, char *buf, size_t n, size_t *got);
+
+/* Writes the one-line text of an error answer (status >= 300) into buf,
+ * cleaned (no control characters, whole UTF-8 sequences), "" if none. */
+typedef void (*civis_http_error_text_fn)(const char *body, size_t len, char *buf,
+                                         size_t buflen);
+
+/* The generic reader: the answer's first non-blank line, cleaned. */
+void civis_http_error_text_line(const char *body, size_t len, char *buf, size_t buflen);
+
+/* How a request stands against the API budget (civis_http_set_budget) when
+ * the agent's own requests use it up: LOW waits first, FINAL never waits
+ * for the budget. Every authenticated request waits while a 429's
+ * Retry-After runs. */
+typedef enum civis_http_prio {
+	CIVIS_HTTP_PRIO_LOW    = -1,  /* heartbeats, cancel polls */
+	CIVIS_HTTP_PRIO_NORMAL = 0,   /* the default: log batches, file creation */
+	CIVIS_HTTP_PRIO_FINAL  = 1    /* the final log flush, output registration */
+} civis_http_prio;
 
 typedef struct civis_http_spec {
 	const char *method;      /* "GET", "POST", "PUT", "PATCH", "DELETE" */
 	const char *url;         /* absolute */
 	const char *what;        /* short name for messages: "log batch" */
 	const char *content_type;/* NULL: none */
-	const char *body;        /* request body or NULL; borrowed until done */
+	const char *body;        /* in-memory request body or NULL; borrowed until done */
 	size_t body_len;
-	civis_http_body_fn body_fn; /* alternative to body */
+	uint64_t body_size;      /* streamed body (instead of body): its exact length, */
+	civis_http_read_fn body_read; /* and its reader; sent with that Content-Length */
 	void *body_ud;
-	const struct curl_slist *headers; /* extra headers, borrowed until done */
+	const char *const *headers; /* extra "Name: value" headers, NULL-terminated, or
+	                               NULL; the array and strings borrowed until start returns */
 	size_t max_response;     /* answer body cap; 0 = 1 MiB */
 	long connect_timeout_ms; /* 0 = 10 s */
 	long low_speed_time_s;   /* cut when under 1 byte/s this long; 0 = 30 s */
@@ -82,6 +104,8 @@ typedef struct civis_http_spec {
 	const civis_retry_policy *retry; /* NULL = default */
 	civis_http_done_fn done;
 	void *done_ud;
+	civis_http_error_text_fn error_text; /* NULL: civis_http_error_text_line */
+	int prio;                /* civis_http_prio; 0 = NORMAL */
 } civis_http_spec;
 
 int  civis_http_new(civis_http **out, civis_loop *loop);
@@ -89,18 +113,60 @@ int  civis_http_new(civis_http **out, civis_loop *loop);
 void civis_http_free(civis_http *http);
 
 /* Start a request with no credentials (presigned upload URLs). Redirects are
- * not followed. On failure to start, done is NOT called. */
+ * not followed. On failure to start, done is NOT called. The URL must be
+ * https://, or http:// to a loopback host; any other fails the request
+ * (done, CIVIS_EUNSAFE, with the reason in res->error) before it is sent. */
 int  civis_http_start(civis_http *http, const civis_http_spec *spec, civis_http_req **out);
-
-/* Start a request that carries `userpwd` ("key:") as Basic auth plus the
- * extra headers; refused with CIVIS_EUNSAFE unless spec->url starts with
- * `origin` (scheme://host:port/ of the API). Used by client.c. */
-int  civis_http_start_auth(civis_http *http, const civis_http_spec *spec,
-                           const char *origin, const char *userpwd,
-                           civis_http_req **out);
 
 /* Abort one request; its done runs with CIVIS_ECANCELED before this returns. */
 void civis_http_cancel(civis_http *http, civis_http_req *req);
+
+/* The proxy a request to url goes through, as "scheme://host:port" (never
+ * its credentials) into buf, or "" for a direct connection (for -v).
+ * An http:// URL (loopback only) never uses one; an https:// URL follows
+ * https_proxy, else HTTPS_PROXY, else all_proxy, else ALL_PROXY, unless its
+ * host is in no_proxy/NO_PROXY (libcurl's rules), as the environment was
+ * at civis_http_new. CIVIS_EINVAL for a URL that does not parse. */
+int  civis_http_proxy_for(const civis_http *http, const char *url, char *buf, size_t len);
+
+/* ---- the API budget: authenticated requests (civis_client_call) only.
+ *
+ * Civis allows a user `limit` requests per `window` (1,000 per 5 minutes),
+ * shared by the agent and the job's own API calls. The agent keeps its own
+ * tries (retries included) within budget_pct of the limit over a sliding
+ * window; a try over it waits (LOW from 90% of the budget, NORMAL at 100%,
+ * FINAL not at all). The limit is taken from X-RateLimit-Limit when the API
+ * sends one. A 429 holds every authenticated try until its Retry-After
+ * (clamped at 120 s; 1 s when absent), not only the one that got it. */
+
+/* A new civis_http has no budget, only the 429 pause, until this is called.
+ * 0 for a setting takes its default: budget_pct 20 (100: no budget), limit
+ * 1000, window 300000 ms. A limit set here is replaced by the next
+ * X-RateLimit-Limit. Tries that never reached the API (no connection) do
+ * not count. */
+int  civis_http_set_budget(civis_http *http, unsigned budget_pct, unsigned limit,
+                           uint64_t window_ms);
+
+typedef struct civis_http_rate_stats {
+	unsigned limit;          /* the user's requests per window, as last known */
+	int limit_from_api;      /* 1 when limit came from X-RateLimit-Limit */
+	long remaining;          /* X-RateLimit-Remaining last seen, -1 unknown */
+	unsigned budget;         /* the agent's tries allowed per window */
+	unsigned used;           /* its tries in the window that ends now */
+	uint64_t window_ms;
+	uint64_t tries;          /* authenticated tries sent in all */
+	uint64_t max_in_window;  /* the most in any window */
+	uint64_t http_429;       /* 429 answers */
+	uint64_t paused_ms;      /* time every call was held by 429s */
+	uint64_t held;           /* tries that had to wait (budget or 429) */
+	unsigned waiting;        /* tries waiting now */
+} civis_http_rate_stats;
+
+void civis_http_get_rate_stats(civis_http *http, civis_http_rate_stats *out);
+
+/* Tries of priority prio the budget still allows in the current window
+ * (0 while a 429 holds the calls): "send more, or batch bigger?". */
+unsigned civis_http_budget_left(civis_http *http, int prio);
 
 /* Requests in flight or waiting to retry. */
 unsigned civis_http_pending(const civis_http *http);

@@ -47,14 +47,9 @@ void civis_loop_cancel_timer(civis_loop *loop, civis_timer_id id);
 int  civis_loop_run_once(civis_loop *loop, uint64_t max_wait_ns);
 
 /* Make a run_once that is waiting return early. It uses libcurl's wakeup
- * pipe: before civis_loop_curl_multi() was first called (no http on this
- * loop) the waiting run_once just runs to its timeout. */
+ * pipe: on a loop that has made no HTTP request yet (libcurl not set up) the
+ * waiting run_once just runs to its timeout. */
 void civis_loop_wakeup(civis_loop *loop);
-
-/* The loop's libcurl multi handle (a CURLM *), for http.c; libcurl is
- * initialised on the first call (a tee-only loop never loads TLS state).
- * NULL if that fails. */
-void *civis_loop_curl_multi(civis_loop *loop);
 
 #ifdef __cplusplus
 }

@@ -26,19 +26,11 @@
 extern "C" {
 #endif
 
-/* The path for CURLOPT_CAINFO, or NULL for libcurl's default. The result
+/* The CA bundle to trust (a file path), or NULL for libcurl's default. The result
  * is either a string of the environment or buf (len bytes, e.g. PATH_MAX),
  * so it lives as long as both; a candidate that does not fit buf is
  * skipped. */
 const char *civis_tls_ca_file(char *buf, size_t len);
-
-#ifdef CIVIS_UNITTEST
-/* The same choice with the system candidates (NULL-terminated list) and the
- * executable's path given, instead of the built-in list and /proc/self/exe.
- * exe may be NULL (no layer bundle). */
-const char *civis__tls_ca_file_from(char *buf, size_t len,
-                                    const char *const *system_paths, const char *exe);
-#endif
 
 #ifdef __cplusplus
 }

@@ -35,7 +35,8 @@ typedef struct civis_upload_opts {
 	civis_upload_kind kind;
 	const char *expires_at;   /* NULL: the API's default; "never": null */
 	uint64_t multipart_threshold; /* 0: CIVIS_UPLOAD_DEFAULT_THRESHOLD */
-	unsigned concurrency;     /* parts in flight; 0: 4 */
+	unsigned concurrency;     /* parts in flight; 0: 4, or 2 per CPU (at most
+	                             16) on 4 CPUs or more for 16 parts or more */
 	const char *tmp_dir;      /* where compressed data is staged once; NULL: $TMPDIR or /tmp */
 	/* progress: called at most every 5 s for uploads over 100 MiB */
 	void (*progress)(void *ud, uint64_t done, uint64_t total, double bytes_per_s);
@@ -50,6 +51,10 @@ typedef struct civis_upload_opts {
 	/* warn: one line per directory entry left out of a .tar.gz (symlink
 	 * leading outside, FIFO, socket, device, unreadable); may be NULL */
 	void (*warn)(void *ud, const char *text);
+	/* -1: open path. Else an open descriptor to read instead (a regular
+	 * file; a directory for CIVIS_UPLOAD_TARGZ): the upload dup()s it, and
+	 * path only names it in messages. Set it: 0 is a descriptor too. */
+	int fd;
 } civis_upload_opts;
 
 /* Fails (and done is never called) only for bad options or no memory;
@@ -58,13 +63,6 @@ typedef struct civis_upload_opts {
 int  civis_upload_start(civis_client *c, const civis_upload_opts *o, civis_upload **out);
 /* Stop it; done runs with CIVIS_ECANCELED before this returns. */
 void civis_upload_cancel(civis_upload *u);
-
-/* POST .../runs/{run_id}/outputs {"objectType":"File","objectId":id}. */
-/* Accepts any 2xx (the API answers 202). done is not called when this
- * returns an error. */
-int  civis_client_register_output(civis_client *c, int64_t file_id,
-                                  void (*done)(void *ud, int status, const char *error),
-                                  void *ud);
 
 /* Part size for a file of `size` bytes: max(sqrt(5 MiB * size), 5 MiB),
  * raised so that there are at most 10,000 parts. */
