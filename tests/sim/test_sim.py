@@ -973,6 +973,38 @@ class TestLatency(SimCase):
         self.assertLess(wall, 2.0, "8 part PUTs in flight took %.2f s" % wall)
 
 
+class TestHarness(unittest.TestCase):
+
+    def test_contract_in_tree_by_default(self):
+        saved = os.environ.pop("CIVIS_CONTRACT", None)
+        try:
+            self.assertEqual(harness.contract_path(), harness.CONTRACT_IN_TREE)
+            self.assertTrue(os.path.isfile(harness.CONTRACT_IN_TREE))
+            os.environ["CIVIS_CONTRACT"] = "/elsewhere/c.json"
+            self.assertEqual(harness.contract_path(), "/elsewhere/c.json")
+            self.assertIn("/elsewhere/c.json", harness.prism_missing() or "")
+        finally:
+            os.environ.pop("CIVIS_CONTRACT", None)
+            if saved is not None:
+                os.environ["CIVIS_CONTRACT"] = saved
+
+    def test_no_prism_is_an_error_saying_what_to_run(self):
+        saved = os.environ.get("PRISM")
+        os.environ["PRISM"] = "/nonexistent/prism"
+        try:
+            self.assertIn("make prism", harness.prism_missing())
+            h = SimHarness(use_prism=True)
+            with self.assertRaises(harness.SimError) as cm:
+                h.start()
+            self.assertIn("make prism", str(cm.exception))
+            h.stop()
+        finally:
+            if saved is None:
+                os.environ.pop("PRISM", None)
+            else:
+                os.environ["PRISM"] = saved
+
+
 class TestFlood(SimCase):
     """How fast the simulator stores log lines: SIM_FLOOD_LINES lines (default 1,000,000,
     ~170 B of JSON each) in batches of 500 over 2 keep-alive connections."""
