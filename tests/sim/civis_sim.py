@@ -928,6 +928,8 @@ class FormParser:
             try:
                 mv = memoryview(b)
                 n = len(buf)
+                if n >= len(b):     # cannot be: what is left of one buffer, or of the headers
+                    raise HttpError(400, "form part too long before its data", "MalformedPOSTRequest")
                 mv[:n] = buf
                 buf.clear()
                 want = min(len(b) - n, self.remaining)
