@@ -305,7 +305,11 @@ class SimHarness:
             info = json.load(fh)
         self.api_port, self.storage_port = info["api"], info["storage"]
         if self.use_prism:
-            self._start_prism(deadline)
+            try:
+                self._start_prism(deadline)
+            except SimError:
+                self.stop()     # a failed start leaves nothing running
+                raise
         return self
 
     def _start_prism(self, deadline):

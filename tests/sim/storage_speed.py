@@ -10,7 +10,9 @@ no parsing). Also checks that the simulator stored every upload byte-exact
     python3 tests/sim/storage_speed.py [--sizes 300M,1G] [--runs 3] [--dir /tmp]
 
 Prints one line per (size, kind, target) with the median wall time of curl and
-the throughput, then the ratio simulator/sink. Uses `curl` from PATH."""
+the throughput, then the ratio simulator/sink and the simulator's CPU seconds
+(user + system) per GiB, steadier than wall times on a loaded machine. Uses
+`curl` from PATH."""
 
 import argparse
 import hashlib
@@ -101,6 +103,13 @@ def curl(argv):
     return wall
 
 
+def cpu_seconds(pid):
+    """user + system CPU seconds of process pid so far (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def form_args(fp, path):
     args = []
     for k, v in fp["uploadFields"].items():
@@ -112,12 +121,14 @@ def measure(h, sink_url, path, size, sha, runs):
     rows = []
     for kind in ("form", "put"):
         times = {"sim": [], "sink": []}
+        cpu = []
         for _ in range(runs):
             for target in ("sim", "sink"):
                 if target == "sink":
                     argv = (["-F", "file=@%s" % path] if kind == "form" else ["-T", path]) + [sink_url]
                     times[target].append(curl(argv))
                     continue
+                c0 = cpu_seconds(h.sim_proc.pid)
                 if kind == "form":
                     _, _, data = h.api("POST", "files/", {"name": "speed.bin"})
                     fp = json.loads(data)
@@ -131,6 +142,7 @@ def measure(h, sink_url, path, size, sha, runs):
                     if st != 204:
                         raise RuntimeError("complete: %d" % st)
                     fid = mp["id"]
+                cpu.append(cpu_seconds(h.sim_proc.pid) - c0)   # the upload (and complete)
                 rec = [f for f in h.files() if f["id"] == fid][0]
                 if rec["sha256"] != sha or rec["size"] != size:
                     raise RuntimeError("the simulator stored %s bytes, SHA-256 %s; sent %d, %s"
@@ -141,7 +153,9 @@ def measure(h, sink_url, path, size, sha, runs):
             rows.append("%8s %-4s into %-4s %6.2f s  %7.0f MB/s   (runs: %s)" % (
                 fmt_size(size), kind, t, med[t], size / med[t] / 1e6,
                 " ".join("%.2f" % x for x in times[t])))
-        rows.append("%8s %-4s sim/sink %.2f" % (fmt_size(size), kind, med["sim"] / med["sink"]))
+        rows.append("%8s %-4s sim/sink %.2f; simulator CPU %.2f s per GiB (runs: %s)" % (
+            fmt_size(size), kind, med["sim"] / med["sink"], statistics.median(cpu) * (1 << 30) / size,
+            " ".join("%.2f" % c for c in cpu)))
         sys.stdout.write("\n".join(rows[-3:]) + "\n")
         sys.stdout.flush()
     return rows

@@ -478,6 +478,68 @@ class TestApi(SimCase):
         conn.close()
 
 
+class TestRequestParsing(SimCase):
+    """The handler's own request-line and header reader (not the email package)."""
+
+    def raw(self, data, port=None, read_until_close=True):
+        s = socket.create_connection(("127.0.0.1", port or self.h.api_port), timeout=10)
+        s.sendall(data)
+        out = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+            if not read_until_close and b"\r\n\r\n" in out:
+                break
+        s.close()
+        return out
+
+    def auth(self):
+        return b"Basic " + base64.b64encode((self.h.api_key + ":").encode())
+
+    def test_headers_any_case_folded_first_wins(self):
+        body = b'{"message":"m1"}'
+        req = (b"POST /%s HTTP/1.1\r\nhost: x\r\nAUTHORIZATION: %s\r\ncontent-type: application/json\r\n"
+               b"X-Folded: a\r\n  b\r\nX-Twice: first\r\nX-Twice: second\r\n"
+               b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+               % (self.h.run_path("/logs").encode(), self.auth(), len(body), body))
+        out = self.raw(req)
+        self.assertTrue(out.startswith(b"HTTP/1.1 204 "), out[:200])
+        self.assertEqual(self.h.log_messages(), ["m1"])
+        hdrs = self.h.requests()[-1]["headers"]
+        self.assertEqual((hdrs["X-Folded"], hdrs["AUTHORIZATION"]), ("a b", "Basic <redacted>"))
+        self.assertEqual(self.h.requests()[-1]["auth"], "basic-ok")
+
+    def test_bad_request_lines_and_too_many_headers(self):
+        self.assertTrue(self.raw(b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 "))
+        self.assertTrue(self.raw(b"GET / HTTP/x.y\r\n\r\n").startswith(b"HTTP/1.1 400 "))
+        self.assertTrue(self.raw(b"GET / HTTP/2.0\r\n\r\n").startswith(b"HTTP/1.1 505 "))
+        many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
+        self.assertTrue(self.raw(b"GET / HTTP/1.1\r\n" + many + b"\r\n").startswith(b"HTTP/1.1 431 "))
+        self.assertEqual(self.h.api("GET", self.h.run_path())[0], 200, "still serving")
+
+    def test_expect_100_continue(self):
+        fp = self.new_form_file("e.bin")
+        body, ctype = form_body(list(fp["uploadFields"].items()), b"expect")
+        port, path = url_port_path(fp["uploadUrl"])
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+                  b"Expect: 100-continue\r\n\r\n" % (path.encode(), ctype.encode(), len(body)))
+        first = s.recv(4096)
+        self.assertTrue(first.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), first)
+        s.sendall(body)
+        out = b""
+        while b"</PostResponse>" not in out:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+        s.close()
+        self.assertTrue(out.startswith(b"HTTP/1.1 201 "), out[:200])
+        self.assertEqual(self.h.file_data(fp["id"]), b"expect")
+
+
 class TestStorageSpeedPath(SimCase):
     """The fast storage path (receive buffers, hash threads, spare files) stores
     the bytes exactly, whatever falls on a buffer's edge."""
@@ -971,6 +1033,38 @@ class TestLatency(SimCase):
         got, wall = self.parallel(put, 8)
         self.assertEqual(got, [200] * 8)
         self.assertLess(wall, 2.0, "8 part PUTs in flight took %.2f s" % wall)
+
+
+class TestHarness(unittest.TestCase):
+
+    def test_contract_in_tree_by_default(self):
+        saved = os.environ.pop("CIVIS_CONTRACT", None)
+        try:
+            self.assertEqual(harness.contract_path(), harness.CONTRACT_IN_TREE)
+            self.assertTrue(os.path.isfile(harness.CONTRACT_IN_TREE))
+            os.environ["CIVIS_CONTRACT"] = "/elsewhere/c.json"
+            self.assertEqual(harness.contract_path(), "/elsewhere/c.json")
+            self.assertIn("/elsewhere/c.json", harness.prism_missing() or "")
+        finally:
+            os.environ.pop("CIVIS_CONTRACT", None)
+            if saved is not None:
+                os.environ["CIVIS_CONTRACT"] = saved
+
+    def test_no_prism_is_an_error_saying_what_to_run(self):
+        saved = os.environ.get("PRISM")
+        os.environ["PRISM"] = "/nonexistent/prism"
+        try:
+            self.assertIn("make prism", harness.prism_missing())
+            h = SimHarness(use_prism=True)
+            with self.assertRaises(harness.SimError) as cm:
+                h.start()
+            self.assertIn("make prism", str(cm.exception))
+            h.stop()
+        finally:
+            if saved is None:
+                os.environ.pop("PRISM", None)
+            else:
+                os.environ["PRISM"] = saved
 
 
 class TestFlood(SimCase):
