@@ -96,7 +96,7 @@ agent_opts_usage(FILE *f)
 "      --cancel-poll-interval DUR (5s)\n"
 "Secrets:\n"
 "      --redact NAME            mask the value of env variables matching NAME (glob)\n"
-"      --no-default-redact      do not mask *_PASSWORD, *_SECRET, *_TOKEN, ... by default\n"
+"      --no-default-redact      do not mask *PASSWORD*, *SECRET*, *TOKEN*, *_PASS, ... by default\n"
 "      --redact-tee             mask the copy on our stdout/stderr too\n"
 "Outputs:\n"
 "      --output-dir DIR         upload every file left in DIR as a run output\n"

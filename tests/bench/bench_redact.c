@@ -1,7 +1,7 @@
 /* bench_redact.c: throughput of the streaming redactor.
  *
  *   cc -O2 -D_GNU_SOURCE -Ilib/include tests/bench/bench_redact.c \
- *      lib/src/redact.c lib/src/status.c -o build/bench_redact
+ *      lib/src/redact_build.c lib/src/redact_match.c lib/src/status.c -o build/bench_redact
  *   build/bench_redact [MB]      (default 100)
  *
  * Pushes MB megabytes of 100-byte log lines (one line in a thousand carries

@@ -1,7 +1,8 @@
 /* fuzz_redact.c: libFuzzer target for the streaming redactor.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ilib/include \
- *       tests/fuzz/fuzz_redact.c lib/src/redact.c lib/src/status.c -o build/fuzz_redact
+ *       tests/fuzz/fuzz_redact.c lib/src/redact_build.c lib/src/redact_match.c \
+ *       lib/src/status.c -o build/fuzz_redact
  *   build/fuzz_redact -max_total_time=30 tests/fuzz/corpus/redact
  *
  * Input: byte 0 picks how many secrets (1..4); then per secret a length byte
@@ -13,8 +14,11 @@
  *
  * Checked: no secret occurs in the output, with or without flushes; without
  * flushes the output is the same for every chunking; with no secret
- * registered the output is the input; civis_redact_string agrees with a
- * stream fed at once. */
+ * registered the output is the input; a flush leaves nothing held;
+ * civis_redact_string agrees with a stream fed at once (up to what the
+ * stream still held at the end: the final flush masks a possible start of a
+ * secret there, a string leaves it); civis_redact_buf cut to any size gives
+ * a prefix of the whole result that never ends inside a token. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,10 +77,12 @@ contains(const char *hay, size_t hn, const char *needle, size_t nn)
 }
 
 /* Feed text in random pieces (with flushes where marked, if flushes). */
-static void
+static size_t
 run(const civis_redact *r, const char *text, size_t n, const uint8_t *flush_at,
     uint64_t seed, int flushes, struct buf *out)
 {
+	size_t before_end;
+
 	civis_redact_stream *s = NULL;
 	size_t off = 0;
 
@@ -102,15 +108,20 @@ run(const civis_redact *r, const char *text, size_t n, const uint8_t *flush_at,
 		    civis_redact_stream_held(s) != 0)
 			abort();
 		off += piece;
-		if (flushes && flush_at[off - 1] &&
-		    civis_redact_stream_flush(s, buf_out, out))
-			abort();
+		if (flushes && flush_at[off - 1]) {
+			if (civis_redact_stream_flush(s, buf_out, out))
+				abort();
+			if (civis_redact_stream_held(s) != 0)
+				abort();
+		}
 	}
+	before_end = civis_redact_stream_held(s) ? out->len : SIZE_MAX;
 	if (civis_redact_stream_flush(s, buf_out, out))
 		abort();
 	if (civis_redact_stream_held(s) != 0)
 		abort();
 	civis_redact_stream_free(s);
+	return before_end;
 }
 
 int
@@ -188,11 +199,32 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		memcpy(in, text, sl);
 		in[sl] = '\0';
-		run(r, in, sl, flush_at, 0, 0, &a);
+		size_t held_at = run(r, in, sl, flush_at, 0, 0, &a), whole, cut;
 		if (civis_redact_string(r, in, outs, cap) != CIVIS_OK)
 			abort();
-		if (strlen(outs) != a.len || (a.len && memcmp(outs, a.p, a.len) != 0))
+		whole = strlen(outs);
+		if (held_at == SIZE_MAX) {
+			if (whole != a.len || (a.len && memcmp(outs, a.p, a.len) != 0))
+				abort();
+		} else if (whole < held_at || (held_at && memcmp(outs, a.p, held_at) != 0)) {
 			abort();
+		}
+		/* cut to every size up to the whole: a prefix, no token split */
+		for (size_t c = 0; c <= whole && c < 64; c++) {
+			char small[64];
+			int rc = civis_redact_buf(r, in, sl, small, c, &cut);
+			if ((rc != CIVIS_OK && rc != CIVIS_ETOOBIG) || cut > c ||
+			    (rc == CIVIS_OK) != (c >= whole) || memcmp(small, outs, cut) != 0)
+				abort();
+			/* (a "[" in the text itself could look like a cut token) */
+			if (!memchr(in, '[', sl) && cut < whole &&
+			    memcmp(outs + cut, CIVIS_REDACT_TOKEN, CIVIS_REDACT_TOKEN_LEN) != 0) {
+				/* the cut is not before a token: it must not be inside one */
+				for (size_t k = 1; k < CIVIS_REDACT_TOKEN_LEN && k <= cut; k++)
+					if (memcmp(outs + cut - k, CIVIS_REDACT_TOKEN, CIVIS_REDACT_TOKEN_LEN) == 0)
+						abort();
+			}
+		}
 		free(in);
 		free(outs);
 	}

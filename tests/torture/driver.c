@@ -327,6 +327,39 @@ scen_redact(void)
 		rc = wrong("redact: civis_redact_string left the secret");
 		goto out;
 	}
+	/* a secret added while the stream runs, cut by a flush */
+	rc = civis_redact_add_secret(r, "late-secret-42", 14);
+	if (rc != CIVIS_OK) {
+		rc = fail("civis_redact_add_secret", rc);
+		goto out;
+	}
+	s->len = 0;
+	rc = civis_redact_stream_feed(st, "x late-sec", 10, sink_out, s);
+	if (rc == CIVIS_OK)
+		rc = civis_redact_stream_flush(st, sink_out, s);
+	if (rc == CIVIS_OK)
+		rc = civis_redact_stream_feed(st, "ret-42 y\n", 9, sink_out, s);
+	if (rc != CIVIS_OK) {
+		rc = fail("civis_redact_stream_feed/flush after add_secret", rc);
+		goto out;
+	}
+	s->buf[s->len < sizeof(s->buf) ? s->len : sizeof(s->buf) - 1] = '\0';
+	if (strstr(s->buf, "late") || strstr(s->buf, "ret-42") || strstr(s->buf, " y\n") == NULL) {
+		fprintf(stderr, "torture_driver: masked: %s", s->buf);
+		rc = wrong("redact: a secret added at run time got through a flush");
+		goto out;
+	}
+	/* masked whole, then cut */
+	rc = civis_redact_format(r, line, 20, "key %s and more", "late-secret-42");
+	if (rc != CIVIS_ETOOBIG) {
+		rc = rc == CIVIS_OK ? wrong("redact: civis_redact_format did not cut")
+		                    : fail("civis_redact_format", rc);
+		goto out;
+	}
+	if (strstr(line, "late") != NULL) {
+		rc = wrong("redact: civis_redact_format showed the start of a secret");
+		goto out;
+	}
 	rc = 0;
 out:
 	civis_redact_stream_free(st);

@@ -10,6 +10,7 @@
 
 #include "civis/civis.h"
 #include "civis/redact.h"
+#include "../../lib/src/redact_int.h"
 
 /* ------------------------------------------------------------ helpers */
 
@@ -136,7 +137,10 @@ expect_redacted(const civis_redact *r, const char *text, const char *want)
 }
 
 /* The output by definition: mask every byte covered by an occurrence of
- * any registered pattern; each run of masked bytes becomes one token. */
+ * any registered pattern, and, as the final flush does, every byte from the
+ * first one whose bytes to the end are a proper prefix of a pattern (the
+ * start of a secret cut by the end of the stream); each run of masked bytes
+ * becomes one token. */
 static char *
 reference(const civis_redact *r, const char *text, size_t n)
 {
@@ -153,6 +157,9 @@ reference(const civis_redact *r, const char *text, size_t n)
 		for (size_t st = 0; st + pl <= n; st++)
 			if (memcmp(text + st, p, pl) == 0)
 				memset(mask + st, 1, pl);
+		for (size_t st = n > pl ? n - pl + 1 : 0; st < n; st++)
+			if (memcmp(text + st, p, n - st) == 0)
+				memset(mask + st, 1, n - st);
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (!mask[i]) {
@@ -230,7 +237,10 @@ test_basic_and_min_len(void **state)
 	expect_redacted(r, "a s3cr3tvalue b", "a [REDACTED] b");
 	/* 5 bytes: not masked; 6 bytes: masked */
 	expect_redacted(r, "abcde fghijk", "abcde [REDACTED]");
-	expect_redacted(r, "s3cr3tvalu", "s3cr3tvalu");
+	/* a near miss is unchanged; at the very end of the stream the start
+	 * of a secret is masked (the final flush never releases it raw) */
+	expect_redacted(r, "s3cr3tvalu\n", "s3cr3tvalu\n");
+	expect_redacted(r, "s3cr3tvalu", "[REDACTED]");
 	expect_redacted(r, "", "");
 	civis_redact_free(r);
 
@@ -273,7 +283,7 @@ test_one_byte_at_a_time(void **state)
 {
 	const char *sec[] = { "abcdefgh", "efghijkl", "Q1w2E3r4" };
 	civis_redact *r = set_of(sec, 3);
-	const char *text = "x abcdefghijkl y Q1w2E3r4Q1w2E3r4 z abcdefg";
+	const char *text = "x abcdefghijkl y Q1w2E3r4Q1w2E3r4 z abcdefg\n";
 	size_t n = strlen(text), cuts[64];
 	char *got;
 
@@ -281,7 +291,7 @@ test_one_byte_at_a_time(void **state)
 	for (size_t i = 1; i < n; i++)
 		cuts[i - 1] = i;
 	got = run_cuts(r, text, n, cuts, n - 1);
-	assert_string_equal(got, "x [REDACTED] y [REDACTED] z abcdefg");
+	assert_string_equal(got, "x [REDACTED] y [REDACTED] z abcdefg\n");
 	free(got);
 	civis_redact_free(r);
 }
@@ -337,7 +347,8 @@ test_overlap_adjacent_prefix(void **state)
 	r = set_of(sec2, 2);
 	expect_redacted(r, "abcdefghij", "[REDACTED]");
 	expect_redacted(r, "abcdefghijk", "[REDACTED]k");
-	expect_redacted(r, "abcdefgh", "[REDACTED]gh");
+	expect_redacted(r, "abcdefgh\n", "[REDACTED]gh\n");
+	expect_redacted(r, "abcdefgh", "[REDACTED]");    /* "gh" may begin the long one */
 	expect_redacted(r, "abcdeXabcdef", "abcdeX[REDACTED]");
 	civis_redact_free(r);
 }
@@ -348,12 +359,12 @@ test_kmp_traps(void **state)
 	const char *sec[] = { "aaaaaab", "abababac", "aabaabaaab" };
 	civis_redact *r = set_of(sec, 3);
 	const char *texts[] = {
-		"aaaaaaaaaab", "aaaaaaaaaaa", "abababababac", "ababababab",
-		"aabaabaabaabaaab", "aabaabaabaaba", "aaaaaabaaaaaab",
+		"aaaaaaaaaab\n", "aaaaaaaaaaa\n", "abababababac\n", "ababababab\n",
+		"aabaabaabaabaaab\n", "aabaabaabaaba\n", "aaaaaabaaaaaab\n",
 	};
 	const char *want[] = {
-		"aaaa[REDACTED]", "aaaaaaaaaaa", "abab[REDACTED]", "ababababab",
-		"aabaab[REDACTED]", "aabaabaabaaba", "[REDACTED]",
+		"aaaa[REDACTED]\n", "aaaaaaaaaaa\n", "abab[REDACTED]\n", "ababababab\n",
+		"aabaab[REDACTED]\n", "aabaabaabaaba\n", "[REDACTED]\n",
 	};
 
 	(void)state;
@@ -391,7 +402,7 @@ test_multiline(void **state)
 	expect_redacted(r, "k=ZmFrZWtleWRhdGE=\n", "k=[REDACTED]\n");
 	expect_redacted(r, "-----END KEY-----", "[REDACTED]");
 	/* a line under 6 bytes is not masked on its own */
-	expect_redacted(r, "short", "short");
+	expect_redacted(r, "short\n", "short\n");
 	/* JSON-escaped whole */
 	got = run_whole(r, "{\"k\":\"-----BEGIN KEY-----\\nMIIEowIBAAKCAQEA\\r\\nshort\\nZmFrZWtleWRhdGE=\\n-----END KEY-----\"}");
 	assert_string_equal(got, "{\"k\":\"[REDACTED]\"}");
@@ -458,7 +469,7 @@ test_base64_forms(void **state)
 }
 
 static void
-test_flush_releases_held(void **state)
+test_flush_masks_held(void **state)
 {
 	const char *sec[] = { "abcdefgh" };
 	civis_redact *r = set_of(sec, 1);
@@ -471,21 +482,38 @@ test_flush_releases_held(void **state)
 	assert_int_equal(civis_redact_stream_feed(s, "xx abcd", 7, sink_out, &k), CIVIS_OK);
 	assert_string_equal(k.buf, "xx ");
 	assert_int_equal(civis_redact_stream_held(s), 4);
+	/* the held start of a secret goes out masked, never raw */
 	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
-	assert_string_equal(k.buf, "xx abcd");
+	assert_string_equal(k.buf, "xx [REDACTED]");
 	assert_int_equal(civis_redact_stream_held(s), 0);
 	/* flushing twice changes nothing */
 	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
-	assert_string_equal(k.buf, "xx abcd");
-	/* the secret completes after the flush: its remainder is masked */
+	assert_string_equal(k.buf, "xx [REDACTED]");
+	/* the secret completes after the flush: its rest joins the token */
 	assert_int_equal(civis_redact_stream_feed(s, "efgh yy", 7, sink_out, &k), CIVIS_OK);
-	assert_string_equal(k.buf, "xx abcd[REDACTED] yy");
-	/* held bytes that turn out not to be a secret come out unchanged */
+	assert_string_equal(k.buf, "xx [REDACTED] yy");
+	/* held bytes that turn out not to be a secret come out unchanged
+	 * when no flush fell in between */
 	assert_int_equal(civis_redact_stream_feed(s, " abcdef", 7, sink_out, &k), CIVIS_OK);
 	assert_int_equal(civis_redact_stream_held(s), 6);
 	assert_int_equal(civis_redact_stream_feed(s, "Xg\n", 3, sink_out, &k), CIVIS_OK);
 	assert_int_equal(civis_redact_stream_held(s), 0);
-	assert_string_equal(k.buf, "xx abcd[REDACTED] yy abcdefXg\n");
+	assert_string_equal(k.buf, "xx [REDACTED] yy abcdefXg\n");
+	/* with a flush in between, they were masked: the price of never
+	 * showing a start; what follows is plain again */
+	assert_int_equal(civis_redact_stream_feed(s, "q abc", 5, sink_out, &k), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, "XYZ\n", 4, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx [REDACTED] yy abcdefXg\nq [REDACTED]XYZ\n");
+	/* decided text before the held bytes is not masked by a flush */
+	assert_int_equal(civis_redact_stream_feed(s, "plain ab", 8, sink_out, &k), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx [REDACTED] yy abcdefXg\nq [REDACTED]XYZ\nplain [REDACTED]");
+	/* a secret cut in three by two flushes: still one token */
+	assert_int_equal(civis_redact_stream_feed(s, "cde", 3, sink_out, &k), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, "fgh!", 4, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx [REDACTED] yy abcdefXg\nq [REDACTED]XYZ\nplain [REDACTED]!");
 	civis_redact_stream_free(s);
 	sink_reset(&k);
 	civis_redact_free(r);
@@ -508,14 +536,403 @@ test_flush_inside_masked_run(void **state)
 	/* completes: one token for the whole run */
 	assert_int_equal(civis_redact_stream_feed(s, "klmnop.", 7, sink_out, &k), CIVIS_OK);
 	assert_string_equal(k.buf, "xx[REDACTED].");
-	/* the same with a flush in between: still one token */
+	/* the same with a flush in between: still one token, and "ij" (the
+	 * start of the second secret) does not show */
 	assert_int_equal(civis_redact_stream_feed(s, "abcdefghij", 10, sink_out, &k), CIVIS_OK);
 	assert_int_equal(civis_redact_stream_flush(s, sink_out, &k), CIVIS_OK);
-	assert_string_equal(k.buf, "xx[REDACTED].[REDACTED]ij");
+	assert_string_equal(k.buf, "xx[REDACTED].[REDACTED]");
 	assert_int_equal(civis_redact_stream_feed(s, "klmnop", 6, sink_out, &k), CIVIS_OK);
-	assert_string_equal(k.buf, "xx[REDACTED].[REDACTED]ij[REDACTED]");
+	assert_string_equal(k.buf, "xx[REDACTED].[REDACTED]");
+	assert_int_equal(civis_redact_stream_feed(s, "-", 1, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx[REDACTED].[REDACTED]-");
 	civis_redact_stream_free(s);
 	sink_reset(&k);
+	civis_redact_free(r);
+}
+
+/* ------------------------------------------------------------ flushes */
+
+/* Feed text cut at the cuts with a flush at each cut, then a final flush.
+ * msgs[i] is what came out between two flushes (a message of the log). */
+#define MAXMSG 80
+struct msgs {
+	struct sink m[MAXMSG];
+	size_t n;
+};
+
+static void
+run_flushed(const civis_redact *r, const char *text, size_t n, const size_t *cuts,
+            size_t ncuts, struct msgs *ms, struct sink *all)
+{
+	civis_redact_stream *s = NULL;
+	size_t prev = 0;
+
+	memset(ms, 0, sizeof(*ms));
+	assert_int_equal(civis_redact_stream_new(&s, r), CIVIS_OK);
+	for (size_t i = 0; i <= ncuts; i++) {
+		size_t end = i < ncuts ? cuts[i] : n;
+		struct sink *m = &ms->m[ms->n];
+
+		assert_true(ms->n < MAXMSG);
+		assert_int_equal(civis_redact_stream_feed(s, text + prev, end - prev, sink_out, m),
+		                 CIVIS_OK);
+		assert_int_equal(civis_redact_stream_flush(s, sink_out, m), CIVIS_OK);
+		assert_int_equal(civis_redact_stream_held(s), 0);
+		if (m->len)
+			assert_int_equal(sink_out(all, m->buf, m->len), CIVIS_OK);
+		ms->n++;
+		prev = end;
+	}
+	civis_redact_stream_free(s);
+}
+
+static void
+msgs_free(struct msgs *ms)
+{
+	for (size_t i = 0; i < ms->n; i++)
+		sink_reset(&ms->m[i]);
+	ms->n = 0;
+}
+
+/* Strip the tokens from o[0..*ol) in place. */
+static void
+strip_tokens(char *o, size_t *ol)
+{
+	char *tok;
+
+	while ((tok = memmem(o, *ol, CIVIS_REDACT_TOKEN, CIVIS_REDACT_TOKEN_LEN))) {
+		memmove(tok, tok + CIVIS_REDACT_TOKEN_LEN,
+		        *ol - (size_t)(tok - o) - CIVIS_REDACT_TOKEN_LEN);
+		*ol -= CIVIS_REDACT_TOKEN_LEN;
+	}
+}
+
+/* Whether a[0..an) is a subsequence of b[0..bn). */
+static int
+subsequence(const char *a, size_t an, const char *b, size_t bn)
+{
+	size_t i = 0;
+
+	for (size_t j = 0; j < bn && i < an; j++)
+		if (a[i] == b[j])
+			i++;
+	return i == an;
+}
+
+/* Issue 12 point 1: a secret (and its encoded forms) split at every offset,
+ * and at every pair of offsets, inside it, with a flush at each split: the
+ * output is exactly the text around it and one token; not one byte of the
+ * secret shows, in any message. A flush elsewhere may mask bytes that could
+ * begin a secret (the price of never showing one), nothing more: the output
+ * without its tokens is then a subsequence of the ideal one, and no 4 bytes
+ * of the secret's form show. */
+static void
+test_flush_split_every_offset(void **state)
+{
+	const char *sec[] = { "Zq9sEcReTvAlUe42", "p@ss w/rd:Kx7!" };
+	civis_redact *r = set_of(sec, 2);
+	const char *texts[] = {
+		"before Zq9sEcReTvAlUe42 after\n",
+		"u=p%40ss%20w%2Frd%3AKx7%21&\n",
+		"{\"v\":\"p@ss w\\/rd:Kx7!\"}\n",
+		"b64=WnE5c0VjUmVUdkFsVWU0Mg== .\n",
+	};
+	const char *want[] = {
+		"before [REDACTED] after\n",
+		"u=[REDACTED]&\n",
+		"{\"v\":\"[REDACTED]\"}\n",
+		"b64=[REDACTED] .\n",
+	};
+	/* where the secret's form starts and ends in each text */
+	const size_t from[] = { 7, 2, 6, 4 }, to[] = { 23, 26, 22, 28 };
+	struct msgs ms;
+
+	(void)state;
+	for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++) {
+		size_t n = strlen(texts[t]), wl = strlen(want[t]);
+		char ideal[64];
+
+		memcpy(ideal, want[t], wl);
+		strip_tokens(ideal, &wl);
+		for (size_t a = 1; a < n; a++) {
+			for (size_t b = a; b < n; b++) {
+				size_t cuts[2] = { a, b }, ol;
+				struct sink all;
+				int inside = a > from[t] && b < to[t];
+
+				if (!inside && a != b)
+					continue;
+				memset(&all, 0, sizeof(all));
+				run_flushed(r, texts[t], n, cuts, a == b ? 1 : 2, &ms, &all);
+				if (inside)
+					assert_string_equal(all.buf, want[t]);
+				for (size_t m = 0; m < ms.n; m++)
+					for (size_t st = from[t]; st + 4 <= to[t]; st++)
+						assert_null(memmem(ms.m[m].buf ? ms.m[m].buf : "", ms.m[m].len,
+						                   texts[t] + st, 4));
+				ol = all.len;
+				strip_tokens(all.buf, &ol);
+				assert_true(subsequence(all.buf, ol, ideal, wl));
+				msgs_free(&ms);
+				sink_reset(&all);
+			}
+		}
+	}
+	civis_redact_free(r);
+}
+
+/* A writer killed in the middle of a secret: the end of the stream masks
+ * the start it left. */
+static void
+test_end_of_stream_mid_secret(void **state)
+{
+	const char *sec[] = { "Zq9sEcReTvAlUe42" };
+	civis_redact *r = set_of(sec, 1);
+	char *got;
+
+	(void)state;
+	for (size_t k = 1; k < strlen(sec[0]); k++) {
+		char text[64];
+
+		assert_true(snprintf(text, sizeof(text), "x %.*s", (int)k, sec[0]) > 0);
+		got = run_whole(r, text);
+		assert_string_equal(got, "x [REDACTED]");
+		free(got);
+	}
+	civis_redact_free(r);
+}
+
+/* Issue 12 point 1, randomized. Secrets: 8..40 bytes over an alphabet of
+ * upper-case letters and digits without those of "[REDACTED]"; the text
+ * around them: lower case, spaces, punctuation and newlines, so it shares
+ * no byte with a secret. The text (secrets planted at random, whole or as a
+ * prefix cut by the end) is fed in random pieces with a flush after some of
+ * them, as idle flushes would fall. Property checked: no message (the
+ * output between two flushes, or after the last) contains any substring of
+ * length >= 4 of any secret (the substring being the whole secret when it
+ * is shorter, which never happens here) - nor, as the text shares no byte
+ * with the secrets, any run of 4 secret bytes at all; and the filler bytes
+ * come out in order: removing the tokens from the output gives the
+ * filler text with the secrets taken out, less at most the longest pattern's
+ * length of bytes before each flush (held bytes that could begin a secret
+ * go out masked). */
+static void
+test_flush_random(void **state)
+{
+	static const char sabc[] = "BFGHIJKLMNOPQSUVWXYZ0123456789";
+	static const char tabc[] = "abcdefghijklmnopqrstuvwxyz .,:;\n";
+	char text[1200], filler[1200];
+
+	(void)state;
+	for (int round = 0; round < 400; round++) {
+		civis_redact *r = NULL;
+		char sec[4][48];
+		size_t nsec = 1 + rnd_below(4), n = 0, nf = 0, cuts[64], nc = 0;
+		struct msgs ms;
+		struct sink all;
+
+		assert_int_equal(civis_redact_new(&r), CIVIS_OK);
+		for (size_t i = 0; i < nsec; i++) {
+			size_t sl = 8 + rnd_below(33);
+			for (size_t j = 0; j < sl; j++)
+				sec[i][j] = sabc[rnd_below(sizeof(sabc) - 1)];
+			sec[i][sl] = '\0';
+			assert_int_equal(civis_redact_add_secret(r, sec[i], sl), CIVIS_OK);
+		}
+		while (n < sizeof(text) - 2 * 48) {   /* room for a secret and a cut one */
+			if (rnd_below(6) == 0) {
+				size_t k = rnd_below(nsec), sl = strlen(sec[k]);
+				memcpy(text + n, sec[k], sl);
+				n += sl;
+			} else {
+				text[n++] = filler[nf++] = tabc[rnd_below(sizeof(tabc) - 1)];
+			}
+		}
+		if (rnd_below(2)) {     /* the end cuts a secret */
+			size_t k = rnd_below(nsec), sl = 1 + rnd_below(strlen(sec[k]) - 1);
+			memcpy(text + n, sec[k], sl);
+			n += sl;
+		}
+		for (size_t i = 1; i < n && nc < 64; i++)
+			if (rnd_below(1 + n / 40) == 0)
+				cuts[nc++] = i;
+		memset(&all, 0, sizeof(all));
+		run_flushed(r, text, n, cuts, nc, &ms, &all);
+		for (size_t m = 0; m < ms.n; m++) {
+			const char *b = ms.m[m].buf ? ms.m[m].buf : "";
+			for (size_t i = 0; i < nsec; i++) {
+				size_t sl = strlen(sec[i]), w = sl < 4 ? sl : 4;
+				for (size_t st = 0; st + w <= sl; st++)
+					assert_null(memmem(b, ms.m[m].len, sec[i] + st, w));
+			}
+		}
+		/* the filler comes out in order; a flush may mask the few bytes
+		 * before it that could begin a secret, never more than the
+		 * longest pattern per flush */
+		{
+			size_t ol = all.len;
+
+			strip_tokens(all.buf ? all.buf : (char *)"", &ol);
+			assert_true(subsequence(all.buf ? all.buf : "", ol, filler, nf));
+			assert_true(nf - ol <= (nc + 1) * civis_redact_max_len(r));
+			if (nc == 0)
+				assert_int_equal(ol, nf);
+		}
+		msgs_free(&ms);
+		sink_reset(&all);
+		civis_redact_free(r);
+	}
+}
+
+/* ------------------------------------------------------------ at run time */
+
+/* M5: a secret added while a stream runs is masked, in every form, in what
+ * the stream is fed afterwards; what went out before stays as it was. */
+static void
+test_add_secret_runtime(void **state)
+{
+	const char *sec[] = { "first-secret-1" };
+	civis_redact *r = set_of(sec, 1), *empty = set_of(NULL, 0);
+	civis_redact_stream *s = NULL, *e = NULL;
+	const char *late = "L4te:Secret/Val+ue";
+	char enc[64], feedbuf[256], *got;
+	struct sink k, ke;
+	size_t count;
+
+	(void)state;
+	memset(&k, 0, sizeof(k));
+	memset(&ke, 0, sizeof(ke));
+	assert_int_equal(civis_redact_stream_new(&s, r), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_new(&e, empty), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, "a L4te:Secret/Val+ue first-secret-1\n", 36,
+	                                          sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "a L4te:Secret/Val+ue [REDACTED]\n");
+	assert_int_equal(civis_redact_stream_feed(e, "a L4te:Secret/Val+ue\n", 21, sink_out, &ke),
+	                 CIVIS_OK);
+	/* refused: shorter than 6 bytes, NULL */
+	count = civis_redact_count(r);
+	assert_int_equal(civis_redact_add_secret(r, "12345", 5), CIVIS_EINVAL);
+	assert_int_equal(civis_redact_add_secret(r, NULL, 8), CIVIS_EINVAL);
+	assert_int_equal(civis_redact_add_secret(NULL, "123456", 6), CIVIS_EINVAL);
+	assert_int_equal(civis_redact_count(r), count);
+	assert_int_equal(civis_redact_add_secret(r, "123456", 6), CIVIS_OK);
+	assert_true(civis_redact_count(r) > count);
+	/* the late secret, longer than every pattern so far: the stream's held
+	 * buffer grows at the next feed */
+	assert_true(civis_redact_max_len(r) < 3 * strlen(late));
+	assert_int_equal(civis_redact_add_secret(r, late, strlen(late)), CIVIS_OK);
+	assert_int_equal(civis_redact_add_secret(empty, late, strlen(late)), CIVIS_OK);
+	b64((const unsigned char *)late, strlen(late), enc, 0);
+	assert_true(snprintf(feedbuf, sizeof(feedbuf),
+	                     "raw %s json \"L4te:Secret\\/Val+ue\" url L4te%%3ASecret%%2FVal%%2Bue "
+	                     "b64 %s six 123456\n", late, enc) > 0);
+	/* fed one byte at a time: the held buffer must cope */
+	for (size_t i = 0; feedbuf[i]; i++) {
+		assert_int_equal(civis_redact_stream_feed(s, feedbuf + i, 1, sink_out, &k), CIVIS_OK);
+		assert_int_equal(civis_redact_stream_feed(e, feedbuf + i, 1, sink_out, &ke),
+		                 CIVIS_OK);
+	}
+	assert_string_equal(k.buf, "a L4te:Secret/Val+ue [REDACTED]\n"
+	                    "raw [REDACTED] json \"[REDACTED]\" url [REDACTED] b64 [REDACTED] "
+	                    "six [REDACTED]\n");
+	assert_string_equal(ke.buf, "a L4te:Secret/Val+ue\n"
+	                    "raw [REDACTED] json \"[REDACTED]\" url [REDACTED] b64 [REDACTED] "
+	                    "six 123456\n");
+	got = run_whole(r, "x L4te:Secret/Val+ue y\n");
+	assert_string_equal(got, "x [REDACTED] y\n");
+	free(got);
+	civis_redact_stream_free(s);
+	civis_redact_stream_free(e);
+	sink_reset(&k);
+	sink_reset(&ke);
+	civis_redact_free(r);
+	civis_redact_free(empty);
+}
+
+/* Bytes held when the secret is added are checked against it too. */
+static void
+test_add_secret_while_held(void **state)
+{
+	const char *sec[] = { "abcdefgh" };
+	civis_redact *r = set_of(sec, 1);
+	civis_redact_stream *s = NULL;
+	struct sink k;
+
+	(void)state;
+	memset(&k, 0, sizeof(k));
+	assert_int_equal(civis_redact_stream_new(&s, r), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, "xx abc", 6, sink_out, &k), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_held(s), 3);
+	assert_int_equal(civis_redact_add_secret(r, "abcXYZ123", 9), CIVIS_OK);
+	assert_int_equal(civis_redact_stream_feed(s, "XYZ123 yy\n", 10, sink_out, &k), CIVIS_OK);
+	assert_string_equal(k.buf, "xx [REDACTED] yy\n");
+	civis_redact_stream_free(s);
+	sink_reset(&k);
+	civis_redact_free(r);
+}
+
+/* ------------------------------------------------------------ mask, then cut */
+
+/* Issue 12 point 2: the whole text is masked before it is cut, so a secret
+ * that crosses the cut never shows its start, and a cut never splits a
+ * token. */
+static void
+test_mask_then_cut(void **state)
+{
+	const char *sec[] = { "Zq9sEcReTvAlUe42" };
+	civis_redact *r = set_of(sec, 1);
+	char buf[64], big[4096], out[16];
+	size_t outlen;
+	int rc;
+
+	(void)state;
+	/* every buffer size: the start of the secret never shows */
+	for (size_t len = 1; len <= 40; len++) {
+		rc = civis_redact_format(r, buf, len, "cannot open '%s': %s", "/d/Zq9sEcReTvAlUe42.csv",
+		                         "No such file");
+		assert_int_equal(rc, len > 43 - 1 ? CIVIS_OK : CIVIS_ETOOBIG);
+		assert_null(strstr(buf, "Zq"));
+		assert_true(strlen(buf) < len);
+		assert_int_equal(strncmp(buf, "cannot open '/d/[REDACTED].csv': No such file",
+		                         strlen(buf)), 0);
+		/* a token is whole or absent */
+		if (strchr(buf, '['))
+			assert_non_null(strstr(buf, CIVIS_REDACT_TOKEN));
+	}
+	assert_int_equal(civis_redact_format(r, buf, sizeof(buf), "k=%s!", sec[0]), CIVIS_OK);
+	assert_string_equal(buf, "k=[REDACTED]!");
+	/* longer than the stack buffer: the secret at the very end of it */
+	memset(big, 'x', 2000);
+	memcpy(big + 2000 - 8, sec[0], 16);
+	big[2008] = '\0';
+	assert_int_equal(civis_redact_format(r, buf, 12, "%s", big), CIVIS_ETOOBIG);
+	assert_string_equal(buf, "xxxxxxxxxxx");
+	{
+		char *whole = malloc(4096);
+		assert_non_null(whole);
+		assert_int_equal(civis_redact_format(r, whole, 4096, "%s", big), CIVIS_OK);
+		assert_int_equal(strlen(whole), 1992 + CIVIS_REDACT_TOKEN_LEN);
+		assert_string_equal(whole + 1992, CIVIS_REDACT_TOKEN);
+		free(whole);
+	}
+	/* no set: formatted and cut */
+	assert_int_equal(civis_redact_format(NULL, buf, 6, "%s", sec[0]), CIVIS_ETOOBIG);
+	assert_string_equal(buf, "Zq9sE");
+	assert_int_equal(civis_redact_format(r, buf, 0, "x"), CIVIS_EINVAL);
+	/* any bytes, NUL included; not terminated; in place */
+	assert_int_equal(civis_redact_buf(r, "a\0Zq9sEcReTvAlUe42\0b", 20, out, sizeof(out), &outlen),
+	                 CIVIS_OK);
+	assert_int_equal(outlen, 14);
+	assert_memory_equal(out, "a\0[REDACTED]\0b", 14);
+	assert_int_equal(civis_redact_buf(r, "a\0Zq9sEcReTvAlUe42\0b", 20, out, 11, &outlen),
+	                 CIVIS_ETOOBIG);
+	assert_int_equal(outlen, 2);
+	memcpy(big, "Zq9sEcReTvAlUe42 Zq9sEcReTvAlUe42", 33);
+	assert_int_equal(civis_redact_buf(r, big, 33, big, sizeof(big), &outlen), CIVIS_OK);
+	assert_memory_equal(big, "[REDACTED] [REDACTED]", outlen);
+	assert_int_equal(civis_redact_buf(r, "x", 1, out, sizeof(out), NULL), CIVIS_EINVAL);
+	assert_int_equal(civis_redact_buf(r, "", 0, out, 0, &outlen), CIVIS_OK);
+	assert_int_equal(outlen, 0);
 	civis_redact_free(r);
 }
 
@@ -536,6 +953,8 @@ test_plain_text_unchanged(void **state)
 			static const char abc[] = "Kx7Qm2Lp9V3hello wrd!\n";
 			text[i] = abc[rnd_below(sizeof(abc) - 1)];
 		}
+		/* a line ends the output: nothing can be the start of a secret */
+		text[n - 1] = '\n';
 		got = run_random(r, text, n);
 		assert_int_equal(strlen(got), n);
 		assert_memory_equal(got, text, n);
@@ -658,8 +1077,37 @@ test_name_patterns(void **state)
 	assert_true(civis_redact_name_is_secret("TLS_PRIVATE_KEY", NULL, 0, 1));
 	assert_true(civis_redact_name_is_secret("S3_SECRET_KEY", NULL, 0, 1));
 	assert_true(civis_redact_name_is_secret("OPENAI_API_KEY", NULL, 0, 1));
-	assert_false(civis_redact_name_is_secret("PASSWORD", NULL, 0, 1));
-	assert_false(civis_redact_name_is_secret("TOKENIZER", NULL, 0, 1));
+	/* issue 12 point 5: what real tools and Civis use */
+	{
+		static const char *const yes[] = {
+			"PASSWORD", "PGPASSWORD", "MYSQL_PWD", "DB_PASS", "API_KEY", "APIKEY",
+			"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET",
+			"AZURE_CLIENT_CERTIFICATE_PASSWORD", "GOOGLE_API_KEY", "GH_TOKEN",
+			"REDSHIFT_PASSWORD", "MY_DB_PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY",
+			"LDAP_PASSWD", "snowflake_password", "X_APIKEY", "SLACK_TOKEN_V2",
+			"CLIENT_SECRET_VALUE",
+		};
+		static const char *const no[] = {
+			"PGPASSFILE", "PGUSER", "PWD", "OLDPWD", "AWS_ACCESS_KEY_ID", "PASS",
+			"GOOGLE_APPLICATION_CREDENTIALS", "PASSWORD_FILE", "SECRETS_DIR",
+			"AWS_WEB_IDENTITY_TOKEN_FILE", "TOKENIZERS_PARALLELISM", "TOKENIZER",
+			"SSL_CERT_PATH", "MY_DB_USERNAME", "PASSAGE", "KEYBOARD", "SORT_KEY",
+			"COMPASS", "HOME",
+		};
+		for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+			if (!civis_redact_name_is_secret(yes[i], NULL, 0, 1))
+				fail_msg("%s should be a secret name", yes[i]);
+			assert_false(civis_redact_name_is_secret(yes[i], NULL, 0, 0));
+		}
+		for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+			if (civis_redact_name_is_secret(no[i], NULL, 0, 1))
+				fail_msg("%s should not be a secret name", no[i]);
+	}
+	/* a --redact glob takes a name the defaults leave */
+	{
+		const char *g[] = { "PGPASSFILE" };
+		assert_true(civis_redact_name_is_secret("PGPASSFILE", g, 1, 1));
+	}
 	assert_false(civis_redact_name_is_secret("PATH", NULL, 0, 1));
 	assert_false(civis_redact_name_is_secret("", NULL, 0, 1));
 	assert_false(civis_redact_name_is_secret(NULL, NULL, 0, 1));
@@ -704,6 +1152,24 @@ test_add_env(void **state)
 	assert_string_equal(got, "k=[REDACTED] p=hunter2hunter2 v=custom-value-42");
 	free(got);
 	civis_redact_free(r);
+
+	/* issue 12 point 5: each of these was streamed verbatim; now masked by
+	 * default (and the 6-byte floor holds) */
+	{
+		char *env5[] = {
+			"PGPASSWORD=pg-secret-1", "PASSWORD=plain-secret-2", "API_KEY=api-secret-3",
+			"DB_PASS=db-secret-4", "MYSQL_PWD=my-secret-5", "PGPASSFILE=/home/u/.pgpass",
+			"DB_PWD=12345", "AWS_ACCESS_KEY_ID=AKIAEXAMPLEID", NULL,
+		};
+		assert_int_equal(civis_redact_new(&r), CIVIS_OK);
+		assert_int_equal(civis_redact_add_env(r, env5, NULL, 0, 1), CIVIS_OK);
+		got = run_whole(r, "pg-secret-1 plain-secret-2 api-secret-3 db-secret-4 my-secret-5 "
+		                   "/home/u/.pgpass 12345 AKIAEXAMPLEID\n");
+		assert_string_equal(got, "[REDACTED] [REDACTED] [REDACTED] [REDACTED] [REDACTED] "
+		                         "/home/u/.pgpass 12345 AKIAEXAMPLEID\n");
+		free(got);
+		civis_redact_free(r);
+	}
 
 	/* no environment at all */
 	assert_int_equal(civis_redact_new(&r), CIVIS_OK);
@@ -883,8 +1349,14 @@ main(void)
 		cmocka_unit_test(test_multiline),
 		cmocka_unit_test(test_json_and_url_forms),
 		cmocka_unit_test(test_base64_forms),
-		cmocka_unit_test(test_flush_releases_held),
+		cmocka_unit_test(test_flush_masks_held),
 		cmocka_unit_test(test_flush_inside_masked_run),
+		cmocka_unit_test(test_flush_split_every_offset),
+		cmocka_unit_test(test_end_of_stream_mid_secret),
+		cmocka_unit_test(test_flush_random),
+		cmocka_unit_test(test_add_secret_runtime),
+		cmocka_unit_test(test_add_secret_while_held),
+		cmocka_unit_test(test_mask_then_cut),
 		cmocka_unit_test(test_plain_text_unchanged),
 		cmocka_unit_test(test_against_reference),
 		cmocka_unit_test(test_long_secret_pieces),

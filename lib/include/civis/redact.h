@@ -22,10 +22,19 @@
  * merged into a single "[REDACTED]". The output is the same for any way the
  * input is cut into feeds. Only bytes that could still be the start of a
  * secret are held back (at most the longest pattern's length - 1 bytes);
- * everything else goes to the output function at once. A flush releases the
- * held bytes (the caller flushes at least once per flush interval and at the
- * end of the stream); a secret cut by a flush has its remainder masked when
- * it completes, but the part released before the flush is not.
+ * everything else goes to the output function at once.
+ *
+ * A flush (the caller flushes when the stream has been idle, and at its end)
+ * never releases held bytes raw: from the first held byte that could begin
+ * a secret on, they go out as "[REDACTED]" (merged with a token just before
+ * them), and the stream keeps them as the possible start of a match. When
+ * the rest of the secret follows, it is masked too and joins that token; no
+ * piece of the secret shows on either side of the flush. When something
+ * else follows, the text after the flush comes out as usual; the price is
+ * that the held bytes were masked although they were no secret (at most
+ * max_len - 1 bytes that begin like one). At the end of the stream the
+ * final flush does the same: a writer killed in the middle of a secret
+ * leaves exactly its first bytes, and they are masked.
  *
  * Not covered: JSON encoders that escape non-ASCII as \uXXXX, URL encoders
  * that keep other characters than RFC 3986's unreserved ones (a secret with
@@ -36,10 +45,13 @@
  * periodic secret ("aaaaaab") against text made of its period costs
  * O(text length x secret length).
  *
- * The set is shared by any number of streams and must not change while
- * streams use it (add everything first, then create streams). Build it from
- * one thread: registration is not thread-safe; matching is (streams on
- * different threads may share one set). */
+ * The set is shared by any number of streams. Secrets may be added while
+ * streams use it (civis_redact_add_secret): each stream masks them in the
+ * bytes it is fed after the call (and in bytes it still holds). Build and
+ * grow the set from the thread that feeds the streams, or with none of them
+ * running: registration is not thread-safe, and it replaces the tables the
+ * streams read. Matching alone is thread-safe (streams on different threads
+ * may share a set nobody adds to). */
 #ifndef CIVIS_REDACT_H
 #define CIVIS_REDACT_H
 
@@ -72,11 +84,22 @@ void civis_redact_free(civis_redact *r);
  * be passed (what fitted stays registered), CIVIS_ENOMEM. */
 int  civis_redact_add(civis_redact *r, const char *secret, size_t len);
 
+/* Add a secret at run time (the job API "civis-agent mask"): the bytes every
+ * stream of r is fed after the call, and civis_redact_string calls, are
+ * masked wherever value shows in any form above. CIVIS_EINVAL when value
+ * has fewer than CIVIS_REDACT_MIN_LEN bytes (refused, unlike
+ * civis_redact_add which ignores it: the caller asked for it to be masked
+ * and must hear that it is not) or is NULL; CIVIS_ETOOBIG, CIVIS_ENOMEM as
+ * civis_redact_add (what fitted stays registered). */
+int  civis_redact_add_secret(civis_redact *r, const char *value, size_t len);
+
 /* Whether an environment variable of this name holds a secret:
  * CIVIS_API_KEY always; any of the n fnmatch(3) glob patterns (--redact);
- * with use_defaults, *_PASSWORD, *_SECRET, *_TOKEN, *_PRIVATE_KEY,
- * *_ACCESS_KEY, *_SECRET_KEY, *_API_KEY, *_SSH_KEY. Names are compared
- * case-insensitively. Returns 1 or 0. */
+ * with use_defaults, the default names: *PASSWORD*, *SECRET*, *TOKEN*,
+ * *PASSWD*, *_PASS, *_PWD, API_KEY, APIKEY, *_API_KEY, *_APIKEY,
+ * *PRIVATE_KEY, *_ACCESS_KEY, *_SSH_KEY - except names that end in _FILE,
+ * _FILES, _PATH or _DIR (a path to a secret is none) or contain TOKENIZER.
+ * Names are compared case-insensitively. Returns 1 or 0. */
 int  civis_redact_name_is_secret(const char *name, const char *const *patterns,
                                  size_t n, int use_defaults);
 
@@ -110,26 +133,40 @@ void civis_redact_stream_free(civis_redact_stream *s);
  * registered, out is called once with in itself and nothing is held. */
 int  civis_redact_stream_feed(civis_redact_stream *s, const char *in, size_t len,
                               civis_redact_out_fn out, void *ud);
-/* Release every held byte to out, masked as far as the bytes seen allow. */
+/* Pass out every held byte: masked as far as the bytes seen allow, and from
+ * the first one that could begin a secret on as "[REDACTED]" (see above).
+ * The stream keeps its state: call it when idle and at the end alike.
+ * Afterwards civis_redact_stream_held() is 0. */
 int  civis_redact_stream_flush(civis_redact_stream *s, civis_redact_out_fn out,
                                void *ud);
 /* Bytes fed but not yet passed to out. */
 size_t civis_redact_stream_held(const civis_redact_stream *s);
 
 /* Mask every secret of the NUL-terminated in, writing the result,
- * NUL-terminated, into buf (buflen > 0). in may be buf itself. Returns
- * CIVIS_ETOOBIG when the result was cut to fit (still NUL-terminated). */
+ * NUL-terminated, into buf (buflen > 0). in may be buf itself. The whole
+ * string is masked first and only then cut to fit, so a secret crossing the
+ * cut never shows its start; a cut never splits a "[REDACTED]". Returns
+ * CIVIS_ETOOBIG when the result was cut (still NUL-terminated). A string
+ * is complete: a prefix of a secret at its end is left as it is. */
 int  civis_redact_string(const civis_redact *r, const char *in, char *buf,
                          size_t buflen);
 
-#ifdef CIVIS_UNITTEST
-/* Pattern i (0 <= i < count) in the set's sorted order. */
-int  civis__redact_pattern(const civis_redact *r, size_t i, const char **p,
-                           size_t *len);
-/* Make the n-th next allocation of the module fail (0: the next one), -1
- * never; returns the count left before the call (-1: none was pending). */
-int  civis__redact_fail_alloc(int n);
-#endif
+/* The same for in[0..len) (any bytes, NUL included): the masked result, cut
+ * to fit, goes to out[0..outcap) (not NUL-terminated), its length to
+ * *outlen. CIVIS_ETOOBIG when it was cut, CIVIS_EINVAL, CIVIS_ENOMEM. in and
+ * out may overlap. */
+int  civis_redact_buf(const civis_redact *r, const char *in, size_t len, char *out,
+                      size_t outcap, size_t *outlen);
+
+/* Format like snprintf, mask the whole formatted text, then cut it to
+ * buf[0..buflen) (NUL-terminated, buflen > 0): what agent messages need,
+ * since formatting into a fixed buffer first would cut a secret before it
+ * can be recognised. r NULL: no masking. CIVIS_ETOOBIG when cut,
+ * CIVIS_EINVAL on a bad format or argument, CIVIS_ENOMEM. The formatted
+ * text may have up to 1 MiB. */
+int  civis_redact_format(const civis_redact *r, char *buf, size_t buflen,
+                         const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 #ifdef __cplusplus
 }
