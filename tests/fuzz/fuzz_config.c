@@ -3,13 +3,19 @@
  * CIVIS_JOB_ID, CIVIS_RUN_ID, CIVIS_API_ENDPOINT (fewer parts: the rest
  * unset). Must never crash or leak; success gives positive ids and an
  * endpoint ending in '/'; every message is one line that does not depend
- * on the key's value. */
+ * on the key's value. The same values then go through the proxy choice
+ * (http_proxy.c) as https_proxy, NO_PROXY and a URL: never a proxy for an
+ * http:// URL, never a control character in what is shown of one. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <strings.h>
+
 #include "civis/civis.h"
 #include "civis/client.h"
+#include "../../lib/src/dl.h"
+#include "../../lib/src/http_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,6 +32,42 @@ fuzz_lookup(const char *name, void *ud)
 		if (strcmp(name, names[i]) == 0)
 			return vals[i];
 	return NULL;
+}
+
+static const char *
+proxy_lookup(const char *name, void *ud)
+{
+	const char *const *vals = ud;
+
+	if (strcmp(name, "https_proxy") == 0)
+		return vals[0];
+	if (strcmp(name, "NO_PROXY") == 0)
+		return vals[1];
+	return NULL;
+}
+
+/* The proxy for the URL vals[3], with vals[0] as https_proxy and vals[1]
+ * as NO_PROXY; vals[2] as a host against that list. */
+static void
+fuzz_proxy(const char *const *vals)
+{
+	static char full[CIVIS__PROXY_MAX];
+	static civis__proxy_env pe;
+	char shown[160];
+	size_t i;
+
+	if (civis__dl_curl(NULL, 0) != CIVIS_OK)
+		return;
+	civis__proxy_env_read(&pe, proxy_lookup, (void *)vals);
+	(void)civis__noproxy_match(vals[1], vals[2] != NULL ? vals[2] : "");
+	if (vals[3] == NULL || civis__proxy_pick(&pe, vals[3], full, sizeof(full)) != CIVIS_OK)
+		return;
+	if (strncasecmp(vals[3], "http://", 7) == 0 && full[0] != '\0')
+		abort();
+	civis__proxy_display(full, shown, sizeof(shown));
+	for (i = 0; shown[i] != '\0'; i++)
+		if ((unsigned char)shown[i] < 0x20 || shown[i] == 0x7f)
+			abort();
 }
 
 static int
@@ -90,6 +132,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			free(other);
 		}
 	}
+	fuzz_proxy(vals);
 	free(copy);
 	return 0;
 }

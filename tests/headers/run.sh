@@ -3,6 +3,7 @@
 #   - compile alone in an otherwise empty C file (C11, -Werror, strict);
 #   - reach no libcurl header (gcc -H lists what a file pulls in);
 #   - name no libcurl type, comments aside;
+#   - carry no CIVIS_UNITTEST block and no civis__ (internal) name;
 #   - do the same as C++ (extern "C"), when a C++ compiler is there.
 # Then a C++ program calls the library through civis.h and links against
 # STATICLIB: the extern "C" blocks give C linkage.
@@ -39,6 +40,11 @@ for h in "$@"; do
 	if $cc -fpreprocessed -dD -E -P "$h" 2>/dev/null | grep -En "$curl_types" > "$out/$base.curl"; then
 		echo "header-test: civis/$name names a libcurl type:"
 		sed 's/^/    /' "$out/$base.curl"
+		fail=1
+	fi
+	if grep -n 'CIVIS_UNITTEST\|civis__' "$h" > "$out/$base.private"; then
+		echo "header-test: civis/$name carries a test hook or an internal name:"
+		sed 's/^/    /' "$out/$base.private"
 		fail=1
 	fi
 	if [ $have_cxx = 1 ] && ! $cxx $xwarn -Ilib/include -x c++ -fsyntax-only "$src"; then
@@ -83,6 +89,6 @@ if [ $n = 0 ]; then
 	exit 1
 fi
 if [ $fail = 0 ]; then
-	echo "header-test: $n public headers compile alone ($lang), no libcurl header or type"
+	echo "header-test: $n public headers compile alone ($lang), no libcurl header or type, no test hook"
 fi
 exit $fail
