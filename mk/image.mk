@@ -13,7 +13,7 @@
 CONTAINER_ENGINE ?= podman
 IMAGE_CACHE ?= build/image
 IMAGE_JOB   := $(IMAGE_CACHE)/job
-IMAGE_BENCH_RUNS ?= 15
+IMAGE_BENCH_RUNS ?= 31
 PYTHON ?= python3
 
 # The user's command of the no-libc image: static (musl-gcc when there is

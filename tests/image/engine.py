@@ -33,6 +33,7 @@ PYTHON_IMAGE = "python:3.12-slim"
 STAND_IN_LABEL = "org.civis-agent.stand-in"
 LAYER_IMAGE = "civis-agent:latest"
 BOOKWORM_IMAGE = "civis-agent:bookworm"
+BUILD_STAGE_IMAGE = "civis-image-test/build-stage:latest"
 
 
 class EngineError(Exception):
@@ -255,8 +256,10 @@ def build_all(eng, cache, job, log=print):
         log("image: base " + n)
     dockerfile = os.path.join(ROOT, "docker", "Dockerfile")
     ignore = os.path.join(ROOT, "docker", "Dockerfile.dockerignore")
+    # the build stage tagged, so that pruning keeps its cached steps (apt-get)
+    s0, _ = eng.build(BUILD_STAGE_IMAGE, ROOT, dockerfile=dockerfile, target="build", ignorefile=ignore)
     s, _ = eng.build(LAYER_IMAGE, ROOT, dockerfile=dockerfile, ignorefile=ignore)
-    notes["layer"] = "%s in %.0f s" % (LAYER_IMAGE, s)
+    notes["layer"] = "%s in %.0f s (its build stage %.0f s)" % (LAYER_IMAGE, s0 + s, s0)
     s, _ = eng.build(BOOKWORM_IMAGE, ROOT, dockerfile=dockerfile, target="bookworm", ignorefile=ignore)
     notes["bookworm"] = "%s in %.0f s" % (BOOKWORM_IMAGE, s)
     arg = {"CIVIS_AGENT_IMAGE": LAYER_IMAGE}
@@ -268,6 +271,8 @@ def build_all(eng, cache, job, log=print):
     s, _ = eng.build(USER_IMAGES["static"], static_context(cache, job),
                      dockerfile=os.path.join(HERE, "Dockerfile.static"), build_args=arg)
     notes["static"] = "%s in %.0f s" % (USER_IMAGES["static"], s)
+    # what earlier builds left untagged (with vfs each is a full copy)
+    eng.call("image", "prune", "-f", check=False, timeout=600)
     return notes
 
 

@@ -311,6 +311,30 @@ def test_stop_sigterm_ignored(c):
         took, len(ticks))
 
 
+def test_stop_default_timeouts(c):
+    """The defaults together: `stop` (the engine's 10 s) and --grace-period 10s. The
+    agent SIGKILLs a command that ignores SIGTERM 1 s early and is done before the
+    engine's SIGKILL."""
+    c.h.reset()
+    name = c.start(E.USER_IMAGES["static"], ["/job", "ignore-term"], what="stop10")
+    try:
+        c.wait_message("ignore job: tick 2")
+        t0 = time.monotonic()
+        c.eng.call("stop", name, timeout=60)
+        took = time.monotonic() - t0
+        rc = c.wait_exit(name)
+        out, _ = c.container_logs(name)
+    finally:
+        c.eng.remove(name)
+    check(rc == 137 and "killed by signal 9" in summary_line(c.h),
+          "exit %d; summary %r" % (rc, [m for m in c.h.log_messages() if "command" in m]))
+    check(took < 10, "stop took %.1f s: the engine's SIGKILL came first" % took)
+    ticks = [ln for ln in own_lines(out) if ln.startswith("ignore job: tick")]
+    check(ticks and ticks[-1] in c.h.log_messages(), "last tick %r not delivered" % ticks[-1:])
+    return "stopped in %.1f s of the engine's 10, exit 137, summary and %d ticks delivered" % (
+        took, len(ticks))
+
+
 def test_kill_usr1_hup(c):
     c.h.reset()
     name = c.start(E.USER_IMAGES["static"], ["/job", "signals"], what="kill")
@@ -446,7 +470,7 @@ def test_env_options(c):
 
 
 TESTS = [test_layer_image, test_python_example, test_busybox_image, test_static_image,
-         test_stop_sigterm, test_stop_sigterm_ignored, test_kill_usr1_hup, test_user_1000,
+         test_stop_sigterm, test_stop_sigterm_ignored, test_stop_default_timeouts, test_kill_usr1_hup, test_user_1000,
          test_read_only_tmpfs, test_read_only_nothing_writable, test_memory_limit, test_env_options]
 
 
