@@ -480,6 +480,9 @@ def main():
     ap.add_argument("--cache", default=os.path.join(ROOT, "build", "image"))
     ap.add_argument("--only", nargs="*", help="test names (without test_)")
     a = ap.parse_args()
+    a.job, a.cache = os.path.abspath(a.job), os.path.abspath(a.cache)
+    os.makedirs(a.cache, exist_ok=True)
+    os.chdir(a.cache)   # conmon leaves a file named "oom" in its working directory
     eng = E.Engine()
     passed = failed = skipped = 0
     try:
