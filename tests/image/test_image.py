@@ -127,7 +127,8 @@ def own_lines(text):
 
 def check_lines_delivered(h, out, err):
     """Every line the container printed is in the run log, at its stream's level, in order."""
-    logs = [m for m in h.logs() if not m["message"].startswith("civis-agent")]
+    logs = sorted((m for m in h.logs() if not m["message"].startswith("civis-agent")),
+                  key=lambda m: m["createdAt"])
     for level, lines in (("info", own_lines(out)), ("error", own_lines(err))):
         got = [m["message"] for m in logs if m["level"] == level]
         check(got == lines, "%s lines: run log %r, container printed %r" % (level, got, lines))
