@@ -38,6 +38,7 @@ stage lint          $MAKE lint
 stage fuzz          $MAKE fuzz FUZZ_TIME=${FUZZ_TIME:-30}
 stage alloc-torture $MAKE torture
 stage layer         $MAKE layer-test
+stage image         $MAKE image-test
 
 echo
 if [ "$failed" -gt 0 ]; then

@@ -21,7 +21,9 @@ so 127.0.0.1 reaches the simulator (tests/sim). Checked:
     loader), prefers the image's /etc/ssl/certs/ca-certificates.crt to it, and
     takes SSL_CERT_FILE; with none holding the CA, verification fails;
   - the Dockerfile parses, and its build stage, replayed on a copy of the
-    context, gives the same tree as `make layer`.
+    context, gives the same tree as `make layer`;
+  - every library of libarchive's static link (pkg-config --static) has its
+    -dev package in make deps and in the Dockerfile's build stage.
 Needs root (or unprivileged user namespaces: then `unshare --user
 --map-root-user` comes first, and the unprivileged-user test is skipped),
 unshare (util-linux), /bin/busybox (busybox-static) and openssl. Prints "N passed, N failed" and the layer's size.
@@ -230,6 +232,31 @@ def test_dockerfile_parses(h, root):
     return "stages %s" % ", ".join(stages)
 
 
+def test_static_link_deps(h, root):
+    """Each library of libarchive's static link (`pkg-config --static`) has its -dev
+    package installed by make deps (deps-static) and by the Dockerfile's build stage."""
+    r = subprocess.run(["make", "-s", "--no-print-directory", "-C", ROOT, "deps-static-list"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    check(r.returncode == 0, "make deps-static-list: %s" % r.stderr.decode()[-500:])
+    pairs = [ln.split() for ln in r.stdout.decode().splitlines() if ln.strip()]
+    check(pairs and all(len(p) == 2 for p in pairs), "deps-static-list said %r" % r.stdout)
+    words = set()
+    for _, instr, args in check_dockerfile.parse(os.path.join(ROOT, "docker", "Dockerfile")):
+        if instr == "RUN" and "apt-get" in args and "install" in args:
+            words.update(args.split())
+    missing = sorted(p for _, p in pairs if p not in words)
+    check(not missing, "docker/Dockerfile's build stage does not install %s" % missing)
+    absent = []
+    for _, p in pairs if shutil.which("dpkg-query") else []:
+        q = subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL)
+        if b"install ok installed" not in q.stdout:
+            absent.append(p)
+    check(not absent, "not installed here (make deps runs deps-static): %s" % absent)
+    return "%d libraries (%s): their -dev packages in make deps and the Dockerfile" % (
+        len(pairs), " ".join(n for n, _ in pairs))
+
+
 def san_layer():
     """Whether the layer under test holds a sanitizer build (make SAN=1 layer-test)."""
     return any(n.startswith(("libasan", "libubsan")) for n in os.listdir(os.path.join(LAYER, "lib")))
@@ -419,7 +446,7 @@ def test_non_root_user(h, root):
     return "uid 10001: log lines and u.txt registered"
 
 
-TESTS = [test_dockerfile_parses, test_dockerfile_build_stage, test_job_in_empty_root,
+TESTS = [test_dockerfile_parses, test_static_link_deps, test_dockerfile_build_stage, test_job_in_empty_root,
          test_child_environment_untouched, test_no_library_from_outside,
          test_prefix_from_proc_self_exe, test_upload_subcommand_in_root, test_tls_ca_choice,
          test_non_root_user]
