@@ -11,26 +11,15 @@
 #include "civis/civis.h"
 #include "civis/linebuf.h"
 #include "civis/logbatch.h"
-#include "civis/logqueue.h"
+#include "civis/run.h"
 #include "logstream.h"
 
 #define READ_BUF      (256u << 10)  /* one read from a pipe at most */
 #define READS_PER_EV  4             /* reads per readiness, so one stream can't starve the rest */
-#define MAX_INFLIGHT  16
 #define BACKLOG_MIN_READ (16u << 10) /* reads this big go through the backlog */
 #define NOTE_MAX      2048
 
 struct stream;
-
-/* One log request in flight: a queue chunk streamed as the request body. */
-struct sending {
-	agent_logstream *ls;
-	civis_logq_chunk *chunk;
-	civis_http_req *req;
-	size_t off;                 /* read position of the body, per try */
-	unsigned rewinds;           /* libcurl sent the body again by itself */
-	int used;
-};
 
 struct stream {
 	agent_logstream *ls;
@@ -48,18 +37,9 @@ struct stream {
 struct agent_logstream {
 	agent_logstream_opts o;
 	civis_loop *loop;
-	civis_client *client;       /* NULL: tee only, or after the key was rejected */
+	civis_run *run;             /* NULL: tee only */
 	struct stream st[2];
-	civis_batch *batch;
-	civis_tsclock clock;
-	civis_logq *q;
-	struct sending send[MAX_INFLIGHT];
-	unsigned inflight;
-	civis_retry_policy retry;
 	civis_timer_id tick;
-	civis_timer_id resume;      /* sending paused after a failure */
-	uint64_t batch_opened;      /* monotonic time of the batch's first message */
-	char logs_path[128];
 	char *readbuf;
 	/* The backlog: during a flood, reads are copied as they come (tee) and
 	 * appended raw, with their read time, to an unlinked file; lines are
@@ -73,14 +53,8 @@ struct agent_logstream {
 	uint64_t bl_last_slice;     /* monotonic time of the last backlog slice */
 	uint64_t last_read;         /* monotonic time of the last read with data */
 	int tee_broken[2];
-	int auth_dead;
-	int start_failed;           /* the last request could not be started (said once) */
-	uint64_t spool_peak;        /* spool disk use at its largest, seen at ticks */
 	agent_logstream_stats stats;
-	char note[NOTE_MAX];
 };
-
-static void pump(agent_logstream *ls);
 
 /* ---------------------------------------------------------------- tee */
 
@@ -117,44 +91,11 @@ tee_out(void *ud, const char *data, size_t len)
 
 /* ---------------------------------------------------------------- batches */
 
-static void
-seal(agent_logstream *ls)
-{
-	size_t len, n = civis_batch_count(ls->batch);
-	const char *body;
-	int rc;
-
-	if (n == 0)
-		return;
-	body = civis_batch_body(ls->batch, &len);
-	rc = civis_logq_push(ls->q, body, len, (uint32_t)n, civis_batch_first_ns(ls->batch),
-	                     civis_batch_last_ns(ls->batch));
-	if (rc != CIVIS_OK)   /* counted by the queue; reported at the next tick */
-		fprintf(stderr, "civis-agent: could not queue %zu log lines: %s\n",
-		        n, civis_logq_last_error(ls->q));
-	civis_batch_reset(ls->batch);
-	ls->batch_opened = 0;
-	pump(ls);
-}
-
+/* Every finished message goes through here, to the run. */
 static void
 add_message(agent_logstream *ls, const char *msg, size_t len, const char *level, uint64_t read_ns)
 {
-	uint64_t ts = civis_tsclock_next(&ls->clock, read_ns);
-	int rc = civis_batch_add(ls->batch, msg, len, level, ts);
-
-	if (rc == CIVIS_ETOOBIG) {
-		seal(ls);
-		rc = civis_batch_add(ls->batch, msg, len, level, ts);
-	}
-	if (rc != CIVIS_OK) {
-		ls->stats.dropped++;
-		return;
-	}
-	if (ls->batch_opened == 0)
-		ls->batch_opened = civis_now_ns();
-	if (civis_batch_count(ls->batch) >= ls->o.batch_lines)
-		seal(ls);
+	(void)civis_run_log(ls->run, level, msg, len, read_ns);
 }
 
 static int
@@ -184,7 +125,7 @@ to_log(struct stream *s, const char *data, size_t len)
 {
 	agent_logstream *ls = s->ls;
 
-	if (!ls->client)
+	if (!ls->run)
 		return;
 	if (s->rs)
 		(void)civis_redact_stream_feed(s->rs, data, len, redacted_out, s);
@@ -213,7 +154,7 @@ flush_stream(struct stream *s)
 static void
 finish_stream(struct stream *s)
 {
-	if (s->finished || !s->ls->client)
+	if (s->finished || !s->ls->run)
 		return;
 	s->finished = 1;
 	if (s->rs)
@@ -413,192 +354,12 @@ on_readable(civis_loop *loop, int fd, int revents, void *ud)
 		/* A big read means a flood: keep the raw bytes for later rather
 		 * than make the command wait on the line work (a few lines, the
 		 * usual case, are made at once). */
-		if (ls->client && (ls->bl_woff > ls->bl_roff || (size_t)n >= BACKLOG_MIN_READ) &&
+		if (ls->run && (ls->bl_woff > ls->bl_roff || (size_t)n >= BACKLOG_MIN_READ) &&
 		    bl_append(s, ls->readbuf, (size_t)n) == 0)
 			continue;
 		to_log(s, ls->readbuf, (size_t)n);
 		if ((size_t)n < READ_BUF)
 			return;
-	}
-}
-
-/* ---------------------------------------------------------------- sending */
-
-/* The key was refused (by a log request, or by any other call: the client
- * latches a 401): stop sending and say so once, whoever met it first. */
-static void
-auth_rejected(agent_logstream *ls)
-{
-	if (ls->auth_dead)
-		return;
-	ls->auth_dead = 1;
-	fprintf(stderr, "civis-agent: API key rejected (HTTP 401): no more API calls; "
-	        "the command keeps running. Check CIVIS_API_KEY.\n");
-}
-
-static size_t
-body_read(char *buf, size_t size, size_t nitems, void *ud)
-{
-	struct sending *sd = ud;
-	size_t got = 0;
-
-	if (civis_logq_chunk_read(sd->ls->q, sd->chunk, sd->off, buf, size * nitems, &got) != CIVIS_OK)
-		return CURL_READFUNC_ABORT;
-	sd->off += got;
-	return got;
-}
-
-/* libcurl rewinds the body when it sends the request again by itself: on a
- * reused connection that died before any answer, it retries on a fresh one
- * without telling anyone. The server may have stored the first copy, so a
- * rewind after bytes went out is a possible duplicate like any ambiguous
- * failure, and is counted as one. */
-static int
-body_seek(void *ud, curl_off_t offset, int origin)
-{
-	struct sending *sd = ud;
-
-	if (origin != SEEK_SET || offset < 0 ||
-	    (uint64_t)offset > (uint64_t)civis_logq_chunk_len(sd->chunk))
-		return CURL_SEEKFUNC_FAIL;
-	if ((size_t)offset < sd->off)
-		sd->rewinds++;
-	sd->off = (size_t)offset;
-	return CURL_SEEKFUNC_OK;
-}
-
-static int
-body_setup(void *ud, CURL *easy)
-{
-	struct sending *sd = ud;
-
-	sd->off = 0;
-	if (curl_easy_setopt(easy, CURLOPT_POST, 1L) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_READFUNCTION, body_read) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_READDATA, sd) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, body_seek) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_SEEKDATA, sd) != CURLE_OK ||
-	    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-	                     (curl_off_t)civis_logq_chunk_len(sd->chunk)) != CURLE_OK)
-		return CIVIS_EINVAL;
-	return CIVIS_OK;
-}
-
-static void
-on_resume(civis_loop *loop, void *ud)
-{
-	agent_logstream *ls = ud;
-
-	(void)loop;
-	ls->resume = 0;
-	pump(ls);
-}
-
-static void
-on_sent(void *ud, const civis_http_result *res)
-{
-	struct sending *sd = ud;
-	agent_logstream *ls = sd->ls;
-	uint32_t n = civis_logq_chunk_lines(sd->chunk);
-
-	ls->stats.ambiguous += res->ambiguous + sd->rewinds;
-	sd->used = 0;
-	sd->req = NULL;
-	ls->inflight--;
-	if (res->status == CIVIS_OK) {
-		civis_logq_ack(ls->q, sd->chunk);
-		ls->stats.delivered += n;
-		ls->stats.requests++;
-	} else if (res->status == CIVIS_ECANCELED) {
-		civis_logq_nack(ls->q, sd->chunk);
-		return;
-	} else if (res->status == CIVIS_EAUTH) {
-		civis_logq_nack(ls->q, sd->chunk);
-		auth_rejected(ls);
-		return;
-	} else if (res->http_code >= 400 && res->http_code < 500 && res->http_code != 408 &&
-	           res->http_code != 429) {
-		/* The API refuses this batch for good: say so, don't retry forever. */
-		civis_logq_ack(ls->q, sd->chunk);
-		ls->stats.dropped += n;
-		fprintf(stderr, "civis-agent: the run log refused %u lines: %s\n", n, res->error);
-	} else {
-		/* Retries ran out: keep the lines and try again a little later. */
-		civis_logq_nack(ls->q, sd->chunk);
-		if (ls->o.verbose)
-			fprintf(stderr, "civis-agent: log batch not delivered yet: %s\n", res->error);
-		if (!ls->resume)
-			(void)civis_loop_add_timer(ls->loop, civis_now_ns() + 2000000000ULL, on_resume,
-			                           ls, &ls->resume);
-		return;
-	}
-	pump(ls);
-}
-
-/* Start as many log requests as the in-flight limit allows. */
-static void
-pump(agent_logstream *ls)
-{
-	unsigned max = ls->o.max_inflight;
-
-	if (!ls->client || ls->auth_dead || ls->resume)
-		return;
-	while (ls->inflight < max) {
-		struct sending *sd = NULL;
-		civis_logq_chunk *c = NULL;
-		civis_http_spec spec;
-		int rc;
-
-		for (unsigned i = 0; i < max; i++)
-			if (!ls->send[i].used) {
-				sd = &ls->send[i];
-				break;
-			}
-		if (!sd)
-			return;
-		rc = civis_logq_take(ls->q, &c);
-		if (rc == CIVIS_EPROTO) {
-			/* corrupt spool records were dropped (and counted): go on */
-			fprintf(stderr, "civis-agent: %s\n", civis_logq_last_error(ls->q));
-			continue;
-		}
-		if (rc != CIVIS_OK || !c)
-			return;
-		memset(sd, 0, sizeof(*sd));
-		sd->ls = ls;
-		sd->chunk = c;
-		sd->used = 1;
-		memset(&spec, 0, sizeof(spec));
-		spec.method = "POST";
-		spec.url = ls->logs_path;
-		spec.what = "log batch";
-		spec.content_type = "application/json";
-		/* Every body is streamed by body_setup (memory or spool alike),
-		 * which sets its own length, so that libcurl's silent resends
-		 * are seen (body_seek); spec.body_len stays 0 without spec.body
-		 * (http says EINVAL otherwise). */
-		spec.body_fn = body_setup;
-		spec.body_ud = sd;
-		spec.retry = &ls->retry;
-		spec.done = on_sent;
-		spec.done_ud = sd;
-		ls->inflight++;
-		rc = civis_client_call(ls->client, &spec, &sd->req);
-		if (rc != CIVIS_OK) {
-			ls->inflight--;
-			sd->used = 0;
-			civis_logq_nack(ls->q, c);
-			if (rc == CIVIS_EAUTH) {
-				auth_rejected(ls);
-			} else if (!ls->start_failed) {
-				/* Never silent: the next tick tries again. */
-				ls->start_failed = 1;
-				fprintf(stderr, "civis-agent: cannot start a log request: %s\n",
-				        civis_strerror(rc));
-			}
-			return;
-		}
-		ls->start_failed = 0;
 	}
 }
 
@@ -609,7 +370,6 @@ on_tick(civis_loop *loop, void *ud)
 {
 	agent_logstream *ls = ud;
 	uint64_t now = civis_now_ns(), half = ls->o.flush_ns / 2;
-	uint64_t dropped;
 
 	for (int i = 0; i < 2; i++) {
 		struct stream *s = &ls->st[i];
@@ -617,25 +377,6 @@ on_tick(civis_loop *loop, void *ud)
 		if (s->partial_since && now - s->partial_since >= half)
 			flush_stream(s);
 	}
-	if (ls->batch_opened && now - ls->batch_opened >= half)
-		seal(ls);
-	{
-		struct civis_logq_stats qs;
-
-		civis_logq_stats(ls->q, &qs);
-		if (qs.spool_disk > ls->spool_peak)
-			ls->spool_peak = qs.spool_disk;
-	}
-	if (!ls->auth_dead && civis_client_auth_rejected(ls->client))
-		auth_rejected(ls);
-	dropped = civis_logq_take_dropped(ls->q);
-	if (dropped) {
-		snprintf(ls->note, sizeof(ls->note), "civis-agent: %llu log lines were dropped: %s",
-		         (unsigned long long)dropped, civis_logq_last_error(ls->q));
-		fprintf(stderr, "%s\n", ls->note);
-		add_message(ls, ls->note, strlen(ls->note), "warn", civis_clock_realtime_ns());
-	}
-	pump(ls);
 	(void)civis_loop_add_timer(loop, now + (half ? half : 1), on_tick, ls, &ls->tick);
 }
 
@@ -644,7 +385,7 @@ on_tick(civis_loop *loop, void *ud)
 static void
 note_to_log(agent_logstream *ls, const char *level, const char *text)
 {
-	if (!ls->client || ls->auth_dead)
+	if (!ls->run || civis_run_auth_dead(ls->run))
 		return;
 	add_message(ls, text, strlen(text), level, civis_clock_realtime_ns());
 }
@@ -698,7 +439,6 @@ agent_logstream_new(agent_logstream **out, civis_loop *loop, const agent_logstre
                     char *err, size_t errlen)
 {
 	agent_logstream *ls;
-	civis_logq_opts qo;
 	int rc = CIVIS_ENOMEM;
 
 	*out = NULL;
@@ -708,14 +448,10 @@ agent_logstream_new(agent_logstream **out, civis_loop *loop, const agent_logstre
 		return CIVIS_ENOMEM;
 	}
 	ls->o = *o;
-	if (ls->o.max_inflight == 0)
-		ls->o.max_inflight = 4;
-	if (ls->o.max_inflight > MAX_INFLIGHT)
-		ls->o.max_inflight = MAX_INFLIGHT;
 	if (ls->o.flush_ns < 10000000ULL)
 		ls->o.flush_ns = 10000000ULL;
 	ls->loop = loop;
-	ls->client = o->client;
+	ls->run = o->run;
 	for (int i = 0; i < 2; i++) {
 		ls->st[i].ls = ls;
 		ls->st[i].id = i;
@@ -731,34 +467,13 @@ agent_logstream_new(agent_logstream **out, civis_loop *loop, const agent_logstre
 			if ((rc = civis_redact_stream_new(&ls->st[i].tee_rs, o->redact)) != CIVIS_OK)
 				goto fail;
 	}
-	if (ls->client) {
-		const civis_client_config *cfg = civis_client_get_config(ls->client);
-
-		(void)cfg;
-		rc = civis_client_run_path(ls->client, "/logs", ls->logs_path, sizeof(ls->logs_path));
-		if (rc != CIVIS_OK)
-			goto fail;
+	if (ls->run) {
 		for (int i = 0; i < 2; i++) {
 			if ((rc = civis_linebuf_new(&ls->st[i].lb, o->line_max)) != CIVIS_OK)
 				goto fail;
 			if (o->redact && (rc = civis_redact_stream_new(&ls->st[i].rs, o->redact)) != CIVIS_OK)
 				goto fail;
 		}
-		if ((rc = civis_batch_new(&ls->batch, o->batch_lines, o->batch_bytes)) != CIVIS_OK)
-			goto fail;
-		memset(&qo, 0, sizeof(qo));
-		qo.mem_cap = o->mem_max;
-		qo.spool_cap = o->spool_max;
-		qo.spool_dir = o->spool_dir;
-		if ((rc = civis_logq_new(&ls->q, &qo, err, errlen)) != CIVIS_OK) {
-			agent_logstream_free(ls);
-			return rc;
-		}
-		civis_retry_policy_default(&ls->retry);
-		ls->retry.max_attempts = 0;       /* until delivered; the caller bounds the wait */
-		ls->retry.base_ms = 250;
-		ls->retry.cap_ms = 5000;
-		ls->retry.retry_ambiguous = 1;
 		rc = civis_loop_add_timer(loop, civis_now_ns() + ls->o.flush_ns / 2, on_tick, ls, &ls->tick);
 		if (rc != CIVIS_OK)
 			goto fail;
@@ -809,40 +524,35 @@ agent_logstream_close_pipes(agent_logstream *ls)
 void
 agent_logstream_finish(agent_logstream *ls)
 {
-	if (!ls->client)
+	if (!ls->run)
 		return;
 	bl_drain(ls, UINT64_MAX);
 	for (int i = 0; i < 2; i++)
 		flush_stream(&ls->st[i]);
-	seal(ls);
+	civis_run_log_flush(ls->run);
 }
 
 int
 agent_logstream_idle(const agent_logstream *ls)
 {
-	struct civis_logq_stats qs;
-
-	if (!ls->client || ls->auth_dead)
-		return 1;
-	if (ls->inflight || civis_batch_count(ls->batch))
-		return 0;
-	civis_logq_stats(ls->q, &qs);
-	return qs.mem_chunks + qs.disk_chunks + qs.inflight_chunks == 0;
+	return !ls->run || civis_run_log_idle(ls->run);
 }
 
 void
 agent_logstream_stats_get(const agent_logstream *ls, agent_logstream_stats *st)
 {
 	*st = ls->stats;
-	if (ls->client) {
-		struct civis_logq_stats qs;
+	if (ls->run) {
+		civis_run_log_stats rs;
 
-		civis_logq_stats(ls->q, &qs);
-		st->undelivered = qs.mem_lines + qs.disk_lines + qs.inflight_lines +
-		                  civis_batch_count(ls->batch);
-		st->spool_bytes = qs.spool_disk > ls->spool_peak ? qs.spool_disk : ls->spool_peak;
-		st->dropped += qs.dropped_lines;
-		st->mem_peak = qs.mem_peak;
+		civis_run_log_stats_get(ls->run, &rs);
+		st->delivered = rs.delivered;
+		st->undelivered = rs.undelivered;
+		st->dropped = rs.dropped;
+		st->requests = rs.requests;
+		st->ambiguous = rs.ambiguous;
+		st->spool_bytes = rs.spool_bytes;
+		st->mem_peak = rs.mem_peak;
 	}
 }
 
@@ -851,24 +561,15 @@ agent_logstream_free(agent_logstream *ls)
 {
 	if (!ls)
 		return;
-	/* Requests still in flight end here, with CIVIS_ECANCELED: the caller
-	 * frees the client (and its http) after this. */
-	for (unsigned i = 0; i < MAX_INFLIGHT; i++)
-		if (ls->send[i].used && ls->send[i].req)
-			civis_http_cancel(civis_client_http(ls->client), ls->send[i].req);
 	if (ls->tick)
 		civis_loop_cancel_timer(ls->loop, ls->tick);
-	if (ls->resume)
-		civis_loop_cancel_timer(ls->loop, ls->resume);
-	ls->client = NULL;          /* closing now must not start requests */
+	ls->run = NULL;          /* closing now must not start requests */
 	for (int i = 0; i < 2; i++) {
 		close_stream(&ls->st[i]);
 		civis_linebuf_free(ls->st[i].lb);
 		civis_redact_stream_free(ls->st[i].rs);
 		civis_redact_stream_free(ls->st[i].tee_rs);
 	}
-	civis_batch_free(ls->batch);
-	civis_logq_free(ls->q);
 	if (ls->bl_timer)
 		civis_loop_cancel_timer(ls->loop, ls->bl_timer);
 	if (ls->bl_fd >= 0)

@@ -1,9 +1,8 @@
 /* logstream.h: the command's output, copied through and streamed to the run log.
  *
  * Per stream: read -> tee (byte exact) -> redact -> split into lines ->
- * JSON batch (UTF-8 repaired, createdAt strictly increasing) -> log queue
- * (memory, then spool) -> POST .../logs, several in flight. Reading never
- * waits on the network. */
+ * civis_run_log() (the run batches, queues and sends them: civis/run.h).
+ * Reading never waits on the network. */
 #ifndef AGENT_LOGSTREAM_H
 #define AGENT_LOGSTREAM_H
 
@@ -13,6 +12,7 @@
 #include "civis/client.h"
 #include "civis/loop.h"
 #include "civis/redact.h"
+#include "civis/run.h"
 
 typedef struct agent_logstream agent_logstream;
 
@@ -23,18 +23,15 @@ typedef struct agent_logstream_opts {
 	int redact_tee;             /* mask secrets in the copy too */
 	int verbose;
 	const char *level[2];       /* run-log level of stdout, stderr lines */
-	uint64_t flush_ns;          /* batches go out this often; partial lines wait this long */
+	uint64_t flush_ns;          /* partial lines wait half of this */
 	size_t line_max;
-	size_t batch_lines;
-	size_t batch_bytes;
-	size_t mem_max;             /* log queue memory cap */
-	uint64_t spool_max;
-	const char *spool_dir;
-	unsigned max_inflight;      /* log requests at once; 0: 4 */
+	const char *spool_dir;      /* where the flood backlog file goes */
 	const civis_redact *redact; /* may be NULL */
-	civis_client *client;       /* NULL: tee only */
+	civis_run *run;             /* gets every message; NULL: tee only */
 } agent_logstream_opts;
 
+/* lines and bytes are the log stream's; the rest is the run's
+ * (civis_run_log_stats), here for one place to read them. */
 typedef struct agent_logstream_stats {
 	uint64_t lines;             /* messages made from the command's output */
 	uint64_t bytes;             /* bytes read from the command */

@@ -15,10 +15,10 @@
 #include "civis/http.h"
 #include "civis/loop.h"
 #include "civis/redact.h"
+#include "civis/run.h"
 #include "logstream.h"
 #include "options.h"
 #include "outputs.h"
-#include "runwatch.h"
 #include "supervise.h"
 #include "upload_cmd.h"
 
@@ -34,7 +34,7 @@ typedef struct agent {
 	civis_client *client;
 	civis_redact *redact;
 	agent_logstream *ls;
-	agent_runwatch *rw;
+	civis_run *run;
 	agent_outputs *out;
 	int child_done;
 	uint64_t child_done_at;    /* monotonic */
@@ -69,6 +69,14 @@ note_cb(void *ud, const char *level, const char *text)
 		return;
 	}
 	agent_logstream_note(ag->ls, level, "%s", text);
+}
+
+/* What the run module has to say goes to stderr. */
+static void
+run_say(void *ud, const char *text)
+{
+	(void)ud;
+	fprintf(stderr, "civis-agent: %s\n", text);
 }
 
 static void
@@ -188,10 +196,10 @@ verbose_report(agent *ag)
 	        (unsigned long long)st.requests, (unsigned long long)st.ambiguous,
 	        (unsigned long long)st.dropped, (unsigned long long)st.undelivered,
 	        (unsigned long long)st.mem_peak, (unsigned long long)st.spool_bytes);
-	if (ag->rw) {
-		agent_runwatch_stats rs;
+	if (ag->run) {
+		civis_run_watch_stats rs;
 
-		agent_runwatch_stats_get(ag->rw, &rs);
+		civis_run_watch_stats_get(ag->run, &rs);
 		fprintf(stderr, "civis-agent: heartbeats: %llu sent, %llu failed; cancel polls: "
 		        "%llu, %llu failed\n", (unsigned long long)rs.heartbeats_ok,
 		        (unsigned long long)rs.heartbeats_failed, (unsigned long long)rs.polls_ok,
@@ -306,6 +314,19 @@ main(int argc, char **argv)
 		}
 		civis_client_config_dispose(&cfg);
 	}
+	if (api_on) {
+		civis_run_opts ro = {
+			.flush_ns = ag.o.flush_ns, .batch_lines = (size_t)ag.o.batch_lines,
+			.batch_bytes = (size_t)ag.o.batch_bytes, .mem_max = (size_t)ag.o.log_mem_max,
+			.spool_max = ag.o.spool_max, .spool_dir = ag.o.spool_dir,
+			.verbose = ag.o.verbose, .say = run_say, .say_ud = &ag,
+		};
+
+		if (civis_run_new(&ag.run, ag.loop, ag.client, &ro, err, sizeof(err)) != CIVIS_OK) {
+			say("%s", err);
+			api_on = 0;
+		}
+	}
 
 	memset(&lo, 0, sizeof(lo));
 	lo.tee = ag.o.tee;
@@ -315,13 +336,9 @@ main(int argc, char **argv)
 	lo.level[AGENT_STDERR] = ag.o.stderr_level;
 	lo.flush_ns = ag.o.flush_ns;
 	lo.line_max = (size_t)ag.o.line_max;
-	lo.batch_lines = (size_t)ag.o.batch_lines;
-	lo.batch_bytes = (size_t)ag.o.batch_bytes;
-	lo.mem_max = (size_t)ag.o.log_mem_max;
-	lo.spool_max = ag.o.spool_max;
 	lo.spool_dir = ag.o.spool_dir;
 	lo.redact = ag.redact;
-	lo.client = api_on ? ag.client : NULL;
+	lo.run = api_on ? ag.run : NULL;
 	if (!ag.loop || agent_logstream_new(&ag.ls, ag.loop, &lo, err, sizeof(err)) != CIVIS_OK) {
 		/* Without the loop there is nothing to stream with: the
 		 * command still runs and its status still comes back. */
@@ -337,12 +354,12 @@ main(int argc, char **argv)
 	(void)civis_loop_add_io(ag.loop, agent_sup_signal_fd(ag.sup), POLLIN, on_signal, &ag);
 
 	if (api_on) {
-		agent_runwatch_opts ro = {
+		civis_run_watch_opts wo = {
 			.heartbeat_ns = ag.o.heartbeat_ns, .cancel_poll_ns = ag.o.cancel_poll_ns,
-			.on_cancel = on_cancel, .ud = &ag, .verbose = ag.o.verbose,
+			.on_cancel = on_cancel, .ud = &ag,
 		};
 
-		if (agent_runwatch_new(&ag.rw, ag.loop, ag.client, &ro) != CIVIS_OK)
+		if (civis_run_watch(ag.run, &wo) != CIVIS_OK)
 			say("%s", "cannot start heartbeats and the cancel poll: out of memory");
 		if (ag.o.output_dir) {
 			agent_outputs_opts oo = {
@@ -465,8 +482,8 @@ main(int argc, char **argv)
 		code = 0;
 
 	agent_outputs_free(ag.out);
-	agent_runwatch_free(ag.rw);
 	agent_logstream_free(ag.ls);
+	civis_run_free(ag.run);
 	civis_client_free(ag.client);
 	civis_http_free(ag.http);
 	civis_loop_free(ag.loop);
@@ -508,6 +525,7 @@ fallback:
 			if (exited && out_fd < 0 && err_fd < 0)
 				break;
 		}
+		civis_run_free(ag.run);
 		civis_client_free(ag.client);
 		civis_http_free(ag.http);
 		civis_loop_free(ag.loop);

@@ -18,6 +18,7 @@
 #include "civis/http.h"
 #include "civis/loop.h"
 #include "civis/redact.h"
+#include "civis/run.h"
 #include "../../agent/logstream.h"
 
 #define MS 1000000ULL
@@ -26,6 +27,7 @@ struct fixture {
 	civis_loop *loop;
 	civis_http *http;
 	civis_client *client;
+	civis_run *run;
 	civis_redact *redact;
 	agent_logstream *ls;
 	int in[2];      /* the "command's" stdout */
@@ -41,10 +43,6 @@ opts_default(agent_logstream_opts *o)
 	o->level[1] = "error";
 	o->flush_ns = 200 * MS;
 	o->line_max = 64u << 10;
-	o->batch_lines = 10000;
-	o->batch_bytes = 1u << 20;
-	o->mem_max = 4u << 20;
-	o->spool_max = 64u << 20;
 }
 
 static void
@@ -66,10 +64,16 @@ setup_common(struct fixture *f, int api)
 		};
 
 		assert_int_equal(civis_http_new(&f->http, f->loop), CIVIS_OK);
+		civis_run_opts ro = { .flush_ns = 200 * MS, .batch_lines = 10000,
+		                      .batch_bytes = 1u << 20, .mem_max = 4u << 20,
+		                      .spool_max = 64u << 20 };
+
 		assert_int_equal(civis_client_new(&f->client, f->loop, f->http, &cfg), CIVIS_OK);
+		assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &ro, err, sizeof(err)),
+		                 CIVIS_OK);
 		assert_int_equal(civis_redact_new(&f->redact), CIVIS_OK);
 		assert_int_equal(civis_redact_add(f->redact, "unit-test-key-123", 17), CIVIS_OK);
-		o.client = f->client;
+		o.run = f->run;
 		o.redact = f->redact;
 	}
 	assert_int_equal(agent_logstream_new(&f->ls, f->loop, &o, err, sizeof(err)), CIVIS_OK);
@@ -102,6 +106,7 @@ teardown(void **state)
 	struct fixture *f = *state;
 
 	agent_logstream_free(f->ls);   /* closes in[0] */
+	civis_run_free(f->run);
 	civis_client_free(f->client);
 	civis_http_free(f->http);
 	civis_loop_free(f->loop);

@@ -1,0 +1,716 @@
+/* test_run.c: the run module against a stub Civis API on 127.0.0.1 in a
+ * thread: every test says what the stub answers per path and checks the
+ * requests it saw (method, path, body) and what the module counted and said. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "civis/civis.h"
+#include "civis/client.h"
+#include "civis/http.h"
+#include "civis/loop.h"
+#include "civis/logbatch.h"
+#include "civis/run.h"
+
+#define MS 1000000ULL
+#define RUN_PATH "/scripts/containers/1/runs/2"
+
+/* ------------------------------------------------------------ the stub */
+
+#define MAX_ROUTES 8
+#define MAX_SEEN   256
+#define MAX_CONNS  16
+
+struct route {
+	const char *method, *path;
+	int status;
+	const char *body;
+};
+
+struct seen {
+	char method[8];
+	char path[128];
+	char *body;
+};
+
+struct stub {
+	int lfd, port;
+	pthread_t th;
+	atomic_int stop;
+	pthread_mutex_t mu;
+	struct route routes[MAX_ROUTES];
+	int nroutes;
+	struct seen seen[MAX_SEEN];
+	int nseen;
+};
+
+struct sconn {
+	int fd;
+	char *buf;
+	size_t len, cap;
+};
+
+static const struct route *
+find_route(struct stub *s, const char *method, const char *path)
+{
+	for (int i = 0; i < s->nroutes; i++)
+		if (strcmp(s->routes[i].method, method) == 0 && strcmp(s->routes[i].path, path) == 0)
+			return &s->routes[i];
+	return NULL;
+}
+
+/* Answer every complete request in c->buf; 0 while the connection lives. */
+static int
+serve_buf(struct stub *s, struct sconn *c)
+{
+	for (;;) {
+		char *end = memmem(c->buf, c->len, "\r\n\r\n", 4), method[8], path[128], out[4096];
+		const char *cl;
+		size_t head, blen = 0, total;
+		const struct route *rt;
+		int n;
+
+		if (!end)
+			return 0;
+		head = (size_t)(end - c->buf) + 4;
+		*end = '\0';
+		cl = strcasestr(c->buf, "\r\nContent-Length:");
+		if (cl)
+			blen = strtoul(cl + 17, NULL, 10);
+		*end = '\r';
+		total = head + blen;
+		if (c->len < total)
+			return 0;
+		if (sscanf(c->buf, "%7s %127s", method, path) != 2)
+			return -1;
+		pthread_mutex_lock(&s->mu);
+		if (s->nseen < MAX_SEEN) {
+			struct seen *sn = &s->seen[s->nseen++];
+
+			snprintf(sn->method, sizeof(sn->method), "%s", method);
+			snprintf(sn->path, sizeof(sn->path), "%s", path);
+			sn->body = calloc(1, blen + 1);
+			memcpy(sn->body, c->buf + head, blen);
+		}
+		rt = find_route(s, method, path);
+		pthread_mutex_unlock(&s->mu);
+		n = snprintf(out, sizeof(out), "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+		             "Content-Length: %zu\r\n\r\n%s", rt ? rt->status : 404,
+		             strlen(rt && rt->body ? rt->body : "{}"),
+		             rt && rt->body ? rt->body : "{}");
+		if (write(c->fd, out, (size_t)n) != n)
+			return -1;
+		memmove(c->buf, c->buf + total, c->len - total);
+		c->len -= total;
+	}
+}
+
+static void *
+stub_main(void *ud)
+{
+	struct stub *s = ud;
+	struct sconn conns[MAX_CONNS];
+	int nconns = 0;
+
+	while (!atomic_load(&s->stop)) {
+		struct pollfd p[MAX_CONNS + 1];
+
+		p[0].fd = s->lfd;
+		p[0].events = POLLIN;
+		for (int i = 0; i < nconns; i++) {
+			p[i + 1].fd = conns[i].fd;
+			p[i + 1].events = POLLIN;
+		}
+		if (poll(p, (nfds_t)nconns + 1, 20) <= 0)
+			continue;
+		if ((p[0].revents & POLLIN) && nconns < MAX_CONNS) {
+			int fd = accept(s->lfd, NULL, NULL);
+
+			if (fd >= 0) {
+				conns[nconns].fd = fd;
+				conns[nconns].cap = 4u << 20;
+				conns[nconns].buf = malloc(conns[nconns].cap);
+				conns[nconns].len = 0;
+				nconns++;
+			}
+		}
+		for (int i = 0; i < nconns; i++) {
+			struct sconn *c = &conns[i];
+			ssize_t n;
+
+			if (!(p[i + 1].revents & (POLLIN | POLLHUP)))
+				continue;
+			n = read(c->fd, c->buf + c->len, c->cap - c->len);
+			if (n <= 0 || (c->len += (size_t)n, serve_buf(s, c) != 0)) {
+				close(c->fd);
+				free(c->buf);
+				conns[i] = conns[--nconns];
+				i = -1;     /* the pollfds no longer match: next turn */
+				break;
+			}
+		}
+	}
+	for (int i = 0; i < nconns; i++) {
+		close(conns[i].fd);
+		free(conns[i].buf);
+	}
+	return NULL;
+}
+
+static void
+stub_route(struct stub *s, const char *method, const char *path, int status, const char *body)
+{
+	pthread_mutex_lock(&s->mu);
+	s->routes[s->nroutes++] = (struct route){ method, path, status, body };
+	pthread_mutex_unlock(&s->mu);
+}
+
+static int
+stub_count(struct stub *s, const char *method, const char *path, const char *body_has)
+{
+	int n = 0;
+
+	pthread_mutex_lock(&s->mu);
+	for (int i = 0; i < s->nseen; i++)
+		if (strcmp(s->seen[i].method, method) == 0 && strcmp(s->seen[i].path, path) == 0 &&
+		    (!body_has || strstr(s->seen[i].body, body_has)))
+			n++;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+/* ------------------------------------------------------------ fixture */
+
+struct fx {
+	struct stub stub;
+	civis_loop *loop;
+	civis_http *http;
+	civis_client *client;
+	civis_run *run;
+	char said[16][512];
+	int nsaid;
+	int cancels;
+	int done_calls, done_status;
+	int64_t done_id;
+	char done_err[512];
+};
+
+static void
+on_say(void *ud, const char *text)
+{
+	struct fx *f = ud;
+
+	if (f->nsaid < 16)
+		snprintf(f->said[f->nsaid++], sizeof(f->said[0]), "%s", text);
+}
+
+static int
+said_count(struct fx *f, const char *needle)
+{
+	int n = 0;
+
+	for (int i = 0; i < f->nsaid; i++)
+		n += strstr(f->said[i], needle) != NULL;
+	return n;
+}
+
+static void
+run_opts(struct fx *f, civis_run_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->flush_ns = 100 * MS;
+	o->mem_max = 4u << 20;
+	o->spool_max = 16u << 20;
+	o->say = on_say;
+	o->say_ud = f;
+}
+
+static int
+setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	char url[64], err[256];
+	civis_client_config cfg = { .api_key = (char *)"unit-key", .job_id = 1, .run_id = 2 };
+	civis_run_opts o;
+
+	pthread_mutex_init(&f->stub.mu, NULL);
+	f->stub.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(f->stub.lfd >= 0);
+	assert_int_equal(bind(f->stub.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(f->stub.lfd, 16), 0);
+	assert_int_equal(getsockname(f->stub.lfd, (struct sockaddr *)&a, &alen), 0);
+	f->stub.port = ntohs(a.sin_port);
+	assert_int_equal(pthread_create(&f->stub.th, NULL, stub_main, &f->stub), 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", f->stub.port);
+	cfg.endpoint = url;
+	assert_int_equal(civis_loop_new(&f->loop), CIVIS_OK);
+	assert_int_equal(civis_http_new(&f->http, f->loop), CIVIS_OK);
+	assert_int_equal(civis_client_new(&f->client, f->loop, f->http, &cfg), CIVIS_OK);
+	run_opts(f, &o);
+	assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &o, err, sizeof(err)), CIVIS_OK);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fx *f = *state;
+
+	civis_run_free(f->run);
+	civis_client_free(f->client);
+	civis_http_free(f->http);
+	civis_loop_free(f->loop);
+	atomic_store(&f->stub.stop, 1);
+	pthread_join(f->stub.th, NULL);
+	close(f->stub.lfd);
+	for (int i = 0; i < f->stub.nseen; i++)
+		free(f->stub.seen[i].body);
+	pthread_mutex_destroy(&f->stub.mu);
+	free(f);
+	return 0;
+}
+
+/* Turn the loop until cond(f) or the time is up (a loaded machine: generous). */
+static void
+spin_until(struct fx *f, int (*cond)(struct fx *), uint64_t max_ns)
+{
+	uint64_t end = civis_now_ns() + max_ns;
+
+	while (civis_now_ns() < end && !(cond && cond(f)))
+		(void)civis_loop_run_once(f->loop, 10 * MS);
+}
+
+static int
+log_idle(struct fx *f)
+{
+	return civis_run_log_idle(f->run);
+}
+
+static int
+got_done(struct fx *f)
+{
+	return f->done_calls > 0;
+}
+
+/* ------------------------------------------------------------ the run log */
+
+/* Lines become batches (split at the message cap), all acknowledged. */
+static void
+test_log_delivered(void **state)
+{
+	struct fx *f = *state;
+	civis_run_log_stats st;
+	char line[32];
+
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
+	civis_run_free(f->run);
+	{
+		civis_run_opts o;
+		char err[256];
+
+		run_opts(f, &o);
+		o.batch_lines = 100;
+		assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &o, err, sizeof(err)),
+		                 CIVIS_OK);
+	}
+	for (int i = 0; i < 250; i++) {
+		int n = snprintf(line, sizeof(line), "line %d", i);
+
+		assert_int_equal(civis_run_log(f->run, i % 2 ? "error" : "info", line, (size_t)n,
+		                               civis_clock_realtime_ns()), CIVIS_OK);
+	}
+	assert_false(civis_run_log_idle(f->run));
+	civis_run_log_flush(f->run);
+	spin_until(f, log_idle, 10000 * MS);
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.delivered, 250);
+	assert_int_equal((int)st.undelivered, 0);
+	assert_int_equal((int)st.dropped, 0);
+	assert_int_equal((int)st.requests, 3);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", "\"messages\":["), 3);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", "\"message\":\"line 249\""), 1);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", "\"level\":\"error\""), 3);
+	assert_int_equal(f->nsaid, 0);
+}
+
+/* An open batch goes out by itself after half the flush interval. */
+static void
+test_log_sealed_by_tick(void **state)
+{
+	struct fx *f = *state;
+	civis_run_log_stats st;
+
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 200, "{}");
+	assert_int_equal(civis_run_log(f->run, NULL, "alone", 5, civis_clock_realtime_ns()),
+	                 CIVIS_OK);
+	spin_until(f, log_idle, 10000 * MS);
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.delivered, 1);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", "\"level\":\"info\""), 1);
+}
+
+/* A batch the API refuses for good (400) is dropped, said, not retried. */
+static void
+test_log_refused(void **state)
+{
+	struct fx *f = *state;
+	civis_run_log_stats st;
+
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 400, "{\"errorDescription\":\"no\"}");
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(civis_run_log(f->run, "info", "x", 1, civis_clock_realtime_ns()),
+		                 CIVIS_OK);
+	civis_run_log_flush(f->run);
+	spin_until(f, log_idle, 10000 * MS);
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.delivered, 0);
+	assert_int_equal((int)st.dropped, 3);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", NULL), 1);
+	assert_int_equal(said_count(f, "the run log refused 3 lines"), 1);
+}
+
+/* A 401 stops sending, said once; the lines stay counted as undelivered. */
+static void
+test_log_auth_rejected(void **state)
+{
+	struct fx *f = *state;
+	civis_run_log_stats st;
+
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 401, "{}");
+	assert_int_equal(civis_run_log(f->run, "info", "a", 1, civis_clock_realtime_ns()), CIVIS_OK);
+	civis_run_log_flush(f->run);
+	spin_until(f, log_idle, 10000 * MS);
+	assert_true(civis_run_auth_dead(f->run));
+	assert_int_equal(civis_run_log(f->run, "info", "b", 1, civis_clock_realtime_ns()), CIVIS_OK);
+	civis_run_log_flush(f->run);
+	spin_until(f, NULL, 200 * MS);
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.delivered, 0);
+	assert_int_equal((int)st.undelivered, 2);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", NULL), 1);
+	assert_int_equal(said_count(f, "API key rejected (HTTP 401)"), 1);
+	assert_int_equal(f->nsaid, 1);
+}
+
+/* ------------------------------------------------------------ heartbeats, cancel */
+
+static void
+on_cancel(void *ud, const char *why)
+{
+	struct fx *f = ud;
+
+	f->cancels++;
+	assert_string_equal(why, "cancel requested");
+}
+
+static int
+cancelled(struct fx *f)
+{
+	return f->cancels > 0;
+}
+
+/* Heartbeats go out at once and on their interval; a cancel request is
+ * seen once and stops the poll. */
+static void
+test_watch_heartbeats_and_cancel(void **state)
+{
+	struct fx *f = *state;
+	civis_run_watch_opts w = { .heartbeat_ns = 50 * MS, .cancel_poll_ns = 50 * MS,
+	                           .on_cancel = on_cancel };
+	civis_run_watch_stats st;
+	int polls;
+
+	w.ud = f;
+	stub_route(&f->stub, "POST", RUN_PATH "/heartbeats", 204, "");
+	stub_route(&f->stub, "GET", RUN_PATH, 200,
+	           "{\"id\":2,\"state\":\"running\",\"isCancelRequested\":true}");
+	assert_int_equal(civis_run_watch(f->run, &w), CIVIS_OK);
+	assert_int_equal(civis_run_watch(f->run, &w), CIVIS_EINVAL);   /* once */
+	spin_until(f, cancelled, 10000 * MS);
+	assert_int_equal(f->cancels, 1);
+	polls = stub_count(&f->stub, "GET", RUN_PATH, NULL);
+	spin_until(f, NULL, 300 * MS);
+	assert_int_equal(f->cancels, 1);
+	assert_int_equal(stub_count(&f->stub, "GET", RUN_PATH, NULL), polls);
+	civis_run_watch_stats_get(f->run, &st);
+	assert_true(st.heartbeats_ok >= 2);
+	assert_int_equal((int)st.heartbeats_failed, 0);
+	assert_int_equal((int)st.polls_ok, 1);
+	assert_int_equal(st.heartbeats_off, 0);
+}
+
+/* No heartbeat endpoint (404): heartbeats stop after the first, said once
+ * on say() and once in the run log. */
+static void
+test_watch_no_heartbeat_endpoint(void **state)
+{
+	struct fx *f = *state;
+	civis_run_watch_opts w = { .heartbeat_ns = 30 * MS };
+	civis_run_watch_stats st;
+
+	stub_route(&f->stub, "POST", RUN_PATH "/heartbeats", 404, "{\"error\":\"not found\"}");
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
+	assert_int_equal(civis_run_watch(f->run, &w), CIVIS_OK);
+	spin_until(f, NULL, 400 * MS);
+	civis_run_log_flush(f->run);
+	spin_until(f, log_idle, 10000 * MS);
+	civis_run_watch_stats_get(f->run, &st);
+	assert_int_equal(st.heartbeats_off, 1);
+	assert_int_equal((int)st.heartbeats_failed, 1);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/heartbeats", NULL), 1);
+	assert_int_equal(f->nsaid, 1);
+	assert_int_equal(said_count(f, "the API has no endpoint for heartbeats here (HTTP 404)"), 1);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs",
+	                            "civis-agent: the API has no endpoint for heartbeats"), 1);
+}
+
+/* Moved from test_runwatch.c: the jitter is +-10% and uses the whole range. */
+static void
+test_jitter_bounds(void **state)
+{
+	uint64_t lo = UINT64_MAX, hi = 0, x = 88172645463325252ULL;
+
+	(void)state;
+	for (int i = 0; i < 100000; i++) {
+		uint64_t v;
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		v = civis_run_jitter(30000 * MS, x);
+		lo = v < lo ? v : lo;
+		hi = v > hi ? v : hi;
+	}
+	assert_true(lo >= 27000 * MS);     /* -10% */
+	assert_true(hi < 33000 * MS);      /* +10% */
+	assert_true(lo < 27100 * MS && hi > 32900 * MS);   /* the whole range is used */
+	assert_true(civis_run_jitter(3, 12345) == 3);  /* too small to jitter */
+}
+
+/* Moved from test_runwatch.c: with nothing listening, nothing is counted
+ * as sent and no cancel is seen. */
+static void
+test_watch_unreachable(void **state)
+{
+	civis_loop *loop;
+	civis_http *http;
+	civis_client *client;
+	civis_run *run;
+	civis_run_opts o = { .flush_ns = 100 * MS };
+	civis_run_watch_stats st;
+	civis_client_config cfg = {
+		.endpoint = (char *)"http://127.0.0.1:1/", .api_key = (char *)"k",
+		.job_id = 1, .run_id = 2,
+	};
+	civis_run_watch_opts w = { .heartbeat_ns = 50 * MS, .cancel_poll_ns = 50 * MS,
+	                           .on_cancel = on_cancel };
+	char err[256];
+	uint64_t end;
+
+	(void)state;
+	assert_int_equal(civis_loop_new(&loop), CIVIS_OK);
+	assert_int_equal(civis_http_new(&http, loop), CIVIS_OK);
+	assert_int_equal(civis_client_new(&client, loop, http, &cfg), CIVIS_OK);
+	assert_int_equal(civis_run_new(&run, loop, client, &o, err, sizeof(err)), CIVIS_OK);
+	assert_int_equal(civis_run_watch(run, &w), CIVIS_OK);
+	end = civis_now_ns() + 400 * MS;
+	while (civis_now_ns() < end)
+		(void)civis_loop_run_once(loop, 10 * MS);
+	civis_run_watch_stats_get(run, &st);
+	assert_int_equal((int)st.heartbeats_ok, 0);
+	assert_int_equal((int)st.polls_ok, 0);
+	assert_int_equal(st.heartbeats_off, 0);
+	civis_run_free(run);
+	civis_client_free(client);
+	civis_http_free(http);
+	civis_loop_free(loop);
+}
+
+/* ------------------------------------------------------------ outputs, values, state */
+
+static void
+on_done(void *ud, int status, const char *error)
+{
+	struct fx *f = ud;
+
+	f->done_calls++;
+	f->done_status = status;
+	snprintf(f->done_err, sizeof(f->done_err), "%s", error);
+}
+
+static void
+on_done_id(void *ud, int status, int64_t id, const char *error)
+{
+	struct fx *f = ud;
+
+	f->done_id = id;
+	on_done(ud, status, error);
+}
+
+/* Any of the API's types, by id; a failure names the object. */
+static void
+test_register_output(void **state)
+{
+	struct fx *f = *state;
+
+	stub_route(&f->stub, "POST", RUN_PATH "/outputs", 201, "{}");
+	assert_int_equal(civis_run_register_output(f->run, "Table", 7, on_done, f), CIVIS_OK);
+	assert_int_equal(civis_run_pending(f->run), 1);
+	spin_until(f, got_done, 10000 * MS);
+	assert_int_equal(f->done_status, CIVIS_OK);
+	assert_int_equal(civis_run_pending(f->run), 0);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/outputs",
+	                            "{\"objectType\":\"Table\",\"objectId\":7}"), 1);
+	assert_int_equal(civis_run_register_output(f->run, "Spreadsheet", 7, on_done, f),
+	                 CIVIS_EINVAL);
+	assert_int_equal(civis_run_register_output(f->run, "File", 0, on_done, f), CIVIS_EINVAL);
+	assert_int_equal(civis_run_register_output(f->run, "File", 1, NULL, f), CIVIS_EINVAL);
+}
+
+static void
+test_register_output_fails(void **state)
+{
+	struct fx *f = *state;
+
+	stub_route(&f->stub, "POST", RUN_PATH "/outputs", 403, "{\"errorDescription\":\"nope\"}");
+	assert_int_equal(civis_run_register_output(f->run, "File", 12, on_done, f), CIVIS_OK);
+	spin_until(f, got_done, 10000 * MS);
+	assert_int_equal(f->done_status, CIVIS_EHTTP);
+	assert_non_null(strstr(f->done_err, "registering file 12 as a run output: "));
+}
+
+/* The value goes as a JSON string; the answer's id comes back. */
+static void
+test_json_value(void **state)
+{
+	struct fx *f = *state;
+	static char big[CIVIS_JSON_VALUE_MAX + 2];
+
+	stub_route(&f->stub, "POST", "/json_values/", 200, "{\"id\":55,\"name\":\"outputs\"}");
+	assert_int_equal(civis_run_create_json_value(f->run, "outputs", "{\"a\":[1,\"x\"]}", 13,
+	                                             on_done_id, f), CIVIS_OK);
+	spin_until(f, got_done, 10000 * MS);
+	assert_int_equal(f->done_status, CIVIS_OK);
+	assert_int_equal((int)f->done_id, 55);
+	assert_int_equal(stub_count(&f->stub, "POST", "/json_values/",
+	                 "{\"name\":\"outputs\",\"valueStr\":\"{\\\"a\\\":[1,\\\"x\\\"]}\"}"), 1);
+	memset(big, ' ', sizeof(big));
+	big[0] = '1';
+	assert_int_equal(civis_run_create_json_value(f->run, "n", big, sizeof(big), on_done_id, f),
+	                 CIVIS_ETOOBIG);
+	assert_int_equal(civis_run_create_json_value(f->run, "n", "{x", 2, on_done_id, f),
+	                 CIVIS_EINVAL);
+	assert_int_equal(civis_run_create_json_value(f->run, "", "1", 1, on_done_id, f),
+	                 CIVIS_EINVAL);
+}
+
+static void
+test_json_value_no_id(void **state)
+{
+	struct fx *f = *state;
+
+	stub_route(&f->stub, "POST", "/json_values/", 200, "{\"name\":\"outputs\"}");
+	assert_int_equal(civis_run_create_json_value(f->run, "outputs", "1", 1, on_done_id, f),
+	                 CIVIS_OK);
+	spin_until(f, got_done, 10000 * MS);
+	assert_int_equal(f->done_status, CIVIS_EPROTO);
+	assert_non_null(strstr(f->done_err, "creating JSON value \"outputs\": the answer has no id"));
+}
+
+static int
+none_pending(struct fx *f)
+{
+	return civis_run_pending(f->run) == 0;
+}
+
+/* The three marks, as PATCH bodies. */
+static void
+test_report_state(void **state)
+{
+	struct fx *f = *state;
+
+	stub_route(&f->stub, "PATCH", RUN_PATH, 200, "{}");
+	assert_int_equal(civis_run_report(f->run, CIVIS_RUN_ACCEPTED, 1764600000123456789ULL),
+	                 CIVIS_OK);
+	assert_int_equal(civis_run_report(f->run, CIVIS_RUN_STARTED, 1764600001000000000ULL),
+	                 CIVIS_OK);
+	assert_int_equal(civis_run_report(f->run, CIVIS_RUN_FAILED, 0), CIVIS_OK);
+	spin_until(f, none_pending, 10000 * MS);
+	assert_int_equal(stub_count(&f->stub, "PATCH", RUN_PATH,
+	                 "{\"bocceAcceptedAt\":\"2025-12-01T14:40:00.123456789Z\"}"), 1);
+	assert_int_equal(stub_count(&f->stub, "PATCH", RUN_PATH,
+	                 "{\"bocceStartedAt\":\"2025-12-01T14:40:01.000000000Z\"}"), 1);
+	assert_int_equal(stub_count(&f->stub, "PATCH", RUN_PATH, "{\"state\":\"failed\"}"), 1);
+	assert_int_equal(f->nsaid, 0);
+}
+
+/* An API without PATCH (405): said once, nothing more is sent. */
+static void
+test_report_state_gone(void **state)
+{
+	struct fx *f = *state;
+
+	stub_route(&f->stub, "PATCH", RUN_PATH, 405, "{}");
+	assert_int_equal(civis_run_report(f->run, CIVIS_RUN_ACCEPTED, civis_clock_realtime_ns()),
+	                 CIVIS_OK);
+	spin_until(f, none_pending, 10000 * MS);
+	assert_int_equal(civis_run_report(f->run, CIVIS_RUN_SUCCEEDED, 0), CIVIS_ENOTFOUND);
+	assert_int_equal(stub_count(&f->stub, "PATCH", RUN_PATH, NULL), 1);
+	assert_int_equal(said_count(f, "the API has no endpoint for run state reports here "
+	                               "(HTTP 405)"), 1);
+	assert_int_equal(f->nsaid, 1);
+}
+
+/* Calls still in flight at free end with CIVIS_ECANCELED, once. */
+static void
+test_free_cancels(void **state)
+{
+	struct fx *f = *state;
+
+	/* nothing answers this path quickly: the stub gives 404 only once read */
+	assert_int_equal(civis_run_register_output(f->run, "Report", 3, on_done, f), CIVIS_OK);
+	civis_run_free(f->run);
+	f->run = NULL;
+	assert_int_equal(f->done_calls, 1);
+	assert_int_equal(f->done_status, CIVIS_ECANCELED);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_log_delivered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_sealed_by_tick, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_auth_rejected, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_heartbeats_and_cancel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_no_heartbeat_endpoint, setup, teardown),
+		cmocka_unit_test(test_jitter_bounds),
+		cmocka_unit_test(test_watch_unreachable),
+		cmocka_unit_test_setup_teardown(test_register_output, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_register_output_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_json_value, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_json_value_no_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_report_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_report_state_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_free_cancels, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("run", tests, NULL, NULL);
+}
