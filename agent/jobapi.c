@@ -69,7 +69,7 @@ nclients(const agent_jobapi *j)
 static void
 drop(agent_jobapi *j, struct client *c)
 {
-	if (c->fd < 0)
+	if (c->fd < 0 || j->loop == NULL)
 		return;
 	civis_loop_del_io(j->loop, c->fd);
 	close(c->fd);
@@ -401,8 +401,8 @@ listen_abstract(agent_jobapi *j, int fd)
 }
 
 int
-agent_jobapi_new(agent_jobapi **out, civis_loop *loop, const char *dir,
-                 agent_jobapi_call_fn fn, void *ud, char *err, size_t errlen)
+agent_jobapi_new(agent_jobapi **out, const char *dir, agent_jobapi_call_fn fn, void *ud,
+                 char *err, size_t errlen)
 {
 	agent_jobapi *j;
 	const char *base = dir;
@@ -418,7 +418,6 @@ agent_jobapi_new(agent_jobapi **out, civis_loop *loop, const char *dir,
 		snprintf(err, errlen, "out of memory");
 		return CIVIS_ENOMEM;
 	}
-	j->loop = loop;
 	j->fn = fn;
 	j->ud = ud;
 	j->idle_ns = AGENT_JOBAPI_IDLE_NS;
@@ -432,17 +431,26 @@ agent_jobapi_new(agent_jobapi **out, civis_loop *loop, const char *dir,
 		rc = CIVIS_ESYS;
 		goto fail;
 	}
-	rc = civis_loop_add_io(loop, j->lfd, POLLIN, on_listen, j);
-	if (rc != CIVIS_OK) {
-		snprintf(err, errlen, "job API socket: %s", civis_strerror(rc));
-		goto fail;
-	}
-	j->listening = 1;
 	*out = j;
 	return CIVIS_OK;
 fail:
 	agent_jobapi_free(j);
 	return rc;
+}
+
+int
+agent_jobapi_attach(agent_jobapi *j, civis_loop *loop)
+{
+	int rc;
+
+	if (j->loop != NULL || j->lfd < 0)
+		return CIVIS_EINVAL;
+	rc = civis_loop_add_io(loop, j->lfd, POLLIN, on_listen, j);
+	if (rc != CIVIS_OK)
+		return rc;
+	j->loop = loop;
+	j->listening = 1;
+	return CIVIS_OK;
 }
 
 const char *
@@ -483,7 +491,8 @@ agent_jobapi_stop_listening(agent_jobapi *j)
 {
 	if (j == NULL || j->lfd < 0)
 		return;
-	civis_loop_del_io(j->loop, j->lfd);
+	if (j->loop != NULL)
+		civis_loop_del_io(j->loop, j->lfd);
 	close(j->lfd);
 	j->lfd = -1;
 	j->listening = 0;
@@ -507,7 +516,7 @@ agent_jobapi_free(agent_jobapi *j)
 		return;
 	for (size_t i = 0; i < AGENT_JOBAPI_MAX_CLIENTS; i++)
 		drop(j, &j->cl[i]);
-	if (j->lfd >= 0)
+	if (j->lfd >= 0 && j->loop != NULL)
 		civis_loop_del_io(j->loop, j->lfd);
 	j->listening = 1;           /* keep drop() from re-arming a closed fd */
 	if (j->lfd >= 0) {
@@ -518,7 +527,7 @@ agent_jobapi_free(agent_jobapi *j)
 		unlink(j->path);
 		rmdir(j->dir);
 	}
-	if (j->sweep)
+	if (j->sweep && j->loop != NULL)
 		civis_loop_cancel_timer(j->loop, j->sweep);
 	free(j);
 }

@@ -39,9 +39,13 @@ typedef struct agent_jobapi_stats {
 	uint64_t dropped;      /* clients dropped for idling */
 } agent_jobapi_stats;
 
-/* Listen under dir (NULL: $TMPDIR, else /tmp). */
-int  agent_jobapi_new(agent_jobapi **out, civis_loop *loop, const char *dir,
-                      agent_jobapi_call_fn fn, void *ud, char *err, size_t errlen);
+/* Listen under dir (NULL: $TMPDIR, else /tmp). The socket exists from
+ * here on (so its path can go into the command's environment before the
+ * command starts); connections wait in its backlog until attach. */
+int  agent_jobapi_new(agent_jobapi **out, const char *dir, agent_jobapi_call_fn fn, void *ud,
+                      char *err, size_t errlen);
+/* Serve on loop from now on. Once. */
+int  agent_jobapi_attach(agent_jobapi *j, civis_loop *loop);
 /* The address to export as CIVIS_AGENT_SOCKET. */
 const char *agent_jobapi_path(const agent_jobapi *j);
 /* Answer a call: status CIVIS_OK with an optional object id and text, or

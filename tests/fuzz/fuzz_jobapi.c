@@ -81,7 +81,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (loop == NULL) {
 		if (civis_loop_new(&loop) != CIVIS_OK ||
-		    agent_jobapi_new(&api, loop, NULL, handler, NULL, err, sizeof(err)) != CIVIS_OK)
+		    agent_jobapi_new(&api, NULL, handler, NULL, err, sizeof(err)) != CIVIS_OK ||
+		    agent_jobapi_attach(api, loop) != CIVIS_OK)
 			abort();
 	}
 	memset(&sa, 0, sizeof(sa));

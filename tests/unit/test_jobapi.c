@@ -184,8 +184,9 @@ srv_setup(void **state)
 	snprintf(s->dir, sizeof(s->dir), "/tmp/test_jobapi.XXXXXX");
 	assert_non_null(mkdtemp(s->dir));
 	assert_int_equal(civis_loop_new(&s->loop), CIVIS_OK);
-	assert_int_equal(agent_jobapi_new(&s->j, s->loop, s->dir, handler, s, err, sizeof(err)),
+	assert_int_equal(agent_jobapi_new(&s->j, s->dir, handler, s, err, sizeof(err)),
 	                 CIVIS_OK);
+	assert_int_equal(agent_jobapi_attach(s->j, s->loop), CIVIS_OK);
 	*state = s;
 	return 0;
 }
@@ -502,8 +503,9 @@ test_other_user_refused_by_peer_credentials(void **state)
 	}
 	memset(&s2, 0, sizeof(s2));
 	assert_int_equal(civis_loop_new(&loop), CIVIS_OK);
-	assert_int_equal(agent_jobapi_new(&j, loop, "/proc", handler, &s2, err, sizeof(err)),
+	assert_int_equal(agent_jobapi_new(&j, "/proc", handler, &s2, err, sizeof(err)),
 	                 CIVIS_OK);
+	assert_int_equal(agent_jobapi_attach(j, loop), CIVIS_OK);
 	s2.j = j;
 	pid = fork();
 	assert_true(pid >= 0);
@@ -544,8 +546,9 @@ test_abstract_fallback_and_blocking_client(void **state)
 	assert_int_equal(civis_loop_new(&loop), CIVIS_OK);
 	/* /proc is not writable: no directory can be made, so the abstract
 	 * namespace is used. */
-	assert_int_equal(agent_jobapi_new(&j, loop, "/proc", handler, &s2, err, sizeof(err)),
+	assert_int_equal(agent_jobapi_new(&j, "/proc", handler, &s2, err, sizeof(err)),
 	                 CIVIS_OK);
+	assert_int_equal(agent_jobapi_attach(j, loop), CIVIS_OK);
 	s2.j = j;
 	s2.loop = loop;
 	assert_int_equal(agent_jobapi_path(j)[0], '@');
