@@ -299,8 +299,15 @@ on_listen(civis_loop *loop, int fd, int revents, void *ud)
 			static const char no[] =
 			    "{\"ok\":false,\"status\":-13,\"error\":\"refused: not the agent's user\"}\n";
 
+			char sink[512];
+
 			j->st.refused++;
+			/* Read what it sent first: closing with unread bytes would
+			 * reset the connection under the refusal. */
+			while (recv(cfd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+				;
 			(void)!send(cfd, no, sizeof(no) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+			shutdown(cfd, SHUT_WR);
 			close(cfd);
 			continue;
 		}

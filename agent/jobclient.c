@@ -82,7 +82,7 @@ agent_jobclient_call(const char *addr, const agent_jobapi_req *req, int timeout_
 	uint64_t deadline = timeout_ms > 0 ? civis_now_ns() + (uint64_t)timeout_ms * 1000000ULL : 0;
 	char *line = NULL;
 	size_t len = 0, off = 0, got = 0;
-	int fd = -1, rc, status;
+	int fd = -1, rc, status, send_errno = 0;
 
 	*id = 0;
 	snprintf(text, textlen, "%s", "");
@@ -107,6 +107,11 @@ agent_jobclient_call(const char *addr, const agent_jobapi_req *req, int timeout_
 				rc = CIVIS_ETIMEOUT;
 				goto out;
 			}
+		} else if (errno == EPIPE || errno == ECONNRESET) {
+			/* The agent closed at once: it may have said why (a refusal)
+			 * before it did, so read that rather than the broken pipe. */
+			send_errno = errno;
+			break;
 		} else {
 			snprintf(text, textlen, "sending to the agent at %s: %s", addr, strerror(errno));
 			rc = CIVIS_ESYS;
@@ -135,9 +140,14 @@ agent_jobclient_call(const char *addr, const agent_jobapi_req *req, int timeout_
 		n = recv(fd, buf + got, AGENT_JOBAPI_MAX_REPLY - got, MSG_DONTWAIT);
 		if (n > 0) {
 			got += (size_t)n;
-		} else if (n == 0) {
-			snprintf(text, textlen, "the agent at %s closed the connection without a reply", addr);
-			rc = CIVIS_EPROTO;
+		} else if (n == 0 || send_errno != 0) {
+			if (send_errno != 0)
+				snprintf(text, textlen, "sending to the agent at %s: %s", addr,
+				         strerror(send_errno));
+			else
+				snprintf(text, textlen, "the agent at %s closed the connection without a "
+				         "reply", addr);
+			rc = n == 0 && send_errno == 0 ? CIVIS_EPROTO : CIVIS_ESYS;
 			goto out;
 		} else if (errno != EAGAIN && errno != EINTR) {
 			snprintf(text, textlen, "reading from the agent at %s: %s", addr, strerror(errno));
