@@ -29,6 +29,7 @@
 #include "options.h"
 #include "outputs.h"
 #include "upload_cmd.h"
+#include "upload_prep.h"
 
 #define SHOW_MAX   1024
 #define MAX_PATHS  10000
@@ -126,86 +127,22 @@ job_fail(struct job *j, const char *fmt, ...)
 }
 
 /* The last component of path, trailing slashes ignored, into buf. */
-static int
-base_name(char *buf, size_t len, const char *path)
-{
-	size_t n = strlen(path), start;
-
-	while (n > 1 && path[n - 1] == '/')
-		n--;
-	start = n;
-	while (start > 0 && path[start - 1] != '/')
-		start--;
-	if (n - start >= len)
-		return -1;
-	memcpy(buf, path + start, n - start);
-	buf[n - start] = '\0';
-	return 0;
-}
-
 /* Decide kind and name; on a problem the job is FAILED with its line. */
 static void
 job_prepare(struct job *j, const char *name_opt, int gzip)
 {
-	char base[PATH_MAX], name[AGENT_OUTPUTS_NAME_MAX], reason[256];
-	struct stat sb;
-	const char *suffix = NULL;
+	agent_upload_prep p;
+	char reason[512];
 
-	if (stat(j->arg, &sb) != 0) {
-		job_fail(j, "%s", strerror(errno));
+	if (agent_upload_prepare(&p, j->arg, name_opt, gzip, cmd_redact, reason,
+	                         sizeof(reason)) != CIVIS_OK) {
+		job_fail(j, "%s", reason);
 		return;
 	}
-	j->dev = sb.st_dev;
-	j->ino = sb.st_ino;
-	if (S_ISDIR(sb.st_mode)) {
-		j->kind = CIVIS_UPLOAD_TARGZ;
-		suffix = ".tar.gz";
-	} else if (S_ISREG(sb.st_mode)) {
-		j->kind = gzip ? CIVIS_UPLOAD_GZIP : CIVIS_UPLOAD_FILE;
-		suffix = gzip ? ".gz" : NULL;
-		if (!gzip && agent_outputs_check_size((uint64_t)sb.st_size, reason,
-		                                      sizeof(reason)) != CIVIS_OK) {
-			job_fail(j, "%s", reason);
-			return;
-		}
-	} else {
-		job_fail(j, "%s", agent_outputs_type_text(sb.st_mode));
-		return;
-	}
-	if (name_opt != NULL) {
-		if (agent_outputs_civis_name(name, sizeof(name), name_opt, NULL) != CIVIS_OK) {
-			job_fail(j, "the name is too long");
-			return;
-		}
-	} else {
-		char *real = NULL;
-
-		if (base_name(base, sizeof(base), j->arg) != 0) {
-			job_fail(j, "the name is too long");
-			return;
-		}
-		if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || strcmp(base, "/") == 0) {
-			real = realpath(j->arg, NULL);
-			if (real == NULL || base_name(base, sizeof(base), real) != 0 ||
-			    strcmp(base, "/") == 0) {
-				free(real);
-				job_fail(j, "cannot derive a name from this path: give --name");
-				return;
-			}
-			free(real);
-		}
-		if (agent_outputs_civis_name(name, sizeof(name), base, suffix) != CIVIS_OK) {
-			job_fail(j, "the name is too long");
-			return;
-		}
-	}
-	if (agent_outputs_name_has_secret(cmd_redact, name)) {
-		job_fail(j, "%s", AGENT_OUTPUTS_SECRET_NAME);
-		return;
-	}
-	j->name = strdup(name);
-	if (j->name == NULL)
-		job_fail(j, "out of memory");
+	j->kind = p.kind;
+	j->dev = p.dev;
+	j->ino = p.ino;
+	j->name = p.name;           /* the job's now */
 }
 
 static void advance(struct cmd *c);
@@ -289,18 +226,12 @@ on_uploaded(void *ud, int status, int64_t file_id, const char *sha256_hex,
 static int
 job_open(struct job *j)
 {
-	struct stat sb;
-	int fd = open(j->arg, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	agent_upload_prep p = { .kind = j->kind, .dev = j->dev, .ino = j->ino };
+	char reason[256];
+	int fd = agent_upload_prep_open(&p, j->arg, reason, sizeof(reason));
 
-	if (fd < 0) {
-		job_fail(j, "%s", strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &sb) != 0 || sb.st_dev != j->dev || sb.st_ino != j->ino) {
-		(void)close(fd);
-		job_fail(j, "replaced while the upload started: not uploaded");
-		return -1;
-	}
+	if (fd < 0)
+		job_fail(j, "%s", reason);
 	return fd;
 }
 
