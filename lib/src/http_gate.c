@@ -104,8 +104,12 @@ drain(civis_http *http)
 		civis__http_gate_remove(r);
 		rc = go(r, now);
 		if (rc != CIVIS_OK) {
+			/* done may free http: the rest wait for the timer */
+			if (http->wait_head != NULL)
+				arm(http, now);
 			civis__http_req_error(r, "could not start the request: %s", civis_strerror(rc));
 			civis__http_req_finish(r, rc, 0);
+			return;
 		}
 	}
 }
