@@ -24,6 +24,8 @@
 #include "civis/redact.h"
 #include "exitinfo.h"
 #include "civis/run.h"
+#include "jobcmd.h"
+#include "jobwork.h"
 #include "logstream.h"
 #include "options.h"
 #include "outputs.h"
@@ -49,6 +51,7 @@ typedef struct agent {
 	agent_logstream *ls;
 	civis_run *run;
 	agent_outputs *out;
+	agent_jobwork *jw;         /* the job API and CIVIS_OUTPUT (API on only) */
 	agent_exitinfo *ei;        /* limits, OOM kill, termination log; NULL if out of memory */
 	int child_done;
 	int code;                  /* the command's exit code once child_done */
@@ -270,6 +273,12 @@ setup_client(agent *ag)
 		say("%s", "cannot set up the API client; copying output only");
 		ag->api_on = 0;
 	}
+	if (ag->api_on && ag->o.verbose) {
+		char px[200];
+
+		if (civis_http_proxy_for(ag->http, ag->cfg.endpoint, px, sizeof(px)) == CIVIS_OK)
+			say(px[0] ? "API requests go through the proxy %s" : "API requests go direct%s", px);
+	}
 	/* --api-budget: the transport keeps the agent's own calls to it */
 	if (ag->api_on)
 		(void)civis_http_set_budget(ag->http, ag->o.api_budget_pct ? ag->o.api_budget_pct : 100,
@@ -360,6 +369,9 @@ setup_watchers(agent *ag)
 	if (ag->o.output_dir &&
 	    agent_outputs_new(&ag->out, ag->loop, ag->client, &oo, err, sizeof(err)) != CIVIS_OK)
 		agent_logstream_note(ag->ls, "error", "outputs will not be uploaded: %s", err);
+	if (ag->jw)
+		agent_jobwork_attach(ag->jw, ag->loop, ag->client, ag->run, ag->redact, ag->out,
+		                     note_cb, ag);
 }
 
 static void teardown(agent *ag);
@@ -384,6 +396,18 @@ setup(agent *ag, int argc, char **argv, int *code)
 	if (ag->api_on && ag->o.output_dir &&
 	    agent_outputs_mkdir(ag->o.output_dir, err, sizeof(err)) != CIVIS_OK)
 		say("%s", err);
+	/* The job API's socket and CIVIS_OUTPUT go into the command's
+	 * environment, so they exist before it starts. */
+	if (ag->api_on) {
+		agent_jobwork_opts jo = {
+			.tmp_dir = ag->o.spool_dir, .json_output_name = ag->o.json_output_name,
+			.expires_at = ag->o.expires_at, .multipart_threshold = ag->o.multipart_threshold,
+			.concurrency = (unsigned)ag->o.upload_concurrency,
+		};
+
+		if (agent_jobwork_new(&ag->jw, &jo) != CIVIS_OK)
+			say("%s", "out of memory: no job API and no CIVIS_OUTPUT");
+	}
 	if (start_command(ag) != 0) {
 		*code = 126;
 		goto stop;
@@ -465,6 +489,7 @@ static int
 wind_down(agent *ag, uint64_t now)
 {
 	agent_sup_usage u;
+	int outs_done;
 
 	if (!ag->pipes_done) {
 		/* Grandchildren may hold the pipes: drain until EOF, or until
@@ -482,6 +507,8 @@ wind_down(agent *ag, uint64_t now)
 		civis_run_log_final(ag->run);     /* the final flush comes first */
 		if (ag->out)
 			agent_outputs_command_exited(ag->out);
+		if (ag->jw)
+			agent_jobwork_command_exited(ag->jw);
 		ag->flush_deadline = now + ag->o.final_flush_ns;
 		if (ag->stop_deadline && ag->stop_deadline < ag->flush_deadline)
 			ag->flush_deadline = ag->stop_deadline;
@@ -489,14 +516,15 @@ wind_down(agent *ag, uint64_t now)
 	/* Notes made now (uploads finishing, registrations) share log
 	 * requests on the flush tick like every other line; once the outputs
 	 * are done, the last ones are sealed at once. */
-	if (!ag->out || agent_outputs_idle(ag->out))
+	outs_done = (!ag->out || agent_outputs_idle(ag->out)) &&
+	            (!ag->jw || agent_jobwork_poll(ag->jw));
+	if (outs_done)
 		agent_logstream_finish(ag->ls);
 	/* Logs get --final-flush-timeout; output uploads (bounded by their
 	 * own retries) run to their end, unless a SIGTERM, SIGINT or cancel
 	 * set a stop deadline. */
 	return (agent_logstream_idle(ag->ls) || now >= ag->flush_deadline) &&
-	       (!ag->out || agent_outputs_idle(ag->out) ||
-	        (ag->stop_deadline && now >= ag->stop_deadline));
+	       (outs_done || (ag->stop_deadline && now >= ag->stop_deadline));
 }
 
 static void
@@ -520,7 +548,8 @@ run(agent *ag)
 static int
 final_code(const agent *ag, int code)
 {
-	if (ag->out && code == 0 && agent_outputs_failed(ag->out) > 0)
+	if (code == 0 && ((ag->out && agent_outputs_failed(ag->out) > 0) ||
+	                  agent_jobwork_failed(ag->jw) > 0))
 		return AGENT_EXIT_OUTPUT_FAILED;
 	if (code >= 0 && code < 256 && ag->o.remap[code])
 		return 0;
@@ -531,6 +560,8 @@ final_code(const agent *ag, int code)
 static void
 teardown(agent *ag)
 {
+	agent_jobwork_free(ag->jw);
+	ag->jw = NULL;
 	agent_outputs_free(ag->out);
 	agent_logstream_free(ag->ls);
 	civis_run_free(ag->run);
@@ -581,6 +612,8 @@ shutdown_agent(agent *ag)
 	                         ag->o.grace_ns, ag->o.final_flush_ns);
 	if (ag->out && !agent_outputs_idle(ag->out))
 		agent_outputs_report_unfinished(ag->out);
+	if (ag->jw && !agent_jobwork_poll(ag->jw))
+		agent_jobwork_report_unfinished(ag->jw);
 	/* What is still running gets SIGKILL; what was killed (now or at the
 	 * deadline) is reaped, or it becomes a zombie of the system's init
 	 * when we are only a subreaper. */
@@ -648,6 +681,10 @@ main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "upload") == 0)
 		return agent_upload_cmd_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "mask") == 0)
+		return agent_mask_cmd_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "output") == 0)
+		return agent_output_cmd_main(argc - 1, argv + 1);
 	if (setup(&ag, argc, argv, &code) != 0)
 		return code;
 	if (!ag.ls)

@@ -23,6 +23,7 @@ enum {
 	OPT_TERMINATION_LOG,
 	OPT_API_BUDGET,
 	OPT_REPORT_STATE,
+	OPT_JSON_OUTPUT_NAME,
 };
 
 /* Each long option, its environment twin and whether it takes a value. */
@@ -56,6 +57,7 @@ static const struct opt_def {
 	{ "cancel-poll-interval", OPT_CANCEL_POLL, 1, "CIVIS_AGENT_CANCEL_POLL_INTERVAL" },
 	{ "api-budget",           OPT_API_BUDGET, 1, "CIVIS_AGENT_API_BUDGET" },
 	{ "report-state",         OPT_REPORT_STATE, 0, "CIVIS_AGENT_REPORT_STATE" },
+	{ "json-output-name",     OPT_JSON_OUTPUT_NAME, 1, "CIVIS_AGENT_JSON_OUTPUT_NAME" },
 	{ "redact",               OPT_REDACT, 1, "CIVIS_AGENT_REDACT" },
 	{ "no-default-redact",    OPT_NO_DEFAULT_REDACT, 0, "CIVIS_AGENT_NO_DEFAULT_REDACT" },
 	{ "redact-tee",           OPT_REDACT_TEE, 0, "CIVIS_AGENT_REDACT_TEE" },
@@ -123,6 +125,7 @@ agent_opts_usage(FILE *f)
 "      --archive-dirs           upload every top-level sub-directory as a .tar.gz\n"
 "      --gzip                   compress each file (name.gz)\n"
 "      --expires-at TIME        RFC 3339 time or 'never' (API default: 30 days)\n"
+"      --json-output-name NAME  the JSON value made of $CIVIS_OUTPUT's lines (outputs)\n"
 "      --multipart-threshold SIZE  files above go in parts (50M)\n"
 "      --upload-concurrency N   parts in flight per file (4)\n"
 "\n"
@@ -447,6 +450,11 @@ apply(agent_opts *o, int id, const char *v, const char *src, char *err, size_t e
 		if (!*v)
 			return set_err(err, errlen, "%s needs a directory%s", src, NULL);
 		o->output_dir = v;
+		return 0;
+	case OPT_JSON_OUTPUT_NAME:
+		if (!*v || strlen(v) > 255)
+			return set_err(err, errlen, "%s needs a name of 1 to 255 bytes%s", src, "");
+		o->json_output_name = v;
 		return 0;
 	case OPT_EXPIRES_AT:
 		if (agent_check_expires_at(v) != CIVIS_OK)

@@ -50,6 +50,7 @@ typedef struct agent_opts {
 	int archive_dirs;
 	int gzip;
 	const char *expires_at;
+	const char *json_output_name; /* CIVIS_OUTPUT's JSON value; NULL: "outputs" */
 	uint64_t multipart_threshold;
 	uint64_t upload_concurrency;
 	/* the command */

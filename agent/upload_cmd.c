@@ -488,6 +488,12 @@ agent_upload_cmd_main(int argc, char **argv)
 	rc = parse_args(&c, argc, argv, &name_opt, &gzip);
 	if (rc >= 0)
 		return rc;
+	/* Inside a command the agent runs, the agent does the work, so it joins
+	 * its queue (--no-register: upload here, on our own). */
+	if (getenv("CIVIS_AGENT_SOCKET") != NULL && *getenv("CIVIS_AGENT_SOCKET") != '\0' &&
+	    !c.no_register)
+		return agent_upload_via_agent(getenv("CIVIS_AGENT_SOCKET"), argv + optind,
+		                              argc - optind, name_opt, gzip, c.expires_at);
 	rc = civis_client_config_from_env(&cfg, err, sizeof(err));
 	if (rc == CIVIS_ENOTFOUND) {
 		fprintf(stderr, "civis-agent: upload: CIVIS_API_KEY, CIVIS_JOB_ID and "
