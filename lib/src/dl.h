@@ -5,13 +5,13 @@
  * nghttp2, ...) into every process the loader starts, 6-15 ms before main(),
  * although a run without the CIVIS_* variables never makes a request and
  * most runs never archive. So the library dlopen()s them where it first
- * needs them: civis_loop_curl_multi() and the endpoint check for libcurl,
+ * needs them: civis__loop_curl_multi() and the endpoint check for libcurl,
  * the tar.gz staging for libarchive. Call civis__dl_curl() or
  * civis__dl_archive() there; everything after that point calls the
  * functions by their usual names, which this header maps onto the tables.
  *
- * Include this header before anything that includes <curl/curl.h> (such as
- * civis/http.h): the gcc type-check macros of curl_easy_setopt and friends
+ * Include this header before anything that includes <curl/curl.h> (no
+ * public header does any more): the gcc type-check macros of curl_easy_setopt and friends
  * would otherwise take the names. The table members are declared with the
  * real prototypes, and dl.c checks each against curl.h/archive.h at compile
  * time, so a wrong one does not build. */

@@ -1,6 +1,7 @@
 /* http_req.h: a civis_http and its requests, shared by the files of the
- * http module only: http.c (requests, outcome, the API) and http_try.c
- * (one try: the easy handle, body, answer capture). */
+ * http module only: http.c (requests, outcome, the API), http_try.c (one
+ * try: the easy handle, body, answer capture) and http_gate.c (the rate
+ * limit's gate before each try). */
 #ifndef CIVIS_HTTP_REQ_H
 #define CIVIS_HTTP_REQ_H
 

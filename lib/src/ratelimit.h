@@ -5,7 +5,7 @@
  * authenticated tries within a budget (a share of N; N from
  * X-RateLimit-Limit when the API sends it), counted over a sliding window
  * of RL_BUCKETS slots, and holds every call while a 429's Retry-After runs.
- * Pure bookkeeping on a clock given by the caller (http.c asks before each
+ * Pure bookkeeping on a clock given by the caller (http_gate.c asks before each
  * try and tells it each answer), so the unit test drives it with a fake one. */
 #ifndef CIVIS_RATELIMIT_H
 #define CIVIS_RATELIMIT_H

@@ -11,8 +11,8 @@
  *
  * SHA-256 of the bytes sent: staged data is hashed as it is staged; a plain
  * file sent with one form POST is hashed as its body is read (in order; a
- * retry starts it over); a multipart upload hashes in a pass of its own
- * (upload_multipart.c). The fd is fstat'ed before and after: a size or mtime
+ * retry starts it over); a multipart upload hashes in a pass of its own on
+ * a helper thread (upload_hash.c). The fd is fstat'ed before and after: a size or mtime
  * change, or a short read, fails the upload. */
 #include <cJSON.h>
 #include <errno.h>

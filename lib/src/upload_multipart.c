@@ -2,8 +2,9 @@
  * parts PUT `concurrency` at a time (each retried by http.c on its own),
  * then POST files/multipart/{id}/complete.
  *
- * The parts are read in parallel, so a sequential pass over the same open
- * fd hashes the file, 1 MiB per loop turn, alongside the parts. */
+ * The parts are read in parallel, so the file's SHA-256 is taken in a pass
+ * of its own over the same open fd, on a helper thread (upload_hash.c),
+ * alongside the parts. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

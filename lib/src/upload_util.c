@@ -1,6 +1,6 @@
 /* upload_util.c: the upload's pure helpers: S3 error texts, sizes for
- * messages, positional reads, the staging temporary file, and the check that
- * a file did not change under an upload. */
+ * messages, and the check that a file did not change under an upload
+ * (positional reads and the staging temporary file are lib/src/fileio.c's). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
