@@ -112,6 +112,11 @@ agent_summary_verbose(const agent_logstream *ls, const civis_run *run)
 	        (unsigned long long)st.requests, (unsigned long long)st.ambiguous,
 	        (unsigned long long)st.dropped, (unsigned long long)st.undelivered,
 	        (unsigned long long)st.mem_peak, (unsigned long long)st.spool_bytes);
+	if (st.backlog_peak)
+		fprintf(stderr, "civis-agent: log backlog: peak %llu bytes of raw output (cap %llu); "
+		        "reading paused %llu times by the cap, %.1f s in all; nothing dropped\n",
+		        (unsigned long long)st.backlog_peak, (unsigned long long)st.backlog_cap,
+		        (unsigned long long)st.backlog_pauses, (double)st.backlog_paused_ns / 1e9);
 	if (run) {
 		civis_run_watch_stats rs;
 

@@ -28,8 +28,8 @@ void agent_summary_note(agent_logstream *ls, const agent_sup *sup, agent_exitinf
 void agent_summary_unfinished(const agent_logstream *ls, int auth_rejected, int stopped,
                               uint64_t grace_ns, uint64_t final_flush_ns);
 
-/* -v: the agent's own footprint, delivery counts, heartbeats and polls
- * (run may be NULL), on stderr. */
+/* -v: the agent's own footprint, delivery counts, the raw-output backlog
+ * (when it was used), heartbeats and polls (run may be NULL), on stderr. */
 void agent_summary_verbose(const agent_logstream *ls, const civis_run *run);
 
 #endif

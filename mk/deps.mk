@@ -11,13 +11,14 @@
 # linker cannot find are installed. DEPS_STATIC_DEV maps a library to its
 # Debian package (else lib<name>-dev); `make -s deps-static-list` prints
 # "library package" for each (tests/layer checks docker/Dockerfile has them).
-# podman, runc and debootstrap are for `make image-test` (mk/image.mk).
+# podman, runc and debootstrap are for `make image-test` (mk/image.mk);
+# tini and dumb-init for `make bench` (tests/bench/bench_upload.py, pid1).
 .PHONY: deps deps-apt deps-static deps-static-list prism
 
 DEPS_APT := libcurl4-openssl-dev libcjson-dev libarchive-dev zlib1g-dev libcmocka-dev \
             pkg-config python3 nodejs npm clang libclang-rt-14-dev valgrind cppcheck clang-tidy \
             busybox-static hyperfine musl-tools ca-certificates openssl curl \
-            podman runc debootstrap
+            podman runc debootstrap tini dumb-init
 DEPS_STATIC_DEV := nettle:nettle-dev acl:libacl1-dev lzma:liblzma-dev zstd:libzstd-dev \
             lz4:liblz4-dev bz2:libbz2-dev z:zlib1g-dev xml2:libxml2-dev crypto:libssl-dev \
             ssl:libssl-dev

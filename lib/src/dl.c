@@ -70,7 +70,8 @@ civis__archive_fns civis__archive_api;
 	X(entry_set_uid, archive_entry_set_uid) \
 	X(entry_set_gid, archive_entry_set_gid) \
 	X(entry_set_size, archive_entry_set_size) \
-	X(entry_set_mtime, archive_entry_set_mtime)
+	X(entry_set_mtime, archive_entry_set_mtime) \
+	X(entry_set_symlink, archive_entry_set_symlink)
 
 /* Each member has exactly the type of the header's prototype: a wrong
  * member fails here, at compile time, not as a crash at run time.

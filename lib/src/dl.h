@@ -96,6 +96,7 @@ typedef struct civis__archive_fns {
 	void (*entry_set_gid)(struct archive_entry *entry, la_int64_t gid);
 	void (*entry_set_size)(struct archive_entry *entry, la_int64_t size);
 	void (*entry_set_mtime)(struct archive_entry *entry, time_t sec, long nsec);
+	void (*entry_set_symlink)(struct archive_entry *entry, const char *target);
 } civis__archive_fns;
 
 /* Filled by a successful civis__dl_curl() / civis__dl_archive(); all NULL
@@ -184,6 +185,7 @@ unsigned civis__dl_opens(void);
 #define archive_entry_set_gid   (civis__archive_api.entry_set_gid)
 #define archive_entry_set_size  (civis__archive_api.entry_set_size)
 #define archive_entry_set_mtime (civis__archive_api.entry_set_mtime)
+#define archive_entry_set_symlink (civis__archive_api.entry_set_symlink)
 #endif
 
 #endif

@@ -2,7 +2,6 @@
  * through directory descriptors in name order, one bounded slice per call;
  * the archive's bytes go to the caller's writer. */
 #include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -187,32 +186,6 @@ frame_pop(civis__tar *st)
 	st->depth--;
 }
 
-typedef void (*set_symlink_fn)(struct archive_entry *e, const char *target);
-
-/* archive_entry_set_symlink: not in dl.c's table yet (asked for), so taken
- * from the libarchive civis__dl_archive() has loaded. NULL: not found. */
-static set_symlink_fn
-symlink_setter(void)
-{
-	static set_symlink_fn fn;
-	static int tried;
-
-	if (!tried) {
-		tried = 1;
-#ifdef CIVIS_DL_LINKED_ARCHIVE
-		fn = archive_entry_set_symlink;
-#else
-		void *h = dlopen(CIVIS__DL_ARCHIVE_NAME, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-
-		if (h != NULL) {
-			*(void **)(&fn) = dlsym(h, "archive_entry_set_symlink");
-			(void)dlclose(h);   /* NOLOAD: only the count it took */
-		}
-#endif
-	}
-	return fn;
-}
-
 static int
 tar_header(civis__tar *st, const struct stat *sb, int type, const char *link,
            char *err, size_t errlen)
@@ -232,7 +205,7 @@ tar_header(civis__tar *st, const struct stat *sb, int type, const char *link,
 	archive_entry_set_uid(e, sb->st_uid);
 	archive_entry_set_gid(e, sb->st_gid);
 	if (link != NULL)
-		symlink_setter()(e, link);
+		archive_entry_set_symlink(e, link);
 	ar = archive_write_header(st->a, e);
 	archive_entry_free(e);
 	if (ar < ARCHIVE_WARN) {
@@ -265,11 +238,6 @@ tar_symlink(civis__tar *st, int dfd, const char *name, const struct stat *sb,
 	ssize_t n = readlinkat(dfd, name, target, sizeof(target) - 1);
 	int rc;
 
-	if (symlink_setter() == NULL) {
-		stage_warn(st, "skipped %s: symbolic link (this libarchive cannot store one)",
-		           st->rel);
-		return CIVIS_OK;
-	}
 	if (n < 0) {
 		stage_warn(st, "skipped %s: %s", st->rel, strerror(errno));
 		return CIVIS_OK;

@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import util  # noqa: E402
-from harness import SimHarness, prism_available  # noqa: E402
+from harness import SimHarness, prism_missing  # noqa: E402
 
 GRACE = 2.0                 # --grace-period
 POLL = 0.5                  # --cancel-poll-interval
@@ -70,8 +70,10 @@ class CancelBase(unittest.TestCase):
         why = util.missing()
         if why:
             raise unittest.SkipTest(why)
-        if cls.use_prism and not prism_available():
-            raise unittest.SkipTest("Prism not installed (make prism)")
+        # make check installs Prism (make deps): missing, this is a failure, not a skip
+        why = prism_missing() if cls.use_prism else None
+        if why:
+            raise AssertionError(why)
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="civis-cancel-")
@@ -318,7 +320,6 @@ class TestCancel(CancelBase):
         self.assertLessEqual(len(reqs), 4, [(q["seq"], q["path"], q["status"]) for q in reqs])
 
 
-@unittest.skipUnless(prism_available(), "Prism not installed (make prism)")
 class TestCancelPrism(CancelBase):
     use_prism = True
 

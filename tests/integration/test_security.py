@@ -268,6 +268,14 @@ class SecurityTest(unittest.TestCase):
                                      r"reading the command's output \d+ times, [0-9.]+ s in all; "
                                      r"no output was dropped$")
         self.assertEqual(util.parse_verbose(r.stderr)["dropped"], 0)
+        # -v: the backlog's own line, after the delivery line, its cap as given
+        m = re.search(r"^civis-agent: log backlog: peak (\d+) bytes of raw output \(cap 1048576\); "
+                      r"reading paused (\d+) times by the cap, [0-9.]+ s in all; nothing dropped$",
+                      err, re.M)
+        self.assertIsNotNone(m, err)
+        self.assertGreater(int(m.group(1)), 0)
+        self.assertGreaterEqual(int(m.group(2)), 1)
+        self.assertLess(err.index("civis-agent: delivery:"), m.start())
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ real_archive(civis__archive_fns *t)
 	t->entry_set_gid = &archive_entry_set_gid;
 	t->entry_set_size = &archive_entry_set_size;
 	t->entry_set_mtime = &archive_entry_set_mtime;
+	t->entry_set_symlink = &archive_entry_set_symlink;
 }
 
 static int

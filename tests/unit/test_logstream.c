@@ -92,7 +92,7 @@ setup_common(struct fixture *f, int api)
 	assert_int_equal(fcntl(f->in[0], F_SETFL, O_NONBLOCK), 0);
 	opts_default(&o);
 	if (spool_max_override)
-		o.spool_max = o.backlog_max = spool_max_override;
+		o.backlog_max = spool_max_override;
 	o.detect_levels = detect_override;
 	if (api) {
 		civis_client_config cfg = {
@@ -104,6 +104,9 @@ setup_common(struct fixture *f, int api)
 		civis_run_opts ro = { .flush_ns = 200 * MS, .batch_lines = 10000,
 		                      .batch_bytes = 1u << 20, .mem_max = 4u << 20,
 		                      .spool_max = 64u << 20 };
+
+		if (spool_max_override)   /* the run's spool gets the same cap, as --spool-max gives both */
+			ro.spool_max = spool_max_override;
 
 		assert_int_equal(civis_client_new(&f->client, f->loop, f->http, &cfg), CIVIS_OK);
 		assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &ro, err, sizeof(err)),

@@ -220,6 +220,124 @@ test_exit_reason_paths(void **state)
 	agent_opts_dispose(&o);
 }
 
+/* Level detection is on unless --no-detect-levels or its twin says
+ * otherwise (a false-ish value leaves it on); --report-state is off unless
+ * asked for. */
+static void
+test_detect_levels_and_report_state(void **state)
+{
+	agent_opts o;
+	char err[256];
+
+	(void)state;
+	memset(fake_env, 0, sizeof(fake_env));
+	assert_int_equal(parse(&o, err, sizeof(err), "true", (char *)NULL), AGENT_OPTS_RUN);
+	assert_int_equal(o.detect_levels, 1);
+	assert_int_equal(o.report_state, 0);
+	agent_opts_dispose(&o);
+	assert_int_equal(parse(&o, err, sizeof(err), "--no-detect-levels", "--report-state", "true",
+	                       (char *)NULL), AGENT_OPTS_RUN);
+	assert_int_equal(o.detect_levels, 0);
+	assert_int_equal(o.report_state, 1);
+	agent_opts_dispose(&o);
+
+	fake_env[0] = "CIVIS_AGENT_NO_DETECT_LEVELS=1";
+	fake_env[1] = "CIVIS_AGENT_REPORT_STATE=yes";
+	assert_int_equal(parse(&o, err, sizeof(err), "true", (char *)NULL), AGENT_OPTS_RUN);
+	assert_int_equal(o.detect_levels, 0);
+	assert_int_equal(o.report_state, 1);
+	agent_opts_dispose(&o);
+
+	fake_env[0] = "CIVIS_AGENT_NO_DETECT_LEVELS=false";
+	fake_env[1] = "CIVIS_AGENT_REPORT_STATE=0";
+	assert_int_equal(parse(&o, err, sizeof(err), "true", (char *)NULL), AGENT_OPTS_RUN);
+	assert_int_equal(o.detect_levels, 1);
+	assert_int_equal(o.report_state, 0);
+	agent_opts_dispose(&o);
+
+	fake_env[0] = "CIVIS_AGENT_NO_DETECT_LEVELS=";
+	fake_env[1] = "CIVIS_AGENT_REPORT_STATE=off";
+	assert_int_equal(parse(&o, err, sizeof(err), "true", (char *)NULL), AGENT_OPTS_RUN);
+	assert_int_equal(o.detect_levels, 1);
+	assert_int_equal(o.report_state, 0);
+	agent_opts_dispose(&o);
+	memset(fake_env, 0, sizeof(fake_env));
+}
+
+static void
+check_budget(const char *v, unsigned pct, unsigned limit, uint64_t window_ns)
+{
+	agent_opts o;
+	char err[256];
+
+	assert_int_equal(parse(&o, err, sizeof(err), "--api-budget", v, "true", (char *)NULL),
+	                 AGENT_OPTS_RUN);
+	assert_int_equal(o.api_budget_pct, pct);
+	assert_int_equal(o.api_rate_limit, limit);
+	assert_true(o.api_rate_window_ns == window_ns);
+	agent_opts_dispose(&o);
+}
+
+#define BUDGET_MSG(src, v) src ": '" v "' is not a share of the rate limit (a percentage " \
+	"from 1 to 100, or off; e.g. 20%, or 20%:1000/5m)"
+
+/* --api-budget: PCT or PCT%, off or 0, and :LIMIT/WINDOW; its twin; every
+ * wrong form refused with the same message. */
+static void
+test_api_budget(void **state)
+{
+	agent_opts o;
+	char err[256];
+
+	(void)state;
+	memset(fake_env, 0, sizeof(fake_env));
+	assert_int_equal(parse(&o, err, sizeof(err), "true", (char *)NULL), AGENT_OPTS_RUN);
+	assert_int_equal(o.api_budget_pct, 20);
+	assert_int_equal(o.api_rate_limit, 0);
+	assert_true(o.api_rate_window_ns == 0);
+	agent_opts_dispose(&o);
+	check_budget("35", 35, 0, 0);
+	check_budget("35%", 35, 0, 0);
+	check_budget("1", 1, 0, 0);
+	check_budget("100%", 100, 0, 0);
+	check_budget("off", 0, 0, 0);
+	check_budget("OFF", 0, 0, 0);
+	check_budget("0", 0, 0, 0);
+	check_budget("20%:100/30s", 20, 100, 30000000000ULL);
+	check_budget("50:1000000/1s", 50, 1000000, 1000000000ULL);
+
+	check_err(BUDGET_MSG("--api-budget", "101"), "--api-budget", "101", "true");
+	check_err(BUDGET_MSG("--api-budget", ""), "--api-budget", "", "true");
+	check_err(BUDGET_MSG("--api-budget", "%"), "--api-budget", "%", "true");
+	check_err(BUDGET_MSG("--api-budget", "lots"), "--api-budget", "lots", "true");
+	check_err(BUDGET_MSG("--api-budget", "-5"), "--api-budget", "-5", "true");
+	check_err(BUDGET_MSG("--api-budget", "123456789"), "--api-budget", "123456789", "true");
+	check_err(BUDGET_MSG("--api-budget", "20%:100"), "--api-budget", "20%:100", "true");
+	check_err(BUDGET_MSG("--api-budget", "20%:0/30s"), "--api-budget", "20%:0/30s", "true");
+	check_err(BUDGET_MSG("--api-budget", "20%:1000001/5m"), "--api-budget", "20%:1000001/5m",
+	          "true");
+	check_err(BUDGET_MSG("--api-budget", "20%:100/500ms"), "--api-budget", "20%:100/500ms",
+	          "true");
+	check_err(BUDGET_MSG("--api-budget", "20%:100/soon"), "--api-budget", "20%:100/soon", "true");
+
+	fake_env[0] = "CIVIS_AGENT_API_BUDGET=50%:200/1m";
+	assert_int_equal(parse(&o, err, sizeof(err), "true", (char *)NULL), AGENT_OPTS_RUN);
+	assert_int_equal(o.api_budget_pct, 50);
+	assert_int_equal(o.api_rate_limit, 200);
+	assert_true(o.api_rate_window_ns == 60000000000ULL);
+	agent_opts_dispose(&o);
+	assert_int_equal(parse(&o, err, sizeof(err), "--api-budget", "10", "true", (char *)NULL),
+	                 AGENT_OPTS_RUN);
+	assert_int_equal(o.api_budget_pct, 10);   /* the command line wins */
+	assert_int_equal(o.api_rate_limit, 0);
+	agent_opts_dispose(&o);
+	fake_env[0] = "CIVIS_AGENT_API_BUDGET=half";
+	assert_int_equal(parse(&o, err, sizeof(err), "true", (char *)NULL), -1);
+	assert_string_equal(err, BUDGET_MSG("CIVIS_AGENT_API_BUDGET", "half"));
+	agent_opts_dispose(&o);
+	memset(fake_env, 0, sizeof(fake_env));
+}
+
 static void
 test_units(void **state)
 {
@@ -261,6 +379,8 @@ main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_env_and_precedence),
 		cmocka_unit_test(test_exit_reason_paths),
+		cmocka_unit_test(test_detect_levels_and_report_state),
+		cmocka_unit_test(test_api_budget),
 		cmocka_unit_test(test_units),
 	};
 	return cmocka_run_group_tests_name("options", tests, NULL, NULL);
