@@ -131,6 +131,17 @@ class JobApi(unittest.TestCase):
         self.assertIn("77\tTable", lines)
         self.assertIn("%d\tup.csv" % files[0], lines)
 
+    def test_expires_at_never(self):
+        """The contract takes "expiresAt": null (issue 13): the Prism variant
+        holds the request to it."""
+        with tempfile.TemporaryDirectory() as d:
+            r = self.run_job(["--expires-at", "never", "--output-dir", d] +
+                             sh("echo kept > %s/keep.txt; %s upload --name up.txt %s/keep.txt"
+                                % (d, AGENT, d)))
+        self.assertEqual(r["res"].returncode, 0, r["err"])
+        self.assertEqual(sorted(f["name"] for f in r["files"]), ["keep.txt", "up.txt"])
+        self.assertTrue(all(f["expiresAt"] is None for f in r["files"]), r["files"])
+
     def test_mask_at_run_time(self):
         secret = "runtime-Secret-9f8e7d"
         script = ('echo "before %(s)s"; printf %%s "%(s)s" | %(a)s mask -; '
