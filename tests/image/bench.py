@@ -81,7 +81,7 @@ def main():
     q0, q1 = statistics.quantiles(t_without, n=4), statistics.quantiles(t_with, n=4)
     diffs = [b - x for x, b in zip(t_without, t_with)]
     print("image-bench: %s run --rm start-up, median of %d: %.1f ms without the agent "
-          "(quartiles %.0f-%.0f), %.1f ms with it, tee only (%.0f-%.0f): +%.1f ms "
+          "(quartiles %.0f-%.0f), %.1f ms with it, tee only (%.0f-%.0f): %+.1f ms "
           "(median of the paired differences %+.1f ms)"
           % (eng.name, a.runs, m0 * 1e3, q0[0] * 1e3, q0[2] * 1e3, m1 * 1e3, q1[0] * 1e3,
              q1[2] * 1e3, (m1 - m0) * 1e3, statistics.median(diffs) * 1e3))

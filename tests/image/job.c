@@ -196,23 +196,38 @@ mode_alloc(long mib)
 	return 0;
 }
 
+/* A decimal argument in [0, max]; -1 when it is not one. */
+static long
+num(const char *s, long max)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < 0 || v > max)
+		return -1;
+	return v;
+}
+
 int
 main(int argc, char **argv)
 {
 	const char *m = argc > 1 ? argv[1] : "";
+	long a = argc > 2 ? num(argv[argc - 1], 1000000000L) : -1;
 
-	if (strcmp(m, "lines") == 0 && argc == 5)
-		return mode_lines(argv[2], strtol(argv[3], NULL, 10), (int)strtol(argv[4], NULL, 10));
+	if (strcmp(m, "lines") == 0 && argc == 5 && num(argv[3], 100000000L) >= 0 && a <= 255 && a >= 0)
+		return mode_lines(argv[2], num(argv[3], 100000000L), (int)a);
 	if (strcmp(m, "term") == 0 && argc == 3)
 		return mode_term(argv[2]);
 	if (strcmp(m, "ignore-term") == 0)
 		return mode_ignore_term();
 	if (strcmp(m, "signals") == 0)
 		return mode_signals();
-	if (strcmp(m, "alloc") == 0 && argc == 3)
-		return mode_alloc(strtol(argv[2], NULL, 10));
-	if (strcmp(m, "sleep") == 0 && argc == 3) {
-		nap_ms(strtol(argv[2], NULL, 10));
+	if (strcmp(m, "alloc") == 0 && argc == 3 && a >= 0)
+		return mode_alloc(a);
+	if (strcmp(m, "sleep") == 0 && argc == 3 && a >= 0) {
+		nap_ms(a);
 		return 0;
 	}
 	say(2, "usage: job lines OUTDIR N CODE | term OUTDIR | ignore-term | signals | alloc MIB | sleep MS");

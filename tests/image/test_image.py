@@ -314,8 +314,8 @@ def test_stop_sigterm_ignored(c):
 
 def test_stop_default_timeouts(c):
     """The defaults together: `stop` (the engine's 10 s) and --grace-period 10s. The
-    agent SIGKILLs a command that ignores SIGTERM 1 s early and is done before the
-    engine's SIGKILL."""
+    agent SIGKILLs a command that ignores SIGTERM 1 s early, and its summary and
+    the command's last lines are delivered before the engine's SIGKILL."""
     c.h.reset()
     name = c.start(E.USER_IMAGES["static"], ["/job", "ignore-term"], what="stop10")
     try:
@@ -329,7 +329,9 @@ def test_stop_default_timeouts(c):
         c.eng.remove(name)
     check(rc == 137 and "killed by signal 9" in summary_line(c.h),
           "exit %d; summary %r" % (rc, [m for m in c.h.log_messages() if "command" in m]))
-    check(took < 10, "stop took %.1f s: the engine's SIGKILL came first" % took)
+    # the summary (made after the agent's SIGKILL at 9 s) in the run log is
+    # the proof that it came before the engine's; the time is only reported
+    # (a loaded machine may take the agent past 10 s to exit)
     ticks = [ln for ln in own_lines(out) if ln.startswith("ignore job: tick")]
     check(ticks and ticks[-1] in c.h.log_messages(), "last tick %r not delivered" % ticks[-1:])
     return "stopped in %.1f s of the engine's 10, exit 137, summary and %d ticks delivered" % (
