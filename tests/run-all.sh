@@ -23,6 +23,8 @@ stage() {
 }
 
 stage build         $MAKE -j"$JOBS" all
+stage header-test   $MAKE header-test
+stage install-test  $MAKE install-test
 stage unit          $MAKE -j"$JOBS" unit
 stage pid1          $MAKE pid1
 stage sim           $MAKE sim-test
