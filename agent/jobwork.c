@@ -218,7 +218,7 @@ start_upload(agent_jobwork *w, size_t index)
 		it->call_id = 0;
 		return;
 	}
-	memset(&uo, 0, sizeof(uo));
+	civis_upload_opts_init(&uo);
 	uo.fd = fd;
 	uo.path = it->path;
 	uo.name = it->prep.name;

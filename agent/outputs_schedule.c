@@ -188,7 +188,7 @@ start_upload(agent_outputs *o, struct ent *e)
 	e->dirty = 0;
 	if (o->exiting)
 		e->exit_tries++;
-	memset(&uo, 0, sizeof(uo));
+	civis_upload_opts_init(&uo);
 	uo.fd = fd;
 	uo.path = path;           /* for messages only: the upload reads fd */
 	uo.name = e->name;

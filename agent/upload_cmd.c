@@ -254,7 +254,7 @@ start_jobs(struct cmd *c)
 		fd = job_open(j);
 		if (fd < 0)
 			continue;
-		memset(&uo, 0, sizeof(uo));
+		civis_upload_opts_init(&uo);
 		uo.fd = fd;
 		uo.path = j->arg;
 		uo.name = j->name;

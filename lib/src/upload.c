@@ -518,6 +518,13 @@ open_source(civis_upload *u, const civis_upload_opts *o)
 	return civis_loop_add_timer(u->loop, civis_now_ns(), begin_tick, u, &u->stage_timer);
 }
 
+void
+civis_upload_opts_init(civis_upload_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->fd = -1;
+}
+
 int
 civis_upload_start(civis_client *c, const civis_upload_opts *o, civis_upload **out)
 {

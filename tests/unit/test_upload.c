@@ -302,7 +302,8 @@ static void
 opts_init(civis_upload_opts *o, rig *r, const char *path, civis_upload_kind kind,
           outcome *out)
 {
-	memset(o, 0, sizeof(*o));
+	civis_upload_opts_init(o);
+	assert_int_equal(o->fd, -1);
 	o->path = path;
 	o->name = "out.bin";
 	o->kind = kind;
@@ -310,7 +311,6 @@ opts_init(civis_upload_opts *o, rig *r, const char *path, civis_upload_kind kind
 	o->ud = out;
 	o->loop = r->loop;
 	o->tmp_dir = tmpdir;
-	o->fd = -1;
 }
 
 static void

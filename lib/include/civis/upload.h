@@ -53,9 +53,13 @@ typedef struct civis_upload_opts {
 	void (*warn)(void *ud, const char *text);
 	/* -1: open path. Else an open descriptor to read instead (a regular
 	 * file; a directory for CIVIS_UPLOAD_TARGZ): the upload dup()s it, and
-	 * path only names it in messages. Set it: 0 is a descriptor too. */
+	 * path only names it in messages. 0 is a descriptor too: start from
+	 * civis_upload_opts_init(), which sets -1. */
 	int fd;
 } civis_upload_opts;
+
+/* Every field zero (the defaults) but fd, which is -1 (open path). */
+void civis_upload_opts_init(civis_upload_opts *o);
 
 /* Fails (and done is never called) only for bad options or no memory;
  * every later failure, a missing file included, comes through done, from
