@@ -81,6 +81,7 @@ def size(name):
 
 TABLE = []      # (figure, measured, target, verdict)
 FAILS = []
+NUMS = {}       # figure key: number (BENCH_JSON=path writes them, for compare.py)
 
 
 def say(msg=""):
@@ -95,6 +96,11 @@ def fail(msg):
 def row(figure, measured, target="-", ok=None):
     verdict = "-" if ok is None else ("met" if ok else "MISSED")
     TABLE.append((figure, measured, target, verdict))
+
+
+def num(key, value):
+    """Keep a figure as a number too (BENCH_JSON)."""
+    NUMS[key] = value
 
 
 def med(xs):
@@ -361,6 +367,8 @@ def bench_startup(h):
     say("  minimum: true %.0f us, agent %.0f us: %.2f ms added (the least disturbed runs)" % (
         min(mins["true"]), min(mins["agent"]), added_min))
     row("1 start-up added (median)", "%.2f ms" % added, "< 2 ms", added < 2.0)
+    num("startup_added_ms", added)
+    num("startup_added_min_ms", added_min)
     row("1 start-up added (min)", "%.2f ms" % added_min)
 
 
@@ -389,6 +397,11 @@ def bench_tee(h):
     say("  median: agent %.3f s (%.0f MB/s), pipe %.3f s; ratio %.3f" % (
         med(a_w), os.path.getsize(big) / med(a_w) / 1e6, med(b_w), ratio))
     row("2 tee wall ratio", "%.3f" % ratio, "<= 1.10", ratio <= 1.10)
+    num("tee_ratio", ratio)
+    num("tee_agent_s", med(a_w))
+    num("tee_pipe_s", med(b_w))
+    if hwm:
+        num("tee_hwm_kb", max(hwm))
     if hwm:
         row("2 tee agent peak RSS", "%.1f MiB" % mib(max(hwm)), "< 12 MiB", mib(max(hwm)) < 12)
 
@@ -467,6 +480,15 @@ def bench_flood(h):
         say("  -> the agent delivers at %.0f%% of what the simulator ingests alone: the simulator "
             "is (close to) the bottleneck" % (100 * med(rate_l) / ing_l))
     row("3 flood command time ratio", "%.3f" % ratio, "<= 1.15", ratio <= 1.15)
+    num("flood_ratio", ratio)
+    num("flood_agent_s", med(a_run))
+    num("flood_pipe_s", med(b_run))
+    num("flood_lines_per_request", med(lpr))
+    num("flood_hwm_kb", max(hwm))
+    num("flood_agent_cpu_s", med(a_cpu))
+    num("flood_tee_only_ratio", med(c_run) / med(b_run))
+    num("flood_no_tee_ratio", med(d_run) / med(b_run))
+    num("flood_last_line_s", med(tail))
     row("3 flood ratio, diagnosis", "tee only %.2f, API --no-tee %.2f" % (
         med(c_run) / med(b_run), med(d_run) / med(b_run)))
     row("3 flood lines per request", "%.0f" % med(lpr), ">= 1000", med(lpr) >= 1000)
@@ -801,9 +823,11 @@ def main():
     say("civis-agent bench: %s; %s; %d CPUs; %s%s" % (
         time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), AGENT, os.cpu_count(),
         os.uname().release, "; QUICK sizes" if QUICK else ""))
+    load_start = ""
     try:
         with open("/proc/loadavg") as fh:
-            say("load average at start: " + " ".join(fh.read().split()[:3]))
+            load_start = " ".join(fh.read().split()[:3])
+            say("load average at start: " + load_start)
     except OSError:
         pass
     t_all = time.monotonic()
@@ -830,11 +854,18 @@ def main():
     say("")
     say("bench: %d figures in %.0f s; %s" % (len(sel), time.monotonic() - t_all,
                                               "%d FAIL" % len(FAILS) if FAILS else "no FAIL"))
+    load_end = ""
     try:
         with open("/proc/loadavg") as fh:
-            say("load average at end: " + " ".join(fh.read().split()[:3]))
+            load_end = " ".join(fh.read().split()[:3])
+            say("load average at end: " + load_end)
     except OSError:
         pass
+    if os.environ.get("BENCH_JSON"):
+        with open(os.environ["BENCH_JSON"], "w") as fh:
+            json.dump({"agent": AGENT, "figures": sel, "nums": NUMS, "table": TABLE,
+                       "fails": FAILS, "load_start": load_start, "load_end": load_end,
+                       "seconds": time.monotonic() - t_all}, fh, indent=1)
     return 1 if FAILS else 0
 
 

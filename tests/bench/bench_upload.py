@@ -110,6 +110,13 @@ def bench_upload(h):
         B.row("7 upload %s agent/curl -F" % say_n, "%.3f" % rf, "<= 1.0", rf <= 1.0)
         B.row("7 upload %s agent peak RSS" % say_n, "%.1f MiB" % B.mib(max(hwm)), "<= 24 MiB",
               B.mib(max(hwm)) <= 24)
+        key = "upload_%dMB" % round(n / 1e6)
+        B.num(key + "_agent_s", B.med(a_w))
+        B.num(key + "_curl_f_s", B.med(f_w))
+        B.num(key + "_curl_parallel_s", B.med(p_w))
+        B.num(key + "_ratio_curl_f", rf)
+        B.num(key + "_ratio_curl_parallel", rp)
+        B.num(key + "_hwm_kb", max(hwm))
 
 
 def small_files_once(h, src, delay_ms):
