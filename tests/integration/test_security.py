@@ -176,6 +176,27 @@ class SecurityTest(unittest.TestCase):
         self.assertEqual(msgs[0], "before [REDACTED]")
         self.assertEqual("".join(msgs).replace("[REDACTED]", ""), "before  after")
 
+    def assert_text_modulo_masks(self, got, want, secret, max_held=32):
+        """got is want with each [REDACTED] standing for the secret or for at
+        most max_held bytes a flush had to hold as a possible secret start."""
+        pieces = got.split("[REDACTED]")
+        self.assertTrue(want.startswith(pieces[0]), repr(pieces[0][:200]))
+        pos = len(pieces[0])
+        for k, piece in enumerate(pieces[1:], 1):
+            if want.startswith(secret + piece, pos) and (piece or k < len(pieces) - 1 or
+                                                         pos + len(secret) == len(want)):
+                pos += len(secret) + len(piece)
+                continue
+            if k == len(pieces) - 1 and not piece:
+                idx = len(want)
+            else:
+                idx = want.find(piece, pos, pos + max_held + len(piece))
+            self.assertTrue(0 <= idx and idx - pos <= max_held,
+                            "[REDACTED] #%d stands for more than a held start: %r" %
+                            (k, want[pos:pos + 80]))
+            pos = idx + len(piece)
+        self.assertEqual(pos, len(want), "text lost at the end")
+
     def test_flood_with_short_flush_interval_never_shows_a_secret_piece(self):
         # A flood through the backlog with a 10 ms flush interval: no flush
         # may fall between backlog slices whose next bytes are on disk.
@@ -193,7 +214,11 @@ class SecurityTest(unittest.TestCase):
         msgs = self.command_messages()
         self.assert_no_piece(self.SECRET, line % ("-" * 16), msgs)
         want = "".join((line % (self.SECRET if i % 7 == 0 else "-" * 16))[:-1] for i in range(200000))
-        self.assertEqual("".join(msgs).replace("[REDACTED]", ""), want.replace(self.SECRET, ""))
+        # On a loaded machine the flood can pause for longer than 10 ms in
+        # mid-line: that flush must mask bytes held as a possible start of a
+        # secret (the API key's too), so a [REDACTED] stands for the secret
+        # or for such held bytes; nothing else may be lost or added.
+        self.assert_text_modulo_masks("".join(msgs), want, self.SECRET)
 
     def test_random_secrets_splits_and_pauses_never_show_a_secret_piece(self):
         # Random secrets (8..24 bytes of upper case and digits, which the
