@@ -334,8 +334,10 @@ spool_write(civis_logq *q, const struct civis__logq_rec *h, const char *body)
 	q->spool_errno = errno;
 	civis__logq_err(q, "log spool: write of %" PRIu64 " bytes at offset %" PRIu64 " in %s: %s",
 	                reclen, q->wr, q->dir, strerror(q->spool_errno));
-	if (ftruncate(q->fd, (off_t)q->wr) != 0)
-		q->punch = q->punch;   /* the next record overwrites them anyway */
+	if (ftruncate(q->fd, (off_t)q->wr) != 0) {
+		/* the partial bytes stay past wr: nothing reads them, and the
+		 * next record overwrites them */
+	}
 	return -1;
 }
 

@@ -202,8 +202,17 @@ class SecurityTest(unittest.TestCase):
         # may fall between backlog slices whose next bytes are on disk.
         if QUICK:
             self.skipTest("long under valgrind")
+        # A writer that the machine leaves unscheduled for a flush interval
+        # is idle for the agent too: its partial line goes out, and a held
+        # 's' (the secret's possible start) is masked, by design. Raised
+        # above the other work where it may (root, as CI runs), the writer
+        # is not left that long, so only the agent's choice can split here.
         line = "flood line with some ordinary words and the value %s inside it\n"
         code = ("import os\n"
+                "try:\n"
+                "    os.nice(-10)\n"
+                "except OSError:\n"
+                "    pass\n"
                 "buf = b''.join((%r %% (b'Sup3rS3cretValue' if i %% 7 == 0 else b'-' * 16))"
                 " for i in range(200000))\n"
                 "for i in range(0, len(buf), 65536):\n"

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -482,6 +483,24 @@ test_note_masks_secret(void **state)
 	assert_int_equal((int)st.undelivered, 1);   /* the note went to the run log too */
 }
 
+/* A partial line is flushed only when its stream was idle: bytes that
+ * wait unread in the pipe have arrived, however late the agent comes to
+ * read them (a loaded machine), so the line stays whole. */
+static void
+test_no_flush_while_pipe_holds_bytes(void **state)
+{
+	struct fixture *f = *state;
+	struct timespec late = { 0, 400 * MS };
+
+	assert_int_equal(write(f->in[1], "hal", 3), 3);
+	spin(f, 50 * MS);
+	assert_string_equal(seen, "");
+	assert_int_equal(write(f->in[1], "f done\n", 7), 7);
+	(void)nanosleep(&late, NULL);   /* > the 200 ms flush interval, the loop not run */
+	spin(f, 50 * MS);
+	assert_string_equal(seen, "info|half done\n");
+}
+
 /* M4: every message for the run log is told to on_message, masked, the
  * agent's notes included, and a partial line only once it is flushed. */
 static void
@@ -568,6 +587,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_tee_nonblocking_private_or_restored, setup_tee,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_lines_partial_and_undelivered, setup_api, teardown),
+		cmocka_unit_test_setup_teardown(test_no_flush_while_pipe_holds_bytes, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_note_masks_secret, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_on_message_masked, setup_api, teardown),
 		cmocka_unit_test_setup_teardown(test_note_masked_before_cut, setup_api, teardown),
