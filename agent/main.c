@@ -36,6 +36,7 @@
 extern char **environ;
 
 #define NS 1000000000ULL
+#define AFTER_EXIT_BUDGET 80     /* % of the rate limit once the command exited */
 
 typedef struct agent {
 	agent_opts o;
@@ -396,8 +397,7 @@ setup(agent *ag, int argc, char **argv, int *code)
 	if (ag->api_on && ag->o.output_dir &&
 	    agent_outputs_mkdir(ag->o.output_dir, err, sizeof(err)) != CIVIS_OK)
 		say("%s", err);
-	/* The job API's socket and CIVIS_OUTPUT go into the command's
-	 * environment, so they exist before it starts. */
+	/* The job API's socket and CIVIS_OUTPUT: in the command's environment */
 	if (ag->api_on) {
 		agent_jobwork_opts jo = {
 			.tmp_dir = ag->o.spool_dir, .json_output_name = ag->o.json_output_name,
@@ -505,6 +505,10 @@ wind_down(agent *ag, uint64_t now)
 		agent_summary_note(ag->ls, ag->sup, ag->ei, ag->code, ag->o.verbose);
 		agent_logstream_finish(ag->ls);
 		civis_run_log_final(ag->run);     /* the final flush comes first */
+		/* The command's own API calls stopped with it (README: the rate limit) */
+		if (ag->http && ag->o.api_budget_pct > 0 && ag->o.api_budget_pct < AFTER_EXIT_BUDGET)
+			(void)civis_http_set_budget(ag->http, AFTER_EXIT_BUDGET, ag->o.api_rate_limit,
+			                            ag->o.api_rate_window_ns / 1000000);
 		if (ag->out)
 			agent_outputs_command_exited(ag->out);
 		if (ag->jw)
