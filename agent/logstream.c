@@ -55,7 +55,7 @@ read_some(struct stream *s, int anyway)
 	int fd = s->fd;
 
 	for (int i = 0; i < READS_PER_EV && s->fd == fd &&
-	                (anyway || (!agent_tee_stalled(s) && !agent_backlog_full(ls))); i++) {
+	                (anyway || !agent_ls_paused(s)); i++) {
 		ssize_t n = read(fd, ls->readbuf, READ_BUF);
 
 		if (n < 0 && errno == EINTR)
@@ -90,12 +90,43 @@ read_some(struct stream *s, int anyway)
 	}
 }
 
+int
+agent_ls_paused(const struct stream *s)
+{
+	return agent_tee_stalled(s) || agent_backlog_full(s->ls) || agent_ls_run_full(s->ls);
+}
+
+int
+agent_ls_run_full(const agent_logstream *ls)
+{
+	return ls->run != NULL && civis_run_log_full(ls->run);
+}
+
+static void on_room(civis_loop *loop, void *ud);
+
 void
 agent_ls_reading(struct stream *s)
 {
+	agent_logstream *ls = s->ls;
+
 	if (s->fd >= 0)
-		(void)civis_loop_set_io(s->ls->loop, s->fd,
-		                        agent_tee_stalled(s) || agent_backlog_full(s->ls) ? 0 : POLLIN);
+		(void)civis_loop_set_io(ls->loop, s->fd, agent_ls_paused(s) ? 0 : POLLIN);
+	/* Paused for the run log (memory only, full): acks free it, and
+	 * nothing else would wake the pipes, so look again soon. */
+	if (agent_ls_run_full(ls) && !ls->room_timer)
+		(void)civis_loop_add_timer(ls->loop, civis_now_ns() + ROOM_POLL_NS, on_room, ls,
+		                           &ls->room_timer);
+}
+
+static void
+on_room(civis_loop *loop, void *ud)
+{
+	agent_logstream *ls = ud;
+
+	(void)loop;
+	ls->room_timer = 0;
+	for (int i = 0; i < 2; i++)
+		agent_ls_reading(&ls->st[i]);
 }
 
 static void
@@ -105,8 +136,12 @@ on_readable(civis_loop *loop, int fd, int revents, void *ud)
 
 	(void)loop;
 	(void)revents;
-	if (s->fd == fd)
+	if (s->fd == fd) {
 		read_some(s, 0);
+		if (agent_ls_run_full(s->ls))
+			for (int i = 0; i < 2; i++)
+				agent_ls_reading(&s->ls->st[i]);
+	}
 }
 
 /* ---------------------------------------------------------------- timer */
@@ -275,6 +310,9 @@ agent_logstream_free(agent_logstream *ls)
 		return;
 	if (ls->tick)
 		civis_loop_cancel_timer(ls->loop, ls->tick);
+	if (ls->room_timer)
+		civis_loop_cancel_timer(ls->loop, ls->room_timer);
+	ls->room_timer = 0;
 	ls->run = NULL;             /* closing now must not log more */
 	for (int i = 0; i < 2; i++) {
 		close_stream(&ls->st[i]);
