@@ -148,6 +148,11 @@ on_backlog(civis_loop *loop, void *ud)
 	uint64_t now = civis_now_ns();
 
 	ls->bl_timer = 0;
+	/* The run log is full (memory only): its lines would only pile up. */
+	if (agent_ls_run_full(ls)) {
+		(void)civis_loop_add_timer(loop, now + ROOM_POLL_NS, on_backlog, ls, &ls->bl_timer);
+		return;
+	}
 	/* While the command floods, the agent only reads, copies and appends:
 	 * line work (and the requests it feeds) would take CPU from the command
 	 * on a small machine. A slice now and then keeps the run log moving. */

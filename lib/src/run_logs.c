@@ -87,8 +87,14 @@ push_held(civis_run *r)
 static void
 hold(civis_run *r, const char *body, size_t len, uint32_t n)
 {
-	struct run_held *h = malloc(sizeof(*h) + len);
+	struct run_held *h;
 
+	if (r->auth_dead) {
+		/* nothing will be sent again: don't make the command wait */
+		r->ls.dropped += n;
+		return;
+	}
+	h = malloc(sizeof(*h) + len);
 	if (h == NULL) {
 		r->ls.dropped += n;
 		civis__run_say(r, "out of memory: %u log lines dropped", n);
@@ -478,7 +484,7 @@ civis__run_logs_free(civis_run *r)
 int
 civis_run_log_full(const civis_run *r)
 {
-	return r != NULL && r->held != NULL;
+	return r != NULL && r->held != NULL && !r->auth_dead;
 }
 
 int
