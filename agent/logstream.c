@@ -113,9 +113,12 @@ agent_ls_reading(struct stream *s)
 		(void)civis_loop_set_io(ls->loop, s->fd, agent_ls_paused(s) ? 0 : POLLIN);
 	/* Paused for the run log (memory only, full): acks free it, and
 	 * nothing else would wake the pipes, so look again soon. */
-	if (agent_ls_run_full(ls) && !ls->room_timer)
-		(void)civis_loop_add_timer(ls->loop, civis_now_ns() + ROOM_POLL_NS, on_room, ls,
-		                           &ls->room_timer);
+	if (agent_ls_run_full(ls)) {
+		ls->run_paused = 1;
+		if (!ls->room_timer)
+			(void)civis_loop_add_timer(ls->loop, civis_now_ns() + ROOM_POLL_NS, on_room, ls,
+			                           &ls->room_timer);
+	}
 }
 
 static void
@@ -125,6 +128,13 @@ on_room(civis_loop *loop, void *ud)
 
 	(void)loop;
 	ls->room_timer = 0;
+	if (ls->run_paused && !agent_ls_run_full(ls)) {
+		/* the pause was ours, not the command's: a partial line is
+		 * not idle yet (the rest may be in the pipe) */
+		ls->run_paused = 0;
+		for (int i = 0; i < 2; i++)
+			ls->st[i].last_in = civis_now_ns();
+	}
 	for (int i = 0; i < 2; i++)
 		agent_ls_reading(&ls->st[i]);
 }
@@ -160,9 +170,9 @@ on_tick(civis_loop *loop, void *ud)
 		 * writing (a block-buffered one, every 50 ms) keeps its lines
 		 * whole and its secrets held. Never while the rest may already
 		 * be here unread: in the backlog, or in a pipe paused for a
-		 * stalled copy. */
-		if (s->partial_since && agent_backlog_empty(ls) && !agent_tee_stalled(s) &&
-		    now - s->last_in >= ls->o.flush_ns)
+		 * stalled copy, the backlog's cap or a full run log. */
+		if (s->partial_since && agent_backlog_empty(ls) && !agent_ls_paused(s) &&
+		    !ls->run_paused && now - s->last_in >= ls->o.flush_ns)
 			agent_lines_flush(s);
 	}
 	(void)civis_loop_add_timer(loop, now + (half ? half : 1), on_tick, ls, &ls->tick);

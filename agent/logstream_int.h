@@ -80,6 +80,7 @@ struct agent_logstream {
 	 * the pipes are not read, so the command waits, until acks free
 	 * memory; this timer looks again. */
 	civis_timer_id room_timer;
+	int run_paused;             /* paused for it, until room_timer saw room */
 	agent_logstream_stats stats;
 };
 

@@ -46,6 +46,7 @@ def _mount_ro_tmpfs(path):
 
 
 class ReadOnly(unittest.TestCase):
+    FAULTS = None
 
     @classmethod
     def setUpClass(cls):
@@ -67,10 +68,15 @@ class ReadOnly(unittest.TestCase):
 
     @classmethod
     def _run(cls):
+        timefile = os.path.join(cls.tmp, "flood.time")
         with SimHarness() as h:
+            if cls.FAULTS:
+                h.set_faults([dict(f, path=util.log_path(h)) for f in cls.FAULTS])
             res = h.run_agent(["--spool-dir", cls.ro, "--log-memory-max", "1M", "--",
-                               util.flood_path(), "-n", str(LINES), "-s", str(LINE_BYTES)],
+                               util.flood_path(), "-n", str(LINES), "-s", str(LINE_BYTES),
+                               "-t", timefile],
                               timeout=240.0, extra_env={"TMPDIR": cls.ro})
+            cls.cmd_s = util.read_timefile(timefile) if os.path.exists(timefile) else None
             cls.rc = res.returncode
             cls.timed_out = getattr(res, "timed_out", False)
             cls.stdout = res.stdout
@@ -119,6 +125,19 @@ class ReadOnly(unittest.TestCase):
         about = [ln for ln in notes if (self.ro in ln or "spool" in ln or "backlog" in ln)
                  and not ln.startswith("civis-agent: CIVIS_OUTPUT ")]
         self.assertEqual(about, mem, "notes: %r" % notes)
+
+
+
+class ReadOnlyOutage(ReadOnly):
+    """The same with the log API answering 503 for the first 3 s: the memory
+    fills, the command waits on its pipe (its own run time shows it), and
+    still nothing is lost."""
+    FAULTS = [{"action": "status", "status": 503, "start": 0, "duration": 3}]
+
+    def test_command_waited(self):
+        self.assertIsNotNone(self.cmd_s, self.stderr[-2000:])
+        self.assertGreater(self.cmd_s, 1.5, "the command did not wait for room: %.2f s"
+                           % self.cmd_s)
 
 
 if __name__ == "__main__":
