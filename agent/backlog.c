@@ -21,11 +21,18 @@ struct bl_hdr {
 
 /* The file, made on first use; -1 with the reason in why. */
 static int
-bl_open(agent_logstream *ls, char *why, size_t whylen)
+bl_open(agent_logstream *ls, char *why, size_t whylen, int *unusable)
 {
+	int e;
+
+	*unusable = 0;
+	errno = 0;
 	if (civis__tmpfile(ls->o.spool_dir, "civis-agent-backlog", 0, &ls->bl_fd, why,
-	                   whylen) != CIVIS_OK)
+	                   whylen) != CIVIS_OK) {
+		e = errno;
+		*unusable = e == EROFS || e == EACCES || e == EPERM || e == ENOENT || e == ENOTDIR;
 		return -1;
+	}
 	return ls->bl_fd;
 }
 
@@ -66,10 +73,11 @@ agent_backlog_append(struct stream *s, const char *data, size_t len)
 	struct bl_hdr h = { (uint32_t)len, (uint32_t)s->id, s->read_ns };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)data, len } };
 	char why[512];
+	int unusable = 0;
 
 	if (ls->bl_broken)
 		return -1;
-	if (ls->bl_fd < 0 && bl_open(ls, why, sizeof(why)) < 0)
+	if (ls->bl_fd < 0 && bl_open(ls, why, sizeof(why), &unusable) < 0)
 		goto broken;
 	if (civis__pwritev_all(ls->bl_fd, iov, 2, ls->bl_woff) != 0) {
 		snprintf(why, sizeof(why), "cannot write it in %s: %s",
@@ -84,8 +92,14 @@ agent_backlog_append(struct stream *s, const char *data, size_t len)
 	bl_schedule(ls);
 	return 0;
 broken:
-	fprintf(stderr, "civis-agent: cannot keep a log backlog file (%s); lines are "
-	        "made as the output is read, which may slow the command down\n", why);
+	/* No writable directory (a read-only file system): nothing is wrong,
+	 * so say it plainly; the run log's own note names the directory. */
+	if (unusable)
+		fprintf(stderr, "civis-agent: no disk for raw output: lines are made as the "
+		        "output is read\n");
+	else
+		fprintf(stderr, "civis-agent: cannot keep a log backlog file (%s); lines are "
+		        "made as the output is read, which may slow the command down\n", why);
 	ls->bl_broken = 1;
 	return -1;
 }
@@ -134,6 +148,11 @@ on_backlog(civis_loop *loop, void *ud)
 	uint64_t now = civis_now_ns();
 
 	ls->bl_timer = 0;
+	/* The run log is full (memory only): its lines would only pile up. */
+	if (agent_ls_run_full(ls)) {
+		(void)civis_loop_add_timer(loop, now + ROOM_POLL_NS, on_backlog, ls, &ls->bl_timer);
+		return;
+	}
 	/* While the command floods, the agent only reads, copies and appends:
 	 * line work (and the requests it feeds) would take CPU from the command
 	 * on a small machine. A slice now and then keeps the run log moving. */

@@ -55,7 +55,7 @@ read_some(struct stream *s, int anyway)
 	int fd = s->fd;
 
 	for (int i = 0; i < READS_PER_EV && s->fd == fd &&
-	                (anyway || (!agent_tee_stalled(s) && !agent_backlog_full(ls))); i++) {
+	                (anyway || !agent_ls_paused(s)); i++) {
 		ssize_t n = read(fd, ls->readbuf, READ_BUF);
 
 		if (n < 0 && errno == EINTR)
@@ -90,12 +90,53 @@ read_some(struct stream *s, int anyway)
 	}
 }
 
+int
+agent_ls_paused(const struct stream *s)
+{
+	return agent_tee_stalled(s) || agent_backlog_full(s->ls) || agent_ls_run_full(s->ls);
+}
+
+int
+agent_ls_run_full(const agent_logstream *ls)
+{
+	return ls->run != NULL && civis_run_log_full(ls->run);
+}
+
+static void on_room(civis_loop *loop, void *ud);
+
 void
 agent_ls_reading(struct stream *s)
 {
+	agent_logstream *ls = s->ls;
+
 	if (s->fd >= 0)
-		(void)civis_loop_set_io(s->ls->loop, s->fd,
-		                        agent_tee_stalled(s) || agent_backlog_full(s->ls) ? 0 : POLLIN);
+		(void)civis_loop_set_io(ls->loop, s->fd, agent_ls_paused(s) ? 0 : POLLIN);
+	/* Paused for the run log (memory only, full): acks free it, and
+	 * nothing else would wake the pipes, so look again soon. */
+	if (agent_ls_run_full(ls)) {
+		ls->run_paused = 1;
+		if (!ls->room_timer)
+			(void)civis_loop_add_timer(ls->loop, civis_now_ns() + ROOM_POLL_NS, on_room, ls,
+			                           &ls->room_timer);
+	}
+}
+
+static void
+on_room(civis_loop *loop, void *ud)
+{
+	agent_logstream *ls = ud;
+
+	(void)loop;
+	ls->room_timer = 0;
+	if (ls->run_paused && !agent_ls_run_full(ls)) {
+		/* the pause was ours, not the command's: a partial line is
+		 * not idle yet (the rest may be in the pipe) */
+		ls->run_paused = 0;
+		for (int i = 0; i < 2; i++)
+			ls->st[i].last_in = civis_now_ns();
+	}
+	for (int i = 0; i < 2; i++)
+		agent_ls_reading(&ls->st[i]);
 }
 
 static void
@@ -105,8 +146,12 @@ on_readable(civis_loop *loop, int fd, int revents, void *ud)
 
 	(void)loop;
 	(void)revents;
-	if (s->fd == fd)
+	if (s->fd == fd) {
 		read_some(s, 0);
+		if (agent_ls_run_full(s->ls))
+			for (int i = 0; i < 2; i++)
+				agent_ls_reading(&s->ls->st[i]);
+	}
 }
 
 /* ---------------------------------------------------------------- timer */
@@ -125,9 +170,9 @@ on_tick(civis_loop *loop, void *ud)
 		 * writing (a block-buffered one, every 50 ms) keeps its lines
 		 * whole and its secrets held. Never while the rest may already
 		 * be here unread: in the backlog, or in a pipe paused for a
-		 * stalled copy. */
-		if (s->partial_since && agent_backlog_empty(ls) && !agent_tee_stalled(s) &&
-		    now - s->last_in >= ls->o.flush_ns)
+		 * stalled copy, the backlog's cap or a full run log. */
+		if (s->partial_since && agent_backlog_empty(ls) && !agent_ls_paused(s) &&
+		    !ls->run_paused && now - s->last_in >= ls->o.flush_ns)
 			agent_lines_flush(s);
 	}
 	(void)civis_loop_add_timer(loop, now + (half ? half : 1), on_tick, ls, &ls->tick);
@@ -275,6 +320,9 @@ agent_logstream_free(agent_logstream *ls)
 		return;
 	if (ls->tick)
 		civis_loop_cancel_timer(ls->loop, ls->tick);
+	if (ls->room_timer)
+		civis_loop_cancel_timer(ls->loop, ls->room_timer);
+	ls->room_timer = 0;
 	ls->run = NULL;             /* closing now must not log more */
 	for (int i = 0; i < 2; i++) {
 		close_stream(&ls->st[i]);

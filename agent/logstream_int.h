@@ -24,6 +24,7 @@
 #define READS_PER_EV  4             /* reads per readiness, so one stream can't starve the rest */
 #define BACKLOG_MIN_READ (16u << 10) /* reads this big go through the backlog */
 #define NOTE_MAX      2048
+#define ROOM_POLL_NS  10000000ULL   /* run log full: look for room this often */
 
 struct stream {
 	agent_logstream *ls;
@@ -75,11 +76,22 @@ struct agent_logstream {
 	uint64_t bl_last_slice;     /* monotonic time of the last backlog slice */
 	uint64_t last_read;         /* monotonic time of the last read with data */
 	int tee_broken[2];
+	/* The run log is full (memory only, no spool: civis_run_log_full):
+	 * the pipes are not read, so the command waits, until acks free
+	 * memory; this timer looks again. */
+	civis_timer_id room_timer;
+	int run_paused;             /* paused for it, until room_timer saw room */
 	agent_logstream_stats stats;
 };
 
-/* logstream.c: read s's pipe or pause it, as its tee and the backlog allow. */
+/* logstream.c: read s's pipe or pause it, as its tee, the backlog and the
+ * run log allow. */
 void agent_ls_reading(struct stream *s);
+/* s's pipe must not be read now: its copy is stalled, the backlog is at
+ * its cap or the run log is full. */
+int  agent_ls_paused(const struct stream *s);
+/* The run log takes no more for now (memory only and full). */
+int  agent_ls_run_full(const agent_logstream *ls);
 /* logstream.c: the one way out of a finished (masked) message: told to
  * on_message, then handed to the run (civis_run_log). */
 void agent_ls_emit(agent_logstream *ls, const char *level, const char *msg, size_t len,

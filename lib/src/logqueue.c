@@ -258,6 +258,31 @@ mem_push(civis_logq *q, const char *body, uint32_t len, uint32_t nlines,
 	return CIVIS_OK;
 }
 
+/* No spool (its directory is unusable): over the cap the chunk is refused,
+ * not dropped, and the caller pushes it again once acks free memory. With
+ * nothing in memory it is taken anyway, so the caller cannot wait forever. */
+static int
+memory_only(civis_logq *q, const char *body, uint32_t len, uint32_t nlines,
+            uint64_t first_ns, uint64_t last_ns)
+{
+	int rc;
+
+	if (q->mem_used > 0 || q->nacked.n > 0 || q->sp_chunks > 0) {
+		q->pushed_chunks--;
+		q->pushed_lines -= nlines;
+		civis__logq_err(q, "log queue: memory full (%" PRIu64 " of %zu bytes) and no spool "
+		                "(%s: %s): push again after acknowledgements", q->mem_used,
+		                q->mem_cap, q->dir, strerror(q->spool_gone));
+		return CIVIS_EFULL;
+	}
+	rc = mem_push(q, body, len, nlines, first_ns, last_ns, q->next_seq++);
+	if (rc != CIVIS_OK) {
+		civis__logq_drop(q, q->next_seq - 1, nlines, first_ns);
+		civis__logq_err(q, "log chunk of %" PRIu32 " lines dropped: out of memory", nlines);
+	}
+	return rc;
+}
+
 /* ---------------------------------------------------------------- public */
 
 int
@@ -300,6 +325,12 @@ civis_logq_new(civis_logq **out, const civis_logq_opts *o, char *err, size_t err
 #endif
 	*out = q;
 	return CIVIS_OK;
+}
+
+const char *
+civis_logq_dir(const civis_logq *q)
+{
+	return q != NULL ? q->dir : "";
 }
 
 void
@@ -353,15 +384,21 @@ civis_logq_push(civis_logq *q, const char *body, size_t len, uint32_t nlines,
 		                (unsigned)CIVIS_LOGQ_MAX_CHUNK);
 		goto dropped;
 	}
-	seq = q->next_seq++;
 	want_mem = q->sp_chunks == 0 && q->nacked.n == 0 &&
 	           q->mem_used + mem_cost((uint32_t)len) <= q->mem_cap;
+	if (!want_mem && q->spool_gone)
+		return memory_only(q, body, (uint32_t)len, nlines, first_ns, last_ns);
+	seq = q->next_seq++;
 	if (want_mem &&
 	    mem_push(q, body, (uint32_t)len, nlines, first_ns, last_ns, seq) == CIVIS_OK)
 		return CIVIS_OK;
 	rc = civis__logq_spool_push(q, body, (uint32_t)len, nlines, first_ns, last_ns, seq, 0);
 	if (rc == CIVIS_OK)
 		return CIVIS_OK;
+	if (!want_mem && q->spool_gone) {
+		q->next_seq--;      /* nothing took seq: the retry gets it */
+		return memory_only(q, body, (uint32_t)len, nlines, first_ns, last_ns);
+	}
 	/* The spool failed (disk full, unusable directory): memory if it fits.
 	 * Order still holds, the sequence number decides. last_error keeps why. */
 	if (!want_mem && q->mem_used + mem_cost((uint32_t)len) <= q->mem_cap) {
@@ -578,6 +615,7 @@ civis_logq_stats(const civis_logq *q, struct civis_logq_stats *out)
 	out->spool_cap = q->spool_cap;
 	out->spool_open = q->fd >= 0;
 	out->spool_punch = q->fd >= 0 && q->punch;
+	out->spool_gone = q->spool_gone;
 	if (q->fd >= 0 && fstat(q->fd, &st) == 0) {
 		out->spool_size = (uint64_t)st.st_size;
 		out->spool_disk = (uint64_t)st.st_blocks * 512u;

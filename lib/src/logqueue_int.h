@@ -71,6 +71,7 @@ struct civis_logq {
 	uint64_t structs_live, structs_peak;
 	uint64_t corruptions;           /* spool_corrupt calls, to keep its text */
 	int spool_errno;                /* errno of the last failed record write, else 0 */
+	int spool_gone;                 /* errno: the directory is unusable, memory only */
 
 	/* Drop notes: each contiguous stretch of dropped chunks is replaced by
 	 * one memory chunk saying so, with the stretch's first createdAt and

@@ -85,8 +85,22 @@ civis__logq_spool_open(civis_logq *q)
 	if (q->ut_no_tmpfile)
 		flags |= CIVIS__TMPFILE_NO_OTMPFILE;
 #endif
+	if (q->spool_gone) {
+		/* said once already: not tried again for every chunk */
+		civis__logq_err(q, "log spool: no writable directory (%s: %s)", q->dir,
+		                strerror(q->spool_gone));
+		return CIVIS_ESYS;
+	}
+	errno = 0;
 	rc = civis__tmpfile(q->dir, "civis-logq", flags, &fd, err, sizeof err);
 	if (rc != CIVIS_OK) {
+		int e = errno;
+
+		/* A full disk may empty again; a read-only, forbidden or missing
+		 * directory will not during the run. */
+		if (rc == CIVIS_ESYS && (e == EROFS || e == EACCES || e == EPERM || e == ENOENT ||
+		                         e == ENOTDIR))
+			q->spool_gone = e;
 		civis__logq_err(q, "log spool: %s", err);
 		return rc;
 	}

@@ -24,6 +24,15 @@ struct run_sending {
 	int used;
 };
 
+/* A sealed batch body waiting for room in the queue. */
+struct run_held {
+	struct run_held *next;
+	uint64_t first_ns, last_ns;
+	uint32_t nlines;
+	size_t len;
+	char body[];
+};
+
 /* An optional call: off for good after a 404, 405 or 410. */
 struct run_optional {
 	const char *what;           /* "heartbeats" */
@@ -54,6 +63,13 @@ struct civis_run {
 	int final;                  /* civis_run_log_final: no more holding back */
 	int flush_wanted;           /* seal the open batch once a request slot is free */
 	int batch_held;             /* this batch was held by the budget (counted once) */
+	/* Memory only (no spool): sealed batches the queue refused for now
+	 * (CIVIS_EFULL), oldest first, pushed again as acks free memory. The
+	 * log stream stops reading while there are any (civis_run_log_full). */
+	struct run_held *held, *held_tail;
+	uint64_t held_lines;
+	int memonly_said;           /* the note about it went out */
+	size_t memonly_seal;        /* memory only: seal batches at this body size */
 
 	/* heartbeats and the cancel poll (run_watch.c) */
 	civis_run_watch_opts w;

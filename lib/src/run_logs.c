@@ -4,31 +4,136 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 
 #include "civis/civis.h"
 #include "run_int.h"
 
 static void pump(civis_run *r);
 
-/* The open batch goes to the queue. */
+/* "1 MiB", "1.5 MiB", "512 KiB" */
+static void
+human_size(uint64_t n, char *buf, size_t len)
+{
+	static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	uint64_t div = 1;
+	unsigned u = 0;
+
+	while (u < 4 && n >= div * 1024) {
+		div *= 1024;
+		u++;
+	}
+	if (n % div == 0)
+		(void)snprintf(buf, len, "%llu %s", (unsigned long long)(n / div), units[u]);
+	else
+		(void)snprintf(buf, len, "%.1f %s", (double)n / (double)div, units[u]);
+}
+
+/* The queue has no spool (its directory is unusable): say so once, in the
+ * run log too, and from now on seal batches at a quarter of the memory so
+ * that several fit. */
+static void
+memory_only_note(civis_run *r)
+{
+	struct civis_logq_stats qs;
+	char cap[32];
+
+	if (r->memonly_said)
+		return;
+	civis_logq_stats(r->q, &qs);
+	if (!qs.spool_gone)
+		return;
+	r->memonly_said = 1;
+	r->memonly_seal = qs.mem_cap / 4;
+	human_size(qs.mem_cap, cap, sizeof(cap));
+	civis__run_note(r, "warn", "no writable directory for the log spool (%s: %s): the run log "
+	                "is kept in memory only (--log-memory-max %s); the command waits when it "
+	                "is full", civis_logq_dir(r->q), strerror(qs.spool_gone), cap);
+}
+
+/* Push one sealed body: CIVIS_OK (kept, or dropped and counted by the
+ * queue: said here), or CIVIS_EFULL (not kept: hold it). */
+static int
+push_body(civis_run *r, const char *body, size_t len, uint32_t n, uint64_t first_ns,
+          uint64_t last_ns)
+{
+	int rc = civis_logq_push(r->q, body, len, n, first_ns, last_ns);
+
+	if (rc == CIVIS_EFULL)
+		return rc;
+	if (rc != CIVIS_OK)   /* counted by the queue; reported at the next tick */
+		civis__run_say(r, "could not queue %u log lines: %s", n, civis_logq_last_error(r->q));
+	return CIVIS_OK;
+}
+
+/* The held batches, oldest first, while the queue takes them. */
+static void
+push_held(civis_run *r)
+{
+	struct run_held *h;
+
+	while ((h = r->held) != NULL &&
+	       push_body(r, h->body, h->len, h->nlines, h->first_ns, h->last_ns) == CIVIS_OK) {
+		r->held = h->next;
+		if (r->held == NULL)
+			r->held_tail = NULL;
+		r->held_lines -= h->nlines;
+		free(h);
+	}
+}
+
+/* Keep a copy of the refused open batch, behind the ones held before it.
+ * Without memory for it, it is dropped and counted: never silently. */
+static void
+hold(civis_run *r, const char *body, size_t len, uint32_t n)
+{
+	struct run_held *h;
+
+	if (r->auth_dead) {
+		/* nothing will be sent again: don't make the command wait */
+		r->ls.dropped += n;
+		return;
+	}
+	h = malloc(sizeof(*h) + len);
+	if (h == NULL) {
+		r->ls.dropped += n;
+		civis__run_say(r, "out of memory: %u log lines dropped", n);
+		return;
+	}
+	h->next = NULL;
+	h->first_ns = civis_batch_first_ns(r->batch);
+	h->last_ns = civis_batch_last_ns(r->batch);
+	h->nlines = n;
+	h->len = len;
+	memcpy(h->body, body, len);
+	if (r->held_tail)
+		r->held_tail->next = h;
+	else
+		r->held = h;
+	r->held_tail = h;
+	r->held_lines += n;
+}
+
+/* The open batch goes to the queue (after the held ones, to keep order). */
 static void
 seal_only(civis_run *r)
 {
 	size_t len, n = civis_batch_count(r->batch);
 	const char *body;
-	int rc;
 
 	r->flush_wanted = 0;
+	push_held(r);
 	if (n == 0)
 		return;
 	body = civis_batch_body(r->batch, &len);
-	rc = civis_logq_push(r->q, body, len, (uint32_t)n, civis_batch_first_ns(r->batch),
-	                     civis_batch_last_ns(r->batch));
-	if (rc != CIVIS_OK)   /* counted by the queue; reported at the next tick */
-		civis__run_say(r, "could not queue %zu log lines: %s", n, civis_logq_last_error(r->q));
+	if (r->held != NULL ||
+	    push_body(r, body, len, (uint32_t)n, civis_batch_first_ns(r->batch),
+	              civis_batch_last_ns(r->batch)) == CIVIS_EFULL)
+		hold(r, body, len, (uint32_t)n);
 	civis_batch_reset(r->batch);
 	r->batch_opened = 0;
 	r->batch_held = 0;
+	memory_only_note(r);
 }
 
 static void
@@ -62,6 +167,13 @@ civis_run_log(civis_run *r, const char *level, const char *msg, size_t len, uint
 		r->batch_opened = civis_now_ns();
 	if (civis_batch_count(r->batch) >= r->o.batch_lines)
 		seal(r);
+	else if (r->memonly_seal) {
+		size_t blen;
+
+		(void)civis_batch_body(r->batch, &blen);
+		if (blen >= r->memonly_seal)
+			seal(r);
+	}
 	return CIVIS_OK;
 }
 
@@ -131,6 +243,7 @@ on_sent(void *ud, const civis_http_result *res)
 		civis_logq_ack(r->q, sd->chunk);
 		r->ls.delivered += n;
 		r->ls.requests++;
+		push_held(r);       /* the ack freed memory */
 	} else if (res->status == CIVIS_ECANCELED) {
 		civis_logq_nack(r->q, sd->chunk);
 		return;
@@ -296,6 +409,7 @@ on_tick(civis_loop *loop, void *ud)
 		r->spool_peak = qs.spool_disk;
 	if (!r->auth_dead && civis_client_auth_rejected(r->client))
 		civis__run_auth_rejected(r);
+	push_held(r);
 	dropped = civis_logq_take_dropped(r->q);
 	if (dropped)
 		civis__run_note(r, "warn", "%llu log lines were dropped: %s",
@@ -353,10 +467,24 @@ civis__run_logs_free(civis_run *r)
 	if (r->resume)
 		civis_loop_cancel_timer(r->loop, r->resume);
 	r->tick = r->resume = 0;
+	while (r->held) {
+		struct run_held *h = r->held;
+
+		r->held = h->next;
+		free(h);
+	}
+	r->held_tail = NULL;
+	r->held_lines = 0;
 	civis_batch_free(r->batch);
 	civis_logq_free(r->q);
 	r->batch = NULL;
 	r->q = NULL;
+}
+
+int
+civis_run_log_full(const civis_run *r)
+{
+	return r != NULL && r->held != NULL && !r->auth_dead;
 }
 
 int
@@ -366,7 +494,7 @@ civis_run_log_idle(const civis_run *r)
 
 	if (r == NULL || r->auth_dead)
 		return 1;
-	if (r->inflight || civis_batch_count(r->batch))
+	if (r->inflight || r->held || civis_batch_count(r->batch))
 		return 0;
 	civis_logq_stats(r->q, &qs);
 	return qs.mem_chunks + qs.disk_chunks + qs.inflight_chunks == 0;
@@ -382,7 +510,7 @@ civis_run_log_stats_get(const civis_run *r, civis_run_log_stats *st)
 		return;
 	*st = r->ls;
 	civis_logq_stats(r->q, &qs);
-	st->undelivered = qs.mem_lines + qs.disk_lines + qs.inflight_lines +
+	st->undelivered = qs.mem_lines + qs.disk_lines + qs.inflight_lines + r->held_lines +
 	                  civis_batch_count(r->batch);
 	st->spool_bytes = qs.spool_disk > r->spool_peak ? qs.spool_disk : r->spool_peak;
 	st->dropped += qs.dropped_lines;

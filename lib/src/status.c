@@ -23,6 +23,7 @@ civis_strerror(int status)
 	case CIVIS_ECANCELED: return "canceled";
 	case CIVIS_ENOTFOUND: return "not found";
 	case CIVIS_EUNSAFE:   return "refused as unsafe";
+	case CIVIS_EFULL:     return "full for now";
 	}
 	return "unknown error";
 }

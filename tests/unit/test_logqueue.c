@@ -719,11 +719,16 @@ test_empty_spool_truncates(void **state)
 	check_books(q);
 }
 
+/* A spool directory that cannot be used (missing, read-only, not a
+ * directory): the queue works in memory only. Over the cap a push is
+ * refused with CIVIS_EFULL and neither counted nor dropped; the spool is
+ * not tried again; once acks free memory the same push goes in. */
 static void
 bad_dir_case(const char *dir, const char *want)
 {
 	civis_logq_opts o;
 	civis_logq *q;
+	civis_logq_chunk *c;
 	struct civis_logq_stats s;
 	char err[256];
 
@@ -731,24 +736,149 @@ bad_dir_case(const char *dir, const char *want)
 	o.mem_cap = 1000;
 	o.spool_dir = dir;
 	assert_int_equal(civis_logq_new(&q, &o, err, sizeof err), CIVIS_OK);
+	assert_string_equal(civis_logq_dir(q), dir);
 	assert_int_equal(civis_logq_spool_check(q, err, sizeof err), CIVIS_ESYS);
 	assert_non_null(strstr(err, dir));
 	assert_non_null(strstr(err, want));
 	assert_non_null(strstr(err, "log spool"));
-	assert_int_equal(push_id(q, 1, 500), CIVIS_OK);       /* memory */
-	assert_int_equal(push_id(q, 2, 500), CIVIS_ESYS);     /* overflow: no spool */
-	assert_non_null(strstr(civis_logq_last_error(q), "2 lines dropped"));
-	assert_non_null(strstr(civis_logq_last_error(q), dir));
-	assert_non_null(strstr(civis_logq_last_error(q), want));
 	civis_logq_stats(q, &s);
-	assert_int_equal(s.dropped_lines, 2);
-	assert_int_equal(s.mem_chunks, 2);      /* chunk 1 and the note for 2 */
-	assert_int_equal(s.note_chunks, 1);
+	assert_true(s.spool_gone != 0);
+	/* never tried again: the text says why without a new attempt */
+	assert_int_equal(civis_logq_spool_check(q, err, sizeof err), CIVIS_ESYS);
+	assert_non_null(strstr(err, "no writable directory"));
+	assert_non_null(strstr(err, dir));
+	assert_int_equal(push_id(q, 1, 500), CIVIS_OK);       /* memory */
+	assert_int_equal(push_id(q, 2, 500), CIVIS_EFULL);    /* over the cap: not now */
+	assert_non_null(strstr(civis_logq_last_error(q), "memory full"));
+	assert_non_null(strstr(civis_logq_last_error(q), dir));
+	assert_int_equal(push_id(q, 2, 500), CIVIS_EFULL);
+	civis_logq_stats(q, &s);
+	assert_int_equal(s.dropped_lines, 0);
+	assert_int_equal(s.dropped_chunks, 0);
+	assert_int_equal(s.pushed_chunks, 1);                 /* refusals are not pushes */
+	assert_int_equal(s.mem_chunks, 1);
+	assert_int_equal(s.note_chunks, 0);
 	assert_int_equal(s.spool_open, 0);
+	assert_int_equal(civis_logq_take_dropped(q), 0);
 	check_books(q);
-	take_check_ack_len(q, 1, 500);
-	take_note(q, 2, 2000);
+	/* in flight still holds its memory; the ack frees it */
+	assert_int_equal(civis_logq_take(q, &c), CIVIS_OK);
+	check_chunk(q, c, 1, 500, 13);
+	assert_int_equal(push_id(q, 2, 500), CIVIS_EFULL);
+	civis_logq_ack(q, c);
+	assert_int_equal(push_id(q, 2, 500), CIVIS_OK);
+	assert_int_equal(push_id(q, 3, 300), CIVIS_OK);
+	assert_int_equal(push_id(q, 4, 300), CIVIS_EFULL);
 	check_books(q);
+	take_check_ack_len(q, 2, 500);
+	assert_int_equal(push_id(q, 4, 300), CIVIS_OK);
+	take_check_ack_len(q, 3, 300);
+	take_check_ack_len(q, 4, 300);
+	check_books(q);
+	/* Empty memory takes one chunk over the cap, so a waiting caller
+	 * cannot wait forever; the next one waits. */
+	assert_int_equal(push_id(q, 5, 1500), CIVIS_OK);
+	assert_int_equal(push_id(q, 6, 10), CIVIS_EFULL);
+	take_check_ack_len(q, 5, 1500);
+	assert_int_equal(push_id(q, 6, 10), CIVIS_OK);
+	take_check_ack_len(q, 6, 10);
+	civis_logq_stats(q, &s);
+	assert_int_equal(s.dropped_lines, 0);
+	assert_int_equal(s.acked_lines, 1 + 2 + 3 + 4 + 5 + 6);
+	civis_logq_free(q);
+}
+
+static void
+test_spool_dir_errors(void **state)
+{
+	struct fixture *f = *state;
+	char ro[96], file[96];
+	int fd;
+
+	bad_dir_case("/nonexistent-civis-dir/spool", "No such file or directory");
+	/* Nobody, root included, can create a file in /proc. */
+	bad_dir_case("/proc", "/proc");
+	snprintf(file, sizeof file, "%s/file", f->dir);
+	fd = open(file, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	bad_dir_case(file, "Not a directory");
+	assert_int_equal(unlink(file), 0);
+	if (geteuid() != 0) {
+		snprintf(ro, sizeof ro, "%s/ro", f->dir);
+		assert_int_equal(mkdir(ro, 0500), 0);
+		bad_dir_case(ro, "Permission denied");
+		assert_int_equal(rmdir(ro), 0);
+	}
+	f->q = NULL;
+}
+
+/* Memory only under load: random sizes, a sender that takes, acks and
+ * nacks at random; every refused push is tried again after acks. Nothing
+ * is dropped, memory stays under the cap, order holds. */
+static void
+test_memory_only_random(void **state)
+{
+	struct fixture *f = *state;
+	civis_logq_opts o;
+	civis_logq_chunk *inflight[16];
+	struct civis_logq_stats s;
+	char err[256];
+	uint32_t id = 1, refused = 0;
+	size_t nin = 0, i;
+	uint64_t rnd = 12345;
+	civis_logq *q;
+
+	(void)f;
+	memset(&o, 0, sizeof o);
+	o.mem_cap = 8000;
+	o.spool_dir = "/nonexistent-civis-dir";
+	assert_int_equal(civis_logq_new(&q, &o, err, sizeof err), CIVIS_OK);
+	for (;;) {
+		unsigned r;
+
+		civis_logq_stats(q, &s);
+		if (id > 3000 && nin == 0 && s.mem_chunks == 0)
+			break;
+		rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
+		r = (unsigned)(rnd >> 60);
+		if (id <= 3000 && r < 8) {
+			int rc = push_id(q, id, std_len(id));
+
+			if (rc == CIVIS_OK) {
+				id++;
+			} else {
+				assert_int_equal(rc, CIVIS_EFULL);
+				refused++;
+			}
+		} else if (r < 12 && nin < 16) {
+			if (civis_logq_take(q, &inflight[nin]) == CIVIS_OK)
+				nin++;
+		} else if (nin > 0) {
+			char head[16];
+			size_t got;
+			unsigned got_id;
+
+			i = (size_t)((rnd >> 33) % nin);
+			assert_int_equal(civis_logq_chunk_read(q, inflight[i], 0, head, sizeof head - 1,
+			                                       &got), CIVIS_OK);
+			head[got] = '\0';
+			assert_int_equal(sscanf(head, "#%u#", &got_id), 1);
+			assert_int_equal(civis_logq_chunk_lines(inflight[i]), got_id);
+			if ((rnd >> 40) % 5 == 0)
+				civis_logq_nack(q, inflight[i]);
+			else
+				civis_logq_ack(q, inflight[i]);
+			inflight[i] = inflight[--nin];
+		}
+		check_books(q);
+	}
+	civis_logq_stats(q, &s);
+	assert_int_equal(s.dropped_lines, 0);
+	assert_int_equal(s.acked_chunks, 3000);
+	assert_int_equal(s.acked_lines, 3000ULL * 3001ULL / 2);
+	assert_true(s.mem_peak <= o.mem_cap);
+	assert_true(refused > 0);
 	civis_logq_free(q);
 }
 
@@ -778,24 +908,6 @@ test_spool_file_unlinked(void **state)
 		assert_int_equal(rmdir(f->dir), 0);   /* empty: nothing left behind */
 		assert_int_equal(mkdir(f->dir, 0700), 0);
 	}
-}
-
-static void
-test_spool_dir_errors(void **state)
-{
-	struct fixture *f = *state;
-	char ro[96];
-
-	bad_dir_case("/nonexistent-civis-dir/spool", "No such file or directory");
-	/* Nobody, root included, can create a file in /proc. */
-	bad_dir_case("/proc", "/proc");
-	if (geteuid() != 0) {
-		snprintf(ro, sizeof ro, "%s/ro", f->dir);
-		assert_int_equal(mkdir(ro, 0500), 0);
-		bad_dir_case(ro, "Permission denied");
-		assert_int_equal(rmdir(ro), 0);
-	}
-	f->q = NULL;
 }
 
 /* Disk full: the spool write fails, the chunk is dropped and said so, or kept
@@ -1274,6 +1386,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_empty_spool_truncates, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_file_unlinked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_dir_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_only_random, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_write_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_full_drops_one_stretch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_full_random, setup, teardown),

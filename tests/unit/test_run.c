@@ -202,6 +202,71 @@ test_log_refused(void **state)
 	assert_int_equal(said_count(f, "the run log refused 3 lines"), 1);
 }
 
+static int
+log_not_full(struct fx *f)
+{
+	return !civis_run_log_full(f->run);
+}
+
+/* No writable spool directory: the run log is kept in memory only. The
+ * queue refuses batches over its cap; the run keeps them, says so once (no
+ * note per batch), is full until acks free memory, and delivers all. */
+static void
+test_log_memory_only(void **state)
+{
+	struct fx *f = *state;
+	civis_run_log_stats st;
+	civis_run_opts o;
+	char err[256], line[96];
+	int i, was_full = 0;
+
+	stub_route(&f->stub, "POST", RUN_PATH "/logs", 204, "");
+	civis_run_free(f->run);
+	run_opts(f, &o);
+	o.batch_lines = 50;
+	o.mem_max = 64u << 10;
+	o.spool_dir = "/nonexistent-civis-dir/spool";
+	assert_int_equal(civis_run_new(&f->run, f->loop, f->client, &o, err, sizeof(err)), CIVIS_OK);
+	assert_false(civis_run_log_full(f->run));
+	/* nobody sending: more than the memory holds is kept anyway */
+	for (i = 0; i < 1000; i++) {
+		int n = snprintf(line, sizeof(line), "line %d %060d", i, i);
+
+		assert_int_equal(civis_run_log(f->run, "info", line, (size_t)n,
+		                               civis_clock_realtime_ns()), CIVIS_OK);
+	}
+	assert_true(civis_run_log_full(f->run));
+	spin_until(f, log_not_full, 10000 * MS);
+	assert_false(civis_run_log_full(f->run));
+	/* a writer that waits while it is full, as the log stream does */
+	for (; i < 3000; i++) {
+		int n = snprintf(line, sizeof(line), "line %d %060d", i, i);
+
+		if (civis_run_log_full(f->run)) {
+			was_full = 1;
+			spin_until(f, log_not_full, 10000 * MS);
+		}
+		assert_int_equal(civis_run_log(f->run, "info", line, (size_t)n,
+		                               civis_clock_realtime_ns()), CIVIS_OK);
+	}
+	assert_true(was_full);
+	civis_run_log_final(f->run);
+	spin_until(f, log_idle, 20000 * MS);
+	civis_run_log_stats_get(f->run, &st);
+	assert_int_equal((int)st.dropped, 0);
+	assert_int_equal((int)st.undelivered, 0);
+	assert_int_equal((int)st.delivered, 3000 + 1);     /* and the note */
+	assert_true(st.mem_peak <= o.mem_max);
+	assert_int_equal(said_count(f, "memory only"), 1);
+	assert_int_equal(said_count(f, "/nonexistent-civis-dir/spool"), 1);
+	assert_int_equal(said_count(f, "--log-memory-max 64 KiB"), 1);
+	assert_int_equal(said_count(f, "could not queue"), 0);
+	assert_int_equal(said_count(f, "dropped"), 0);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", "\"message\":\"line 0 "), 1);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", "\"message\":\"line 2999 "), 1);
+	assert_int_equal(stub_count(&f->stub, "POST", RUN_PATH "/logs", "kept in memory only"), 1);
+}
+
 /* A 401 stops sending, said once; the lines stay counted as undelivered. */
 static void
 test_log_auth_rejected(void **state)
@@ -668,6 +733,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_log_delivered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_sealed_by_tick, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_memory_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_auth_rejected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_heartbeats_and_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_no_heartbeat_endpoint, setup, teardown),

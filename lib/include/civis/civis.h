@@ -23,7 +23,8 @@ typedef enum civis_status {
 	CIVIS_ETIMEOUT  = -10, /* a deadline passed */
 	CIVIS_ECANCELED = -11, /* stopped by the caller */
 	CIVIS_ENOTFOUND = -12, /* no such file or object */
-	CIVIS_EUNSAFE   = -13  /* refused: would send the key where it must not go */
+	CIVIS_EUNSAFE   = -13, /* refused: would send the key where it must not go */
+	CIVIS_EFULL     = -14  /* full for now: try again once acknowledgements free memory */
 } civis_status;
 
 /* A constant, one-word-ish description of a status ("out of memory"). */

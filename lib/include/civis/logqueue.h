@@ -74,11 +74,15 @@ struct civis_logq_stats {
 	uint64_t spool_disk;                          /* bytes the spool file occupies on disk (st_blocks) */
 	int spool_open;                               /* 1 once the spool file exists */
 	int spool_punch;                              /* 1 when hole punching works on it */
+	int spool_gone;                               /* errno that made the spool directory
+	                                               * unusable (memory only), else 0 */
 };
 
 /* New empty queue; o may be NULL (all defaults). The spool directory is only
  * used at the first overflow; see civis_logq_spool_check to test it early. */
 int  civis_logq_new(civis_logq **out, const civis_logq_opts *o, char *err, size_t errlen);
+/* The spool directory in use (the option, else $TMPDIR, else /tmp). */
+const char *civis_logq_dir(const civis_logq *q);
 /* Frees everything, in-flight chunks included (their pointers die too). */
 void civis_logq_free(civis_logq *q);
 
@@ -92,7 +96,12 @@ int  civis_logq_spool_check(civis_logq *q, char *err, size_t errlen);
  * CIVIS_OK: kept (possibly after dropping older chunks: see stats).
  * Failure: this chunk was NOT kept; its lines are counted as dropped and
  * civis_logq_last_error says why (CIVIS_ESYS disk full or spool unusable,
- * CIVIS_ETOOBIG over CIVIS_LOGQ_MAX_CHUNK or spool_cap, CIVIS_EINVAL). */
+ * CIVIS_ETOOBIG over CIVIS_LOGQ_MAX_CHUNK or spool_cap, CIVIS_EINVAL).
+ * Memory only: once the spool file cannot be created because its directory
+ * is unusable (EROFS, EACCES, EPERM, ENOENT, ENOTDIR; never tried again), a
+ * push over mem_cap is refused with CIVIS_EFULL and NOT counted or dropped:
+ * push it again once acks free memory. With nothing in memory one chunk is
+ * taken whatever its size, so a caller that waits never waits forever. */
 int  civis_logq_push(civis_logq *q, const char *body, size_t len, uint32_t nlines,
                      uint64_t first_ns, uint64_t last_ns);
 

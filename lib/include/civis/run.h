@@ -78,6 +78,13 @@ void civis_run_log_flush(civis_run *r);
 /* The command is done: from now on the run log is sent at once, whatever
  * the budget (the final flush comes first). Flushes too. */
 void civis_run_log_final(civis_run *r);
+/* 1 while the run log takes no more for now: memory only (no writable
+ * spool directory) and the queue is full. The caller should stop reading
+ * what it logs and look again a little later (acks free the memory); what
+ * it still logs is kept, over the cap, never dropped (but once the key
+ * was rejected: then never full, and what does not fit is counted as
+ * dropped, since nothing would free the memory). */
+int  civis_run_log_full(const civis_run *r);
 /* Nothing left to deliver (or the key was rejected). */
 int  civis_run_log_idle(const civis_run *r);
 /* 1 once the key was rejected (the module said so once). */
