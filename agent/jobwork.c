@@ -472,8 +472,14 @@ make_outfile(agent_jobwork *w)
 	int fd = n > 0 && (size_t)n < sizeof(w->outfile) ? mkostemp(w->outfile, O_CLOEXEC) : -1;
 
 	if (fd < 0) {
-		snprintf(w->out_err, sizeof(w->out_err), "%s is not set: cannot create a file in %s: %s",
-		         AGENT_OUTPUT_ENV, tmp_base(&w->o), strerror(errno));
+		int e = errno;
+
+		if (e == EROFS || e == EACCES || e == EPERM || e == ENOENT || e == ENOTDIR)
+			snprintf(w->out_err, sizeof(w->out_err), "%s is not set: no writable directory "
+			         "for its file (%s)", AGENT_OUTPUT_ENV, strerror(e));
+		else
+			snprintf(w->out_err, sizeof(w->out_err), "%s is not set: cannot create a file in "
+			         "%s: %s", AGENT_OUTPUT_ENV, tmp_base(&w->o), strerror(e));
 		w->outfile[0] = '\0';
 		return;
 	}
