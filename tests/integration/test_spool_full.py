@@ -147,7 +147,11 @@ class SpoolFull(unittest.TestCase):
             prev = v
         self.assertEqual(pending, 0, "a note after the last line")
         self.assertGreater(stretches, 0)
-        self.assertLessEqual(len(self.notes), stretches + 5, "notes: %s" % self.notes[:10])
+        # A stretch whose note was already sent when more of it was dropped
+        # gets a second note right after the first (a slow, e.g. sanitizer,
+        # build sends more often): they still add up to the stretch, checked
+        # above; this only bounds the splitting.
+        self.assertLessEqual(len(self.notes), 3 * stretches + 5, "notes: %s" % self.notes[:10])
 
 
 if __name__ == "__main__":
