@@ -9,9 +9,9 @@ integration: $(AGENT) tools prism
 
 # The wrapper names the real binary itself: tests that run the agent with
 # an environment of their own must still get valgrind.
-build/valgrind/civis-agent: tests/integration/valgrind-agent.sh $(AGENT)
+build/valgrind/civis-agent: tests/integration/valgrind-agent.sh tests/integration/valgrind.supp $(AGENT)
 	@mkdir -p $(dir $@)
-	sed 's|@AGENT@|$(abspath $(AGENT))|' $< > $@ && chmod +x $@
+	sed 's|@AGENT@|$(abspath $(AGENT))|; s|@SUPP@|$(abspath tests/integration/valgrind.supp)|' $< > $@ && chmod +x $@
 
 integration-valgrind: $(AGENT) tools prism build/valgrind/civis-agent
 	CIVIS_AGENT=$(abspath build/valgrind/civis-agent) CIVIS_TEST_QUICK=1 \

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -391,6 +392,8 @@ class TestHostileNames(OutputsBase):
 
     def assert_no_forged_line(self, err, log):
         for line in err.split("\n")[:-1]:
+            if os.environ.get("CIVIS_TEST_QUICK") and re.match(r"--\d+-- ", line):
+                continue    # valgrind's own notes (openat2 is unknown to valgrind 3.19)
             self.assertTrue(line.startswith("civis-agent: "), repr(line))
         self.assertNotIn("\x1b", err)
         for m in log:

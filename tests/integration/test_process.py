@@ -326,6 +326,10 @@ class RealOomTest(ProcessBase):
     of the test's own, when the host allows one)."""
 
     def test_real_oom_kill(self):
+        if os.environ.get("CIVIS_TEST_QUICK"):
+            # integration-valgrind: valgrind's own memory shares the 64 MiB
+            # cgroup and the OOM killer picks it (-9); make integration runs this
+            self.skipTest("the agent under valgrind does not fit a 64 MiB cgroup")
         d = memory_cgroup(64 << 20)
         try:
             termlog = os.path.join(self.tmp, "termination-log")
