@@ -478,7 +478,7 @@ agent_upload_cmd_main(int argc, char **argv)
 {
 	struct cmd c;
 	civis_client_config cfg;
-	const char *name_opt = NULL;
+	const char *name_opt = NULL, *sock;
 	char err[512];
 	int gzip = 0, rc;
 	size_t i;
@@ -490,10 +490,10 @@ agent_upload_cmd_main(int argc, char **argv)
 		return rc;
 	/* Inside a command the agent runs, the agent does the work, so it joins
 	 * its queue (--no-register: upload here, on our own). */
-	if (getenv("CIVIS_AGENT_SOCKET") != NULL && *getenv("CIVIS_AGENT_SOCKET") != '\0' &&
-	    !c.no_register)
-		return agent_upload_via_agent(getenv("CIVIS_AGENT_SOCKET"), argv + optind,
-		                              argc - optind, name_opt, gzip, c.expires_at);
+	sock = getenv("CIVIS_AGENT_SOCKET");
+	if (sock != NULL && *sock != '\0' && !c.no_register)
+		return agent_upload_via_agent(sock, argv + optind, argc - optind, name_opt, gzip,
+		                              c.expires_at);
 	rc = civis_client_config_from_env(&cfg, err, sizeof(err));
 	if (rc == CIVIS_ENOTFOUND) {
 		fprintf(stderr, "civis-agent: upload: CIVIS_API_KEY, CIVIS_JOB_ID and "
