@@ -161,10 +161,17 @@ def test_child_environment_untouched(h, root):
     env = container_env(h)
     for k, v in env.items():
         check(child.get(k) == v, "child sees %s=%r, container has %r" % (k, child.get(k), v))
-    extra = sorted(set(child) - set(env) - {"PWD", "SHLVL"})  # busybox sh sets these two
+    # busybox sh sets PWD and SHLVL; the agent adds exactly its job API's
+    # socket and the CIVIS_OUTPUT file (README: the job API), both its own
+    ours = {"CIVIS_AGENT_SOCKET", "CIVIS_OUTPUT"}
+    extra = sorted(set(child) - set(env) - {"PWD", "SHLVL"} - ours)
     check(not [k for k in child if k.startswith("LD_")], "LD_* in the child: %r" % child)
     check(not extra, "variables added to the child's environment: %r" % extra)
-    return "%d variables, identical to the container's" % len(env)
+    check(all(k in child for k in ours), "the job API's variables are missing: %r" % child)
+    check(child["CIVIS_OUTPUT"].startswith("/tmp/civis-output.") and
+          child["CIVIS_AGENT_SOCKET"].startswith(("/tmp/civis-agent.", "@civis-agent.")),
+          "unexpected job API paths: %r %r" % (child["CIVIS_OUTPUT"], child["CIVIS_AGENT_SOCKET"]))
+    return "%d variables, identical to the container's, plus %s" % (len(env), ", ".join(sorted(ours)))
 
 
 def test_no_library_from_outside(h, root):
