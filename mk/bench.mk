@@ -1,6 +1,6 @@
 # make bench: the project's figures, side by side, in one run (tests/bench/bench.py).
 #   make bench BENCH=startup,flood   a subset: startup tee flood latency slowapi redact
-#                                    upload small updur outage layer pid1
+#                                    upload small updur outage layer pid1 image
 #   make bench BENCH_QUICK=1         smaller sizes (a smoke run)
 #   make bench CIVIS_AGENT=/path/to/civis-agent
 #                                    measure another build of the agent (the

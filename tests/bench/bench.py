@@ -46,7 +46,7 @@ BENCH_REDACT = os.path.join(ROOT, "build", "bench_redact")
 BDIR = os.path.join(ROOT, "build", "bench")
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 ALL = ["startup", "tee", "flood", "latency", "slowapi", "redact", "upload", "small", "updur",
-       "outage", "layer", "pid1"]
+       "outage", "layer", "pid1", "image"]
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -803,12 +803,40 @@ def bench_layer(h):
                                                        ov.group(1) if ov else "?"))
 
 
+def bench_image(h):
+    """The images with a real engine (tests/image/bench.py through make image-bench)."""
+    say("== 10. image: make image-bench")
+    env = dict(os.environ)
+    for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
+        env.pop(k, None)
+    try:
+        r = subprocess.run(["make", "-s", "--no-print-directory", "image-bench"], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=1800)
+    except subprocess.TimeoutExpired:
+        fail("image-bench took over 1800 s")
+        return
+    for ln in r.stdout.splitlines():
+        say("  " + ln)
+    if r.returncode != 0:
+        fail("image-bench exit %d" % r.returncode)
+        return
+    st = re.search(r"start-up, median of \d+: .*?: ([+-][0-9.]+) ms \(median of the paired "
+                   r"differences ([+-][0-9.]+) ms\)", r.stdout)
+    rss = re.search(r"tee only ([0-9.]+) MiB, with the API .*?([0-9.]+) MiB", r.stdout)
+    sz = re.search(r"([0-9.]+ MiB)", r.stdout)
+    row("10 image size, start-up added, RSS tee/API",
+        "%s; %s ms (paired %s ms); %s / %s MiB" % (
+            sz.group(1) if sz else "?", st.group(1) if st else "?", st.group(2) if st else "?",
+            rss.group(1) if rss else "?", rss.group(2) if rss else "?"))
+
+
 # ------------------------------------------------------------------ main
 
 FUNCS = {"startup": bench_startup, "tee": bench_tee, "flood": bench_flood, "latency": bench_latency,
          "slowapi": bench_slowapi, "redact": bench_redact, "upload": bench_upload.bench_upload,
          "small": bench_upload.bench_small, "updur": bench_updur, "outage": bench_outage,
-         "layer": bench_layer, "pid1": bench_upload.bench_pid1}
+         "layer": bench_layer, "pid1": bench_upload.bench_pid1, "image": bench_image}
 
 
 def main():
