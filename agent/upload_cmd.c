@@ -492,8 +492,7 @@ agent_upload_cmd_main(int argc, char **argv)
 	 * its queue (--no-register: upload here, on our own). */
 	sock = getenv("CIVIS_AGENT_SOCKET");
 	if (sock != NULL && *sock != '\0' && !c.no_register)
-		return agent_upload_via_agent(sock, argv + optind, argc - optind, name_opt, gzip,
-		                              c.expires_at);
+		return agent_upload_via_agent(sock, argv + optind, argc - optind, name_opt, gzip);
 	rc = civis_client_config_from_env(&cfg, err, sizeof(err));
 	if (rc == CIVIS_ENOTFOUND) {
 		fprintf(stderr, "civis-agent: upload: CIVIS_API_KEY, CIVIS_JOB_ID and "

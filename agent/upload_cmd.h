@@ -13,9 +13,10 @@ enum { AGENT_UPLOAD_OK = 0, AGENT_UPLOAD_FAILED = 1, AGENT_UPLOAD_USAGE = 2 };
  * the order of the arguments (names escaped: \n, \t, \\, \xNN); each
  * failure as "civis-agent: upload: <path>: <reason>" on stderr. */
 int  agent_upload_cmd_main(int argc, char **argv);
-/* With CIVIS_AGENT_SOCKET set: hand the paths to the running agent at addr. */
+/* With CIVIS_AGENT_SOCKET set: hand the paths to the running agent at addr,
+ * which uploads them with its own settings. */
 int  agent_upload_via_agent(const char *addr, char **paths, int npaths, const char *name_opt,
-                            int gzip, const char *expires_at);
+                            int gzip);
 void agent_upload_cmd_usage(FILE *f);
 
 #endif

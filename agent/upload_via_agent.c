@@ -1,6 +1,6 @@
 /* upload_via_agent.c: `civis-agent upload PATH...` inside a command the
  * agent runs (CIVIS_AGENT_SOCKET set): each path goes to the running agent,
- * which uploads it with its own settings and registers it with its other
+ * which uploads it with its own settings (its --expires-at too) and registers it with its other
  * outputs when the command exits (jobwork.h). One request at a time, in
  * argument order; "<file id>\t<name>" per path as it is uploaded. */
 #include <limits.h>
@@ -16,11 +16,10 @@
 
 int
 agent_upload_via_agent(const char *addr, char **paths, int npaths, const char *name_opt,
-                       int gzip, const char *expires_at)
+                       int gzip)
 {
 	int failed = 0;
 
-	(void)expires_at;   /* the running agent's --expires-at applies */
 	for (int i = 0; i < npaths; i++) {
 		agent_jobapi_req r = { .op = AGENT_JOBAPI_UPLOAD, .name = (char *)name_opt,
 		                       .gzip = gzip };
