@@ -34,17 +34,6 @@ LINES = 30000
 LINE_BYTES = 100
 
 
-def _mount_ro_tmpfs(path):
-    """Mount a read-only 1 MiB tmpfs on path; the reason it cannot, or None."""
-    if os.geteuid() != 0:
-        return "needs root to mount a tmpfs"
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", path],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        return "cannot mount a tmpfs: %s" % r.stdout.decode("utf-8", "replace").strip()
-    return None
-
-
 class ReadOnly(unittest.TestCase):
     FAULTS = None
 
@@ -60,7 +49,7 @@ class ReadOnly(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="civis-readonly-")
         cls.ro = os.path.join(cls.tmp, "ro")
         os.mkdir(cls.ro)
-        why = _mount_ro_tmpfs(cls.ro)
+        why = util.mount_tmpfs(cls.ro, "size=1m,ro")
         if why:
             shutil.rmtree(cls.tmp, ignore_errors=True)
             raise unittest.SkipTest(why)

@@ -50,17 +50,6 @@ NOTE_RE = re.compile(r"^civis-agent: (\d+) lines dropped here: spool full$")
 DROPPED_RE = re.compile(r"civis-agent: (\d+) log lines were dropped")
 
 
-def _mount_small_tmpfs(path):
-    """Mount an 8 MiB tmpfs on path; the reason it cannot, or None."""
-    if os.geteuid() != 0:
-        return "needs root to mount a tmpfs"
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", path],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        return "cannot mount a tmpfs: %s" % r.stdout.decode("utf-8", "replace").strip()
-    return None
-
-
 @unittest.skipIf(util.quick(), "CIVIS_TEST_QUICK: the flood takes a while")
 class SpoolFull(unittest.TestCase):
 
@@ -72,7 +61,7 @@ class SpoolFull(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="civis-spoolfull-")
         cls.spool = os.path.join(cls.tmp, "spool")
         os.mkdir(cls.spool)
-        why = _mount_small_tmpfs(cls.spool)
+        why = util.mount_tmpfs(cls.spool, "size=8m,mode=0700")
         if why:
             shutil.rmtree(cls.tmp, ignore_errors=True)
             raise unittest.SkipTest(why)

@@ -226,3 +226,15 @@ def log_path(h):
 
 def hb_path(h):
     return "/" + h.run_path("/heartbeats")
+
+
+def mount_tmpfs(path, options):
+    """Mount a tmpfs with these mount options on path (tests of full and
+    read-only disks); the reason it cannot, or None."""
+    if os.geteuid() != 0:
+        return "needs root to mount a tmpfs"
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        return "cannot mount a tmpfs: %s" % r.stdout.decode("utf-8", "replace").strip()
+    return None
