@@ -228,6 +228,7 @@ start_upload(agent_jobwork *w, size_t index)
 	uo.concurrency = w->o.concurrency;
 	uo.tmp_dir = w->o.tmp_dir;
 	uo.done = on_uploaded;
+	uo.skip_digest = 1;      /* on_uploaded has no use for it */
 	uo.ud = ctx;
 	uo.loop = w->loop;
 	it->state = I_UPLOADING;

@@ -264,6 +264,7 @@ start_jobs(struct cmd *c)
 		uo.concurrency = c->concurrency;
 		uo.progress = on_progress;
 		uo.done = on_uploaded;
+		uo.skip_digest = 1;  /* only the id is printed */
 		uo.ud = j;
 		uo.loop = c->loop;
 		uo.warn = on_warn;

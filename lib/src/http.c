@@ -490,7 +490,9 @@ spec_check(const civis_http_spec *spec, const char *userpwd)
 	    !method_ok(spec->method) ||
 	    (spec->body != NULL && spec->body_read != NULL) ||
 	    (spec->body == NULL && spec->body_len != 0) ||
-	    (spec->body_read == NULL && spec->body_size != 0))
+	    (spec->body_read == NULL && spec->body_size != 0) ||
+	    (spec->send_buffer != 0 && (spec->send_buffer < CIVIS_HTTP_SEND_BUFFER_MIN ||
+	                                spec->send_buffer > CIVIS_HTTP_SEND_BUFFER_MAX)))
 		return CIVIS_EINVAL;
 	if (spec->content_type != NULL &&
 	    (!header_ok(spec->content_type) || strlen(spec->content_type) > 200))
@@ -555,6 +557,7 @@ req_settings(civis_http_req *r, const civis_http_spec *spec)
 	r->body_read = spec->body_read;
 	r->body_size = spec->body_read != NULL ? spec->body_size : 0;
 	r->body_ud = spec->body_ud;
+	r->send_buffer = spec->body_read != NULL ? spec->send_buffer : 0;
 	r->max_response = spec->max_response != 0 ? spec->max_response : DEFAULT_MAX_RESPONSE;
 	if (r->max_response > SIZE_MAX / 4)
 		r->max_response = SIZE_MAX / 4;

@@ -51,6 +51,7 @@ struct civis_http_req {
 	civis_http_read_fn body_read; /* streamed, or */
 	uint64_t body_size;
 	void *body_ud;
+	size_t send_buffer;         /* CURLOPT_UPLOAD_BUFFERSIZE, or 0: libcurl's */
 	uint64_t body_pos;          /* next offset libcurl reads, per try */
 	int body_rc;                /* the reader's failure in this try, or CIVIS_OK */
 	unsigned rewinds;           /* libcurl resent a streamed body by itself */

@@ -276,6 +276,8 @@ set_method(civis_http_req *r, CURL *e)
 		SET(CURLOPT_SEEKFUNCTION, seek_cb);
 		SET(CURLOPT_SEEKDATA, (void *)r);
 	}
+	if (r->send_buffer != 0)
+		SET(CURLOPT_UPLOAD_BUFFERSIZE, (long)r->send_buffer);
 	return c;
 }
 #undef SET

@@ -76,7 +76,7 @@ base_name(const char *p)
 void
 civis__upload_sha_reset(civis_upload *u)
 {
-	if (u->sha_ready)
+	if (u->sha_ready || u->no_digest)
 		return;
 	civis__sha256_dispose(&u->sha);
 	u->sha_off = 0;
@@ -562,6 +562,8 @@ civis_upload_start(civis_client *c, const civis_upload_opts *o, civis_upload **o
 	u->auto_concurrency = o->concurrency == 0;
 	if (u->concurrency > MAX_CONCURRENCY)
 		u->concurrency = MAX_CONCURRENCY;
+	u->no_digest = o->skip_digest != 0;
+	u->sha_broken = u->no_digest;
 	u->progress = o->progress;
 	u->done = o->done;
 	u->ud = o->ud;

@@ -248,6 +248,7 @@ civis__upload_begin_form(civis_upload *u)
 	spec.body_size = u->form_head_len + u->size + u->form_tail_len;
 	spec.body_read = civis__upload_form_read;
 	spec.body_ud = u;
+	spec.send_buffer = civis__upload_send_buffer(spec.body_size, 1);
 	spec.max_response = CIVIS__UPLOAD_MAX_RESPONSE;
 	spec.done = on_form_done;
 	spec.done_ud = u;

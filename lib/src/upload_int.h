@@ -31,6 +31,13 @@
 #define CIVIS__TAR_MAX_ENTRIES 200000      /* names in one directory */
 #define CIVIS__UPLOAD_ERR_MAX  512
 #define CIVIS__UPLOAD_MAX_RESPONSE (64u << 10)
+/* Send buffers of one upload's requests in flight, in all, and the least
+ * one request gets: bodies of at least 4 of libcurl's 64 KiB buffers go
+ * in bigger reads and sends. Measured (1 GiB in 15 parts, 4 in flight,
+ * docs/BENCHMARKS.md): 0.73 s of the agent's CPU with 64 KiB, 0.43 s with
+ * 256 KiB, no less with 512 KiB or 2 MiB. */
+#define CIVIS__UPLOAD_SEND_BUDGET (2u << 20)
+#define CIVIS__UPLOAD_SEND_MIN    (256u << 10)
 
 typedef enum civis__upload_state {
 	CIVIS__ST_STAGING,
@@ -89,7 +96,8 @@ struct civis_upload {
 
 	civis_sha256 sha;
 	int sha_ready;           /* sha_hex is final */
-	int sha_broken;          /* a rewind we could not follow: no digest */
+	int sha_broken;          /* a rewind we could not follow, or no_digest: no digest */
+	int no_digest;           /* opts.skip_digest: never hash the file */
 	uint64_t sha_off;
 	char sha_hex[CIVIS_SHA256_HEX_LEN];
 	civis__upload_hasher *hasher; /* multipart: the hashing thread */
@@ -134,6 +142,11 @@ void civis__upload_fail_short_read(civis_upload *u);
  * else 0. */
 int  civis__upload_fail_read(civis_upload *u);
 void civis__upload_progress_begin(civis_upload *u);
+/* The send_buffer for one of `inflight` requests sending `len` body bytes:
+ * 0 (libcurl's 64 KiB) for small bodies, else budget / inflight within
+ * CIVIS__UPLOAD_SEND_MIN..CIVIS_HTTP_SEND_BUFFER_MAX and the body's
+ * length, a multiple of 64 KiB. */
+size_t civis__upload_send_buffer(uint64_t len, unsigned inflight);
 void civis__upload_sha_reset(civis_upload *u);
 /* Feed bytes read at `off`; only the next bytes in order count. */
 void civis__upload_sha_feed(civis_upload *u, const void *buf, size_t n, uint64_t off);

@@ -173,6 +173,7 @@ launch_parts(civis_upload *u)
 		spec.body_size = p->body.len;
 		spec.body_read = civis__upload_body_read;
 		spec.body_ud = &p->body;
+		spec.send_buffer = civis__upload_send_buffer(p->body.len, u->concurrency);
 		spec.max_response = CIVIS__UPLOAD_MAX_RESPONSE;
 		spec.done = on_part_done;
 		spec.done_ud = p;
@@ -206,7 +207,7 @@ civis__upload_begin_parts(civis_upload *u)
 	}
 	u->state = CIVIS__ST_SENDING;
 	civis__upload_progress_begin(u);
-	if (!u->sha_ready && civis__upload_hash_start(u) != CIVIS_OK) {
+	if (!u->sha_ready && !u->no_digest && civis__upload_hash_start(u) != CIVIS_OK) {
 		fail(u, CIVIS_ENOMEM, "upload of %s: cannot start hashing", u->name);
 		return;
 	}

@@ -158,3 +158,21 @@ civis__upload_short_read(const struct stat *before, int fd, const char *label, c
 	return rc;
 }
 
+
+size_t
+civis__upload_send_buffer(uint64_t len, unsigned inflight)
+{
+	size_t b;
+
+	if (len < 4 * (64u << 10))
+		return 0;
+	b = CIVIS__UPLOAD_SEND_BUDGET / (inflight ? inflight : 1);
+	if (b < CIVIS__UPLOAD_SEND_MIN)
+		b = CIVIS__UPLOAD_SEND_MIN;
+	if (b > CIVIS_HTTP_SEND_BUFFER_MAX)
+		b = CIVIS_HTTP_SEND_BUFFER_MAX;
+	if ((uint64_t)b > len)
+		b = (size_t)len;
+	b &= ~(size_t)((64u << 10) - 1);
+	return b < (64u << 10) ? 0 : b;
+}

@@ -124,9 +124,75 @@ test_bad_specs(void **state)
 	s = spec_for("POST", "/", &g);
 	s.body_size = 3;
 	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_EINVAL);
+	/* a send buffer libcurl cannot have */
+	s = spec_for("PUT", "/", &g);
+	s.body_read = stream_read;
+	s.body_size = 3;
+	s.body_ud = &st;
+	s.send_buffer = CIVIS_HTTP_SEND_BUFFER_MIN - 1;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_EINVAL);
+	s.send_buffer = CIVIS_HTTP_SEND_BUFFER_MAX + 1;
+	assert_int_equal(civis_http_start(F.http, &s, NULL), CIVIS_EINVAL);
 	assert_int_equal(st.calls, 0);
 	assert_int_equal(g.called, 0);
 	assert_int_equal(civis_http_pending(F.http), 0);
+}
+
+/* A reader that gives all it is asked for and notes the biggest ask. */
+struct sized {
+	size_t len;
+	size_t max_n;
+	int calls;
+};
+
+static int
+sized_read(void *ud, uint64_t off, char *buf, size_t n, size_t *got)
+{
+	struct sized *sz = ud;
+
+	sz->calls++;
+	if (n > sz->max_n)
+		sz->max_n = n;
+	if (n > sz->len - off)
+		n = sz->len - (size_t)off;
+	memset(buf, 'x', n);
+	*got = n;
+	return CIVIS_OK;
+}
+
+/* How much a streamed body is read at a time: libcurl's 64 KiB without a
+ * send_buffer, the send_buffer with one. (The scripted server takes 64 KiB
+ * and then stops reading, so each request is cancelled once the reader has
+ * been asked.) */
+static void
+test_send_buffer_sets_read_size(void **state)
+{
+	static const size_t bufs[] = { 0, 256u << 10, CIVIS_HTTP_SEND_BUFFER_MAX };
+	size_t i;
+
+	(void)state;
+	server_start(NULL, 0);
+	for (i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+		struct got g = { 0 };
+		struct sized sz = { .len = 8u << 20 };
+		civis_http_spec s = spec_for("PUT", "/bucket/part", &g);
+		civis_http_req *req = NULL;
+		uint64_t end = civis_now_ns() + 5000 * MS;
+
+		s.body_read = sized_read;
+		s.body_size = sz.len;
+		s.body_ud = &sz;
+		s.send_buffer = bufs[i];
+		assert_int_equal(civis_http_start(F.http, &s, &req), CIVIS_OK);
+		while (sz.calls < 2 && !g.called && civis_now_ns() < end)
+			assert_int_equal(civis_loop_run_once(F.loop, 100 * MS), CIVIS_OK);
+		assert_int_equal(g.called, 0);
+		assert_true(sz.calls >= 1);
+		assert_int_equal(sz.max_n, bufs[i] != 0 ? bufs[i] : (size_t)64 << 10);
+		civis_http_cancel(F.http, req);
+		assert_int_equal(g.called, 1);
+		assert_int_equal(g.status, CIVIS_ECANCELED);
+	}
 }
 
 static const struct step steps_methods[] = {
@@ -319,6 +385,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_error_text_reader, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_specs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_body_and_methods, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_buffer_sets_read_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_post_retry_rereads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_read_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_body_ends_early, setup, teardown),

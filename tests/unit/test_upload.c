@@ -89,6 +89,26 @@ test_part_size_is_ceil_sqrt(void **state)
 
 /* -------------------------------------------------------- request bodies */
 
+/* Send buffers: libcurl's own for small bodies; else 2 MiB shared by the
+ * requests in flight, at least 256 KiB each, at most the body, 64 KiB steps. */
+static void
+test_send_buffer(void **state)
+{
+	(void)state;
+	assert_int_equal(civis__upload_send_buffer(0, 1), 0);
+	assert_int_equal(civis__upload_send_buffer(256 * 1024 - 1, 1), 0);
+	assert_int_equal(civis__upload_send_buffer(256 * 1024, 1), 256 * 1024);
+	assert_int_equal(civis__upload_send_buffer(300 * 1024, 1), 256 * 1024);
+	assert_int_equal(civis__upload_send_buffer(1 * MiB, 1), 1 * MiB);
+	assert_int_equal(civis__upload_send_buffer(1024 * MiB, 1), 2 * MiB);
+	assert_int_equal(civis__upload_send_buffer(68 * MiB, 0), 2 * MiB);
+	assert_int_equal(civis__upload_send_buffer(68 * MiB, 4), 512 * 1024);
+	assert_int_equal(civis__upload_send_buffer(68 * MiB, 3), 640 * 1024);
+	assert_int_equal(civis__upload_send_buffer(68 * MiB, 16), 256 * 1024);
+	assert_int_equal(civis__upload_send_buffer(68 * MiB, 64), 256 * 1024);
+	assert_int_equal(civis__upload_send_buffer(5 * MiB, 64), 256 * 1024);
+}
+
 static void
 test_create_body(void **state)
 {
@@ -442,6 +462,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_part_size),
 		cmocka_unit_test(test_part_size_is_ceil_sqrt),
+		cmocka_unit_test(test_send_buffer),
 		cmocka_unit_test(test_create_body),
 		cmocka_unit_test(test_storage_error),
 		cmocka_unit_test(test_hash_thread),

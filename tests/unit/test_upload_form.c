@@ -320,12 +320,58 @@ test_form_read_retry(void **state)
 	assert_string_equal(sha, want_sha);
 }
 
+/* opts.skip_digest (start sets no_digest and sha_broken so): the same
+ * bytes go out and no SHA-256 is taken, so done gets "". */
+static void
+test_form_skip_digest(void **state)
+{
+	char *names[] = { "key" };
+	char *values[] = { "k" };
+	civis_file_post fp;
+	unsigned char data[70001];
+	static char out[80000];
+	char path[512], sha[CIVIS_SHA256_HEX_LEN];
+	civis_upload *u;
+	uint64_t total, off;
+	size_t got;
+	int fd;
+	(void)state;
+
+	fill(data, sizeof(data), 5);
+	write_file("s.bin", data, sizeof(data));
+	tpath(path, sizeof(path), "s.bin");
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	memset(&fp, 0, sizeof(fp));
+	fp.nfields = 1;
+	fp.field_names = names;
+	fp.field_values = values;
+	u = civis__upload_test_form_new(&fp, fd, sizeof(data), "s.bin");
+	assert_non_null(u);
+	u->no_digest = 1;
+	u->sha_broken = 1;
+	assert_int_equal(civis__upload_form_build(u), CIVIS_OK);
+	total = u->form_head_len + sizeof(data) + u->form_tail_len;
+	for (off = 0; off < total; off += got) {
+		assert_int_equal(civis__upload_form_read(u, off, out + off, 4096, &got), CIVIS_OK);
+		assert_true(got > 0);
+	}
+	/* a retry from 0 does not start a digest either */
+	assert_int_equal(civis__upload_form_read(u, 0, out, 4096, &got), CIVIS_OK);
+	assert_memory_equal(out + u->form_head_len, data, sizeof(data));
+	assert_int_equal(u->sha_ready, 0);
+	civis__upload_test_form_free(u, sha);
+	(void)close(fd);
+	assert_string_equal(sha, "");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_form_on_the_wire),
 		cmocka_unit_test(test_form_read_retry),
+		cmocka_unit_test(test_form_skip_digest),
 	};
 	int rc;
 

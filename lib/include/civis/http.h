@@ -106,7 +106,14 @@ typedef struct civis_http_spec {
 	void *done_ud;
 	civis_http_error_text_fn error_text; /* NULL: civis_http_error_text_line */
 	int prio;                /* civis_http_prio; 0 = NORMAL */
+	size_t send_buffer;      /* a streamed body is read body_read at most this
+	                            many bytes at a time, and sent so: 0 = 64 KiB;
+	                            16 KiB to CIVIS_HTTP_SEND_BUFFER_MAX (bigger
+	                            bodies: fewer reads and sends, more memory) */
 } civis_http_spec;
+
+#define CIVIS_HTTP_SEND_BUFFER_MIN (16u << 10)
+#define CIVIS_HTTP_SEND_BUFFER_MAX (2u << 20)
 
 int  civis_http_new(civis_http **out, civis_loop *loop);
 /* Cancels what is in flight (their done callbacks run with CIVIS_ECANCELED). */

@@ -56,6 +56,10 @@ typedef struct civis_upload_opts {
 	 * path only names it in messages. 0 is a descriptor too: start from
 	 * civis_upload_opts_init(), which sets -1. */
 	int fd;
+	/* 1: the caller has no use for the SHA-256: a file is not hashed (no
+	 * pass over its bytes but the sending one) and done gets "" for it
+	 * (a .gz or .tar.gz still gets the digest its staging took). */
+	int skip_digest;
 } civis_upload_opts;
 
 /* Every field zero (the defaults) but fd, which is -1 (open path). */
