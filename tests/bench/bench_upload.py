@@ -126,14 +126,14 @@ def bench_upload(h):
         B.num(key + "_hwm_kb", max(hwm))
 
 
-def small_files_once(h, src, delay_ms):
+def small_files_once(h, src, delay_ms, args=()):
     work = os.path.join(B.BDIR, "small-out")
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(src, work)
     h.reset()
     h.set_config(delayMs=delay_ms, storageDelayMs=delay_ms)
     tf = os.path.join(B.BDIR, "small.exit")
-    rc, wall, err = B.run([B.AGENT, "--output-dir", work, "--", "sh", "-c",
+    rc, wall, err = B.run([B.AGENT, "--output-dir", work] + list(args) + ["--", "sh", "-c",
                            "date +%%s.%%N > '%s'" % tf], env=h.env(), timeout=900)
     nf = len(os.listdir(src))
     if rc != 0:
@@ -165,19 +165,34 @@ def bench_small(h):
         for i in range(nf):
             with open(os.path.join(src, "f%04d.bin" % i), "wb") as fh:
                 fh.write(os.urandom(10240))
-    for delay in (50, 0):
-        B.say("== 7b. %d files of 10 KiB in --output-dir, %d ms on every API and storage answer"
-              % (nf, delay))
-        res = [small_files_once(h, src, delay) for _ in range(2)]
+    # The simulator has no rate limit: the agent's own budget (issue 13:
+    # 20% of 1,000 per 5 min while the command runs, 80% after) would hold
+    # 2,000 requests for minutes where no limit binds. So the latency
+    # figure runs with --api-budget off, and the budget's effect is
+    # measured on its own, on a window scaled 1/10 (1,000 per 30 s).
+    cases = [(50, ["--api-budget", "off"], "budget off"),
+             (0, ["--api-budget", "off"], "budget off"),
+             (50, ["--api-budget", "20:1000/30s"], "default budget, window 30 s")]
+    if B.QUICK:
+        cases = cases[:2]
+    for delay, args, what in cases:
+        B.say("== 7b. %d files of 10 KiB in --output-dir, %d ms on every API and storage "
+              "answer, %s" % (nf, delay, what))
+        res = [small_files_once(h, src, delay, args) for _ in range(2 if "off" in args else 1)]
         for r in res:
             B.say("  exit to last registration %.2f s; %.2f API requests/file (POST files/ + "
                   "registration), %.2f storage/file; %d log requests; agent wall %.2f s"
                   % r)
         t = B.med([r[0] for r in res])
-        B.row("7b %d x 10 KiB, %d ms, exit->last registration" % (nf, delay), "%.2f s" % t,
-              "<= 10 s" if delay == 50 else "-", t <= 10.0 if delay == 50 else None)
-        B.row("7b %d x 10 KiB, %d ms, API requests/file" % (nf, delay),
+        target = "<= 10 s" if delay == 50 and "off" in args else "-"
+        B.row("7b %d x 10 KiB, %d ms, %s, exit->last reg." % (nf, delay, what), "%.2f s" % t,
+              target, t <= 10.0 if target != "-" else None)
+        B.row("7b %d x 10 KiB, %d ms, %s, API req/file" % (nf, delay, what),
               "%.2f" % B.med([r[1] for r in res]), "2 (floor)")
+        B.row("7b %d x 10 KiB, %d ms, %s, log requests" % (nf, delay, what),
+              "%d" % max(r[3] for r in res), "share requests")
+        key = "small_%dms_%s" % (delay, "off" if "off" in args else "budget30s")
+        B.num(key + "_exit_to_last_reg_s", t)
 
 
 def spawn_rss(argv, env):
