@@ -16,6 +16,7 @@
 #define NO_LIMIT      (1ULL << 62)      /* v1 writes 2^63 - 4096 for "none" */
 #define PATH_MAX_LEN  4096
 #define FILE_MAX      8192              /* bytes read of a cgroup file */
+#define TERMLOG_DEFAULT "/dev/termination-log"
 
 struct agent_exitinfo {
 	char *root;                 /* NULL: the default */
@@ -327,7 +328,7 @@ agent_exitinfo_new(agent_exitinfo **out, const char *cgroup_root, const char *te
 	if (ei == NULL)
 		return CIVIS_ENOMEM;
 	if (termlog == NULL)
-		termlog = "/dev/termination-log";
+		termlog = TERMLOG_DEFAULT;
 	if ((cgroup_root && (ei->root = strdup(cgroup_root)) == NULL) ||
 	    (*termlog && (ei->termlog = strdup(termlog)) == NULL)) {
 		agent_exitinfo_free(ei);
@@ -497,12 +498,41 @@ write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
+/* The termination log open for writing, or -1 where it is not a regular
+ * file that can be written. Only where Kubernetes put one: never created. */
+static int
+termlog_open(const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int
+agent_exitinfo_termlog_usable(const char *termlog)
+{
+	int fd;
+
+	if (termlog == NULL)
+		termlog = TERMLOG_DEFAULT;
+	if (*termlog == '\0' || (fd = termlog_open(termlog)) < 0)
+		return 0;
+	close(fd);
+	return 1;
+}
+
 int
 agent_exitinfo_write_termlog(agent_exitinfo *ei, const char *summary)
 {
 	char buf[AGENT_TERMLOG_MAX];
 	size_t slen, used, k, first;
-	struct stat st;
 	int fd, rc;
 
 	if (ei == NULL || ei->termlog == NULL)
@@ -510,11 +540,10 @@ agent_exitinfo_write_termlog(agent_exitinfo *ei, const char *summary)
 	if (summary != NULL)
 		snprintf(ei->summary, sizeof(ei->summary), "%s", summary);
 	summary = ei->summary;
-	/* Only where Kubernetes put one: never created. */
-	fd = open(ei->termlog, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	fd = termlog_open(ei->termlog);
 	if (fd < 0)
 		return 0;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || ftruncate(fd, 0) != 0) {
+	if (ftruncate(fd, 0) != 0) {
 		close(fd);
 		return 0;
 	}

@@ -78,6 +78,12 @@ size_t agent_exitinfo_limits_text(const agent_exitinfo *ei, char *buf, size_t le
  * the log stream's on_message signature. */
 void agent_exitinfo_feed(void *ud, const char *level, const char *msg, size_t len);
 
+/* The termination log termlog (NULL: the default; "": off) would be
+ * written at exit: it exists, is a regular file and opens for writing.
+ * Asked before the command starts (no agent_exitinfo yet): where it
+ * would not, nothing needs the command's output for it. */
+int  agent_exitinfo_termlog_usable(const char *termlog);
+
 /* Write the last error lines and then summary (one line; NULL: the one
  * given before) to the termination log, replacing what was there, when it
  * exists, is a regular file and is writable. 1 written, 0 not there or

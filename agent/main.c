@@ -42,6 +42,7 @@ typedef struct agent {
 	agent_opts o;
 	civis_client_config cfg;   /* read once in setup_api, disposed once the client has it */
 	int api_on;
+	int passthrough;           /* the command writes straight to our stdout/stderr: no pipes */
 	agent_sup *sup;
 	int out_fd, err_fd;        /* the command's pipes until the log stream takes them */
 	char start_err[512];       /* why the command could not be run, said once the log stream is up */
@@ -197,6 +198,21 @@ setup_api(agent *ag)
 	return 0;
 }
 
+/* Nothing in the agent needs the command's output without the API (no
+ * run log to stream it to), with the tee on and nothing to mask in it
+ * (--redact-tee) and no termination log (whose summary counts the bytes):
+ * the command then writes straight to our stdout and stderr, as under
+ * tini, with no pipe and no copy in between. */
+static void
+setup_passthrough(agent *ag)
+{
+	ag->passthrough = !ag->api_on && ag->o.tee && !ag->o.redact_tee &&
+	                  !agent_exitinfo_termlog_usable(ag->o.termination_log);
+	if (ag->passthrough && ag->o.verbose)
+		say("%s", "the command's output goes straight to the agent's stdout and stderr "
+		    "(nothing to stream, mask or keep)");
+}
+
 /* The command first: no network call before it runs. -1: no supervisor
  * (exit 126). Why a command could not be run (the child's errno comes back
  * through a close-on-exec pipe) waits in ag->start_err for the log stream,
@@ -205,7 +221,9 @@ setup_api(agent *ag)
 static int
 start_command(agent *ag)
 {
-	agent_sup_opts so = { .signal_child_only = ag->o.signal_child_only };
+	agent_sup_opts so = {
+		.signal_child_only = ag->o.signal_child_only, .inherit_output = ag->passthrough,
+	};
 
 	if (agent_sup_init(&ag->sup, &so) != CIVIS_OK) {
 		say("%s", "cannot set up signal handling; exiting");
@@ -301,8 +319,9 @@ setup_client(agent *ag)
 	}
 }
 
-/* The log stream takes the command's pipes and the signalfd joins the
- * loop. Leaves ag->ls NULL when there is nothing to stream with. */
+/* The log stream takes the command's pipes (none in pass-through) and the
+ * signalfd joins the loop. Leaves ag->ls NULL when there is nothing to
+ * stream with. */
 static void
 setup_logstream(agent *ag)
 {
@@ -393,6 +412,7 @@ setup(agent *ag, int argc, char **argv, int *code)
 		*code = 2;
 		goto stop;
 	}
+	setup_passthrough(ag);
 	/* The command may write into the output directory at once. */
 	if (ag->api_on && ag->o.output_dir &&
 	    agent_outputs_mkdir(ag->o.output_dir, err, sizeof(err)) != CIVIS_OK)
@@ -482,6 +502,17 @@ watch_command(agent *ag, uint64_t now)
 	}
 }
 
+/* The command's output has ended: its pipes are at EOF; or, when it wrote
+ * straight to ours, none of the processes it left runs (they would have
+ * held the pipes): the grace period is theirs all the same. */
+static int
+output_ended(agent *ag)
+{
+	if (ag->passthrough)
+		return agent_sup_rest_alive(ag->sup) == 0;
+	return agent_logstream_eof(ag->ls);
+}
+
 /* Once the command is gone: drain, summarise, finish the log, hand over to
  * the outputs. Returns 1 when everything is delivered or a deadline says
  * stop. */
@@ -494,7 +525,7 @@ wind_down(agent *ag, uint64_t now)
 	if (!ag->pipes_done) {
 		/* Grandchildren may hold the pipes: drain until EOF, or until
 		 * what was left is gone and the grace period is over. */
-		if (!agent_logstream_eof(ag->ls) &&
+		if (!output_ended(ag) &&
 		    now < ag->child_done_at + ag->o.grace_ns + NS / 2 &&
 		    !(ag->stop_deadline && now >= ag->stop_deadline))
 			return 0;
@@ -502,7 +533,7 @@ wind_down(agent *ag, uint64_t now)
 		ag->pipes_done = 1;
 		agent_sup_child_usage(ag->sup, &u);
 		agent_exitinfo_ended(ag->ei, agent_sup_child_signal(ag->sup), u.maxrss_kb);
-		agent_summary_note(ag->ls, ag->sup, ag->ei, ag->code, ag->o.verbose);
+		agent_summary_note(ag->ls, ag->sup, ag->ei, ag->code, ag->o.verbose, ag->passthrough);
 		agent_logstream_finish(ag->ls);
 		civis_run_log_final(ag->run);     /* the final flush comes first */
 		/* The command's own API calls stopped with it (README: the rate limit) */

@@ -16,11 +16,11 @@ signame(int sig)
 
 void
 agent_summary_note(agent_logstream *ls, const agent_sup *sup, agent_exitinfo *ei,
-                   int code, int verbose)
+                   int code, int verbose, int passthrough)
 {
 	agent_sup_usage u;
 	agent_logstream_stats st;
-	char how[64], limits[160], line[768];
+	char how[64], limits[160], streamed[96], line[768];
 	int sig = agent_sup_child_signal(sup);
 	const char *oom = agent_exitinfo_oom_line(ei);
 	uint64_t other = agent_exitinfo_other_oom_kills(ei);
@@ -40,13 +40,16 @@ agent_summary_note(agent_logstream *ls, const agent_sup *sup, agent_exitinfo *ei
 		snprintf(how, sizeof(how), "was killed by signal %d (SIG%s)", sig, signame(sig));
 	else
 		snprintf(how, sizeof(how), "exited with status %d", code);
+	if (passthrough)
+		snprintf(streamed, sizeof(streamed), "output straight through, not read");
+	else
+		snprintf(streamed, sizeof(streamed), "streamed %llu lines, %llu bytes",
+		         (unsigned long long)st.lines, (unsigned long long)st.bytes);
 	snprintf(line, sizeof(line), "civis-agent: command %s; wall time %.3f s, CPU %.3f s "
-	         "(user %.3f s, system %.3f s), peak RSS %.1f MiB; streamed %llu lines, %llu bytes"
-	         "%s%s%s%s",
+	         "(user %.3f s, system %.3f s), peak RSS %.1f MiB; %s%s%s%s%s",
 	         how, (double)u.wall_ns / 1e9, (double)(u.user_us + u.sys_us) / 1e6,
 	         (double)u.user_us / 1e6, (double)u.sys_us / 1e6, (double)u.maxrss_kb / 1024.0,
-	         (unsigned long long)st.lines, (unsigned long long)st.bytes,
-	         limits[0] ? "; " : "", limits, oom ? ". " : "", oom ? oom : "");
+	         streamed, limits[0] ? "; " : "", limits, oom ? ". " : "", oom ? oom : "");
 	agent_logstream_note_log_only(ls, "info", line);
 	if (verbose)
 		fprintf(stderr, "%s\n", line);

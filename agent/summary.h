@@ -17,9 +17,11 @@
  * error line ("Process ran out of its allowed N MiB of memory and was
  * killed.", exactly, no prefix: civis-python looks for it) in the run log
  * and on stderr, and the summary ends with it. code is the command's exit
- * code (agent_sup_child_status); agent_exitinfo_ended() was called. */
+ * code (agent_sup_child_status); agent_exitinfo_ended() was called.
+ * passthrough: the command wrote straight to the agent's stdout and
+ * stderr, so nothing was streamed (and the summary says so). */
 void agent_summary_note(agent_logstream *ls, const agent_sup *sup, agent_exitinfo *ei,
-                        int code, int verbose);
+                        int code, int verbose, int passthrough);
 
 /* Why the run log or the output lines are not complete, on stderr, never
  * silently. auth_rejected: the API key was rejected; stopped: a SIGTERM,

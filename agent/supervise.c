@@ -305,7 +305,8 @@ child_exec(const agent_sup *sup, char *const argv[], int out_w, int err_w,
 		(void)tcsetpgrp(STDIN_FILENO, getpid());
 
 	rep.stage = STAGE_DUP;
-	if (dup2(out_w, STDOUT_FILENO) < 0 || dup2(err_w, STDERR_FILENO) < 0)
+	/* out_w < 0: inherit_output, fds 1 and 2 are the agent's own */
+	if (out_w >= 0 && (dup2(out_w, STDOUT_FILENO) < 0 || dup2(err_w, STDERR_FILENO) < 0))
 		goto fail;
 	(void)sigprocmask(SIG_SETMASK, &sup->start_mask, NULL);
 	execvp(argv[0], argv);
@@ -390,7 +391,8 @@ agent_sup_spawn(agent_sup *sup, char *const argv[], int *stdout_fd,
 			set_failed(sup, 126);
 		return CIVIS_EINVAL;
 	}
-	if (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0 ||
+	if ((!sup->opts.inherit_output &&
+	     (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0)) ||
 	    pipe2(rep, O_CLOEXEC) != 0) {
 		e = errno;
 		if (err != NULL && errlen > 0)
@@ -400,8 +402,10 @@ agent_sup_spawn(agent_sup *sup, char *const argv[], int *stdout_fd,
 		rc = CIVIS_ESYS;
 		goto out;
 	}
-	tune_pipe(outp[0]);
-	tune_pipe(errp[0]);
+	if (!sup->opts.inherit_output) {
+		tune_pipe(outp[0]);
+		tune_pipe(errp[0]);
+	}
 	tty = isatty(STDIN_FILENO);
 
 	sup->t_start_ns = mono_ns();

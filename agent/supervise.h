@@ -42,6 +42,10 @@ typedef struct agent_sup_opts {
 	int signal_child_only;
 	/* 1: do not print the subreaper warning (tests). */
 	int quiet;
+	/* 1: the command writes straight to the agent's own stdout and
+	 * stderr (tini's way): no pipes, agent_sup_spawn() returns -1 for
+	 * both. For when nothing in the agent needs the output. */
+	int inherit_output;
 } agent_sup_opts;
 
 /* Bits reported by agent_sup_handle_signals(). */
@@ -77,7 +81,8 @@ int agent_sup_signal_fd(const agent_sup *sup);
 /* Start argv (argv[0] looked up in PATH like execvp) in its own process
  * group, stdin inherited, stdout and stderr on two pipes whose read ends
  * (non-blocking, close-on-exec, 1 MiB when allowed) are returned in
- * *stdout_fd and *stderr_fd; the caller reads and closes them.
+ * *stdout_fd and *stderr_fd; the caller reads and closes them. With
+ * inherit_output, stdout and stderr are inherited too and both are -1.
  *
  * Returns CIVIS_OK once the command has been executed. On failure it returns
  * CIVIS_ENOTFOUND (command not found: exit code 127), CIVIS_EINVAL (found but

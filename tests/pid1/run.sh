@@ -24,7 +24,10 @@
 # command's process group (--signal-child-only: the command alone); when the
 # command exits while processes it started still run (in its group or not:
 # setsid), they get SIGTERM at once (stopped ones SIGCONT too) and SIGKILL
-# after --grace-period; the agent's exit code stays the command's.
+# after --grace-period; the agent's exit code stays the command's. Without
+# the API these run with the command on the agent's own stdout and stderr
+# (no pipes; scenario 17 checks that, and the same with the pipes kept by
+# an existing termination log).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -405,20 +408,26 @@ s13_fds() {
 		"$([ "$RC" = 0 ] && [ "$(cat "$d/out")" = "$want" ]; echo $?)" "want: $want"
 }
 s14_tee() {
-	local d=$1
+	local d=$1 how args
 	if [ ! -f "$WORK/tee.a" ]; then
 		{ head -c $((TEE_MB * 1048576)) /dev/urandom; printf 'a\0\0\0x'; } > "$WORK/tee.a"
 		{ printf '\0\0b'; head -c $((TEE_MB * 1048576)) /dev/urandom; printf '\r'; } > "$WORK/tee.b"
 	fi
-	run_fg "$d" -- sh -c 'cat "$1/tee.b" >&2 & cat "$1/tee.a"; wait' sh "$WORK"
-	# The agent may print notes of its own before the command runs (e.g.
-	# "running without the Civis API"): whole leading lines, dropped here;
-	# tee.b starts with NULs, so nothing of the command's can match.
-	"$H" strip-notes "$d/err" "$d/err.cmd"
-	check "14 [$MODE] byte-exact tee of ${TEE_MB} MB stdout and ${TEE_MB} MB stderr (NULs, no final newline)" \
-		"$([ "$RC" = 0 ] && cmp -s "$d/out" "$WORK/tee.a" && cmp -s "$d/err.cmd" "$WORK/tee.b"; echo $?)" \
-		"exit $RC, sizes $(stat -c %s "$d/out") $(stat -c %s "$d/err.cmd")"
-	rm -f "$d/out" "$d/err" "$d/err.cmd"
+	# Without the API the output goes straight through (scenario 17); an
+	# existing termination log keeps the pipes and the copy.
+	for how in straight pipes; do
+		args=()
+		[ "$how" = pipes ] && args=(--termination-log "$TERMLOG")
+		run_fg "$d" "${args[@]}" -- sh -c 'cat "$1/tee.b" >&2 & cat "$1/tee.a"; wait' sh "$WORK"
+		# The agent may print notes of its own before the command runs (e.g.
+		# "running without the Civis API"): whole leading lines, dropped here;
+		# tee.b starts with NULs, so nothing of the command's can match.
+		"$H" strip-notes "$d/err" "$d/err.cmd"
+		check "14 [$MODE] byte-exact tee of ${TEE_MB} MB stdout and ${TEE_MB} MB stderr (NULs, no final newline; $how)" \
+			"$([ "$RC" = 0 ] && cmp -s "$d/out" "$WORK/tee.a" && cmp -s "$d/err.cmd" "$WORK/tee.b"; echo $?)" \
+			"exit $RC, sizes $(stat -c %s "$d/out") $(stat -c %s "$d/err.cmd")"
+		rm -f "$d/out" "$d/err" "$d/err.cmd"
+	done
 }
 
 # ------------------------------------------------------------------ 15
@@ -505,6 +514,57 @@ s16_stopped() {
 		"exit $RC, leftover wrote: $(cat "$d/gc.out" 2>/dev/null), stderr: $(tr '\n' '|' < "$d/err")"
 }
 
+# ------------------------------------------------------------------ 17
+# Without the API, with the tee on, nothing to mask in it and no
+# termination log, the command gets the agent's own stdout and stderr (no
+# pipes, as under tini); an existing termination log keeps the pipes.
+# Either way: its exit status, a SIGTERM forwarded, every orphan reaped.
+# fds_are HOW DIR: DIR/fds has the command's fd 1 and 2 as readlink saw
+# them: DIR/out and DIR/err themselves (straight), or two pipes.
+TERMLOG=$WORK/termination-log
+: > "$TERMLOG"
+fds_are() {
+	local how=$1 d=$2
+	if [ "$how" = straight ]; then
+		[ "$(cat "$d/fds" 2>/dev/null)" = "$(printf '%s\n%s' "$d/out" "$d/err")" ]
+	else
+		[ "$(grep -cx 'pipe:\[[0-9]*\]' "$d/fds" 2>/dev/null)" = 2 ]
+	fi
+}
+s17_passthrough() {
+	local d=$1 how args a
+	local probe='readlink /proc/$$/fd/1 /proc/$$/fd/2 | cat > "$1/fds"'
+	for how in straight pipes; do
+		args=()
+		[ "$how" = pipes ] && args=(--termination-log "$TERMLOG")
+		rm -f "$d/fds"
+		run_fg "$d" "${args[@]}" -- sh -c "$probe; exit 7" sh "$d"
+		check "17 [$MODE] $how: fd 1 and 2 of the command are $([ "$how" = straight ] &&
+			echo "the agent's own files" || echo pipes); exit 7" \
+			"$([ "$RC" = 7 ] && fds_are "$how" "$d"; echo $?)" \
+			"exit $RC, fds: $(tr '\n' ' ' < "$d/fds" 2>/dev/null)"
+
+		rm -f "$d/fds" "$d/ready"
+		run_bg "$d" "${args[@]}" -- sh -c "$probe; exec \"\$2\" waitsig \"\$1/ready\"" sh "$d" "$H"
+		if ! waitfile "$d/ready"; then
+			kill_tree "$BG"; finish_bg; fail "17 [$MODE] $how: never got ready"; continue
+		fi
+		a=$(agent_pid)
+		kill -TERM "$a"
+		finish_bg
+		check "17 [$MODE] $how: SIGTERM to the agent reaches the command: exit 143" \
+			"$([ "$RC" = 143 ] && fds_are "$how" "$d"; echo $?)" \
+			"exit $RC, fds: $(tr '\n' ' ' < "$d/fds" 2>/dev/null)"
+
+		rm -f "$d/fds"
+		run_fg "$d" "${args[@]}" -- sh -c "$probe; exec \"\$2\" reap 20" sh "$d" "$H"
+		check "17 [$MODE] $how: 20 orphaned grandchildren reaped, no zombie left" \
+			"$([ "$RC" = 0 ] && fds_are "$how" "$d" &&
+			   grep -qFx 'adopted 20 of 20, not adopted 0, left 0 (zombies 0)' "$d/out"; echo $?)" \
+			"exit $RC: $(cat "$d/out"), fds: $(tr '\n' ' ' < "$d/fds" 2>/dev/null)"
+	done
+}
+
 # ------------------------------------------------------------------ run
 want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 for MODE in $MODES; do
@@ -528,6 +588,7 @@ for MODE in $MODES; do
 	want 14 && s14_tee "$D"
 	want 15 && s15_setsid_leftovers "$D"
 	want 16 && s16_stopped "$D"
+	want 17 && s17_passthrough "$D"
 done
 
 # ------------------------------------------------------------------ 12

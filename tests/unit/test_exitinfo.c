@@ -325,6 +325,7 @@ static void
 test_termlog(void **state)
 {
 	agent_exitinfo *ei = NULL;
+	static const char old[] = "old content that must go away, longer than what replaces it\n";
 	char path[128], buf[8192], want[4096], msg[64], big[700];
 	struct stat st;
 	FILE *f;
@@ -334,6 +335,7 @@ test_termlog(void **state)
 	fresh_root();
 	snprintf(path, sizeof(path), "%s/termination-log", root);
 	/* Not there: not created. */
+	assert_int_equal(agent_exitinfo_termlog_usable(path), 0);
 	assert_int_equal(agent_exitinfo_new(&ei, root, path), CIVIS_OK);
 	assert_int_equal(agent_exitinfo_write_termlog(ei, "summary"), 0);
 	assert_int_equal(stat(path, &st), -1);
@@ -341,8 +343,12 @@ test_termlog(void **state)
 
 	f = fopen(path, "w");
 	assert_non_null(f);
-	fputs("old content that must go away, longer than what replaces it\n", f);
+	fputs(old, f);
 	fclose(f);
+	/* Asking does not touch it. */
+	assert_int_equal(agent_exitinfo_termlog_usable(path), 1);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, strlen(old));
 	assert_int_equal(agent_exitinfo_new(&ei, root, path), CIVIS_OK);
 	for (i = 0; i < 12; i++) {
 		snprintf(msg, sizeof(msg), "error %d\nsecond half", i);
@@ -388,7 +394,14 @@ test_termlog(void **state)
 	assert_int_equal(strcmp(buf + strlen(buf) - 9, "\nsummary\n"), 0);
 	agent_exitinfo_free(ei);
 
-	/* Off, and a directory in its place: nothing written. */
+	/* Off, a directory or a FIFO (no reader: no wait) in its place:
+	 * nothing written, and nothing would be. */
+	assert_int_equal(agent_exitinfo_termlog_usable(""), 0);
+	assert_int_equal(agent_exitinfo_termlog_usable(root), 0);
+	snprintf(path, sizeof(path), "%s/fifo", root);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(agent_exitinfo_termlog_usable(path), 0);
+	unlink(path);
 	assert_int_equal(agent_exitinfo_new(&ei, root, ""), CIVIS_OK);
 	assert_int_equal(agent_exitinfo_write_termlog(ei, "summary"), 0);
 	agent_exitinfo_free(ei);

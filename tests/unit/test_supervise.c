@@ -360,6 +360,82 @@ test_pipes(void **state)
 	sup_free(sup);
 }
 
+/* The whole of a small file, NUL-terminated, into buf. */
+static void
+slurp_file(const char *path, char *buf, size_t cap)
+{
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	assert_non_null(f);
+	n = fread(buf, 1, cap - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+}
+
+/* inherit_output: no pipes; the command writes to our own fds 1 and 2
+ * (two files here), the very same open files. */
+static void
+test_inherit_output(void **state)
+{
+	char outp[] = "/tmp/civis-sup-out-XXXXXX", errp[] = "/tmp/civis-sup-err-XXXXXX";
+	char *argv[] = { "sh", "-c", "printf 'out\\0put'; printf err >&2; "
+	                 "stat -L -c %i /proc/$$/fd/1 /proc/$$/fd/2 | cat >&2; exit 7", NULL };
+	agent_sup_opts o = { .quiet = 1, .inherit_output = 1 };
+	agent_sup *sup = NULL;
+	char err[256], got[512], want[128];
+	struct stat so, se;
+	struct run r;
+	int ofd = 0, efd = 0, fo, fe, save1, save2, rc;
+	(void)state;
+
+	fo = mkstemp(outp);
+	fe = mkstemp(errp);
+	assert_true(fo >= 0 && fe >= 0);
+	assert_int_equal(fstat(fo, &so), 0);
+	assert_int_equal(fstat(fe, &se), 0);
+	fflush(stdout);
+	fflush(stderr);
+	save1 = dup(1);
+	save2 = dup(2);
+	assert_true(save1 >= 0 && save2 >= 0);
+	assert_int_equal(dup2(fo, 1), 1);
+	assert_int_equal(dup2(fe, 2), 2);
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(agent_sup_init(&sup, &o), CIVIS_OK);
+	rc = agent_sup_spawn(sup, argv, &ofd, &efd, err, sizeof(err));
+	if (rc == CIVIS_OK)
+		run_to_exit(sup, ofd, efd, &r);
+	/* our own stdout and stderr back before anything is asserted */
+	assert_int_equal(dup2(save1, 1), 1);
+	assert_int_equal(dup2(save2, 2), 2);
+	close(save1);
+	close(save2);
+	close(fo);
+	close(fe);
+	assert_int_equal(rc, CIVIS_OK);
+	assert_int_equal(ofd, -1);
+	assert_int_equal(efd, -1);
+	assert_int_equal(r.code, 7);
+	assert_int_equal(r.nout + r.nerr, 0);
+	{
+		FILE *f = fopen(outp, "rb");
+		char b[16];
+
+		assert_non_null(f);
+		assert_int_equal(fread(b, 1, sizeof(b), f), 7);
+		assert_memory_equal(b, "out\0put", 7);
+		fclose(f);
+	}
+	slurp_file(errp, got, sizeof(got));
+	snprintf(want, sizeof(want), "err%llu\n%llu\n", (unsigned long long)so.st_ino,
+	         (unsigned long long)se.st_ino);
+	assert_string_equal(got, want);
+	unlink(outp);
+	unlink(errp);
+	sup_free(sup);
+}
+
 static void
 test_usage(void **state)
 {
@@ -583,7 +659,7 @@ test_child_only(void **state)
 	/* With signal_child_only, USR1 reaches the shell but not its
 	 * background child, which must be killed with the group. */
 	char *argv[] = { "sh", "-c", "trap 'exit 9' USR1; sleep 30 & wait; exit 1", NULL };
-	agent_sup_opts o = { 1, 1 };
+	agent_sup_opts o = { .signal_child_only = 1, .quiet = 1 };
 	agent_sup *sup = NULL;
 	char err[256];
 	struct run r;
@@ -819,6 +895,7 @@ main(void)
 		cmocka_unit_test(test_missing_command),
 		cmocka_unit_test(test_not_executable),
 		cmocka_unit_test(test_pipes),
+		cmocka_unit_test(test_inherit_output),
 		cmocka_unit_test(test_usage),
 		cmocka_unit_test(test_forward_term),
 		cmocka_unit_test(test_own_sigpipe_not_forwarded),
