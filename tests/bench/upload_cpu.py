@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "sim")); sys.path.insert(
 import bench as B, bench_upload as U
 U.B = B
 from harness import SimHarness
-h = SimHarness(); h.start()
+h = SimHarness(sim_args=["--etag", "opaque"]); h.start()
 def cpu(f):
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN); t0 = time.monotonic(); f(); w = time.monotonic() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BUCKET = "civis-sim-files"
@@ -289,7 +290,7 @@ class FaultPlan:
 MISSING_STATUSES = (404, 405, 410)
 CONFIG_DEFAULTS = {"rateLimit": 0, "rateWindow": 300.0, "delayMs": 0.0, "storageDelayMs": 0.0,
                    "heartbeatStatus": None, "runPatchStatus": None, "etag": "sha256"}
-ETAG_KINDS = ("md5", "sha256")
+ETAG_KINDS = ("md5", "sha256", "opaque")
 
 
 def check_config(obj):
@@ -313,7 +314,7 @@ def check_config(obj):
         if not ok:
             raise HttpError(400, "bad value for %s: %r (rateLimit an integer >= 0, rateWindow "
                             "seconds > 0, delays milliseconds >= 0, statuses null, 404, 405 "
-                            "or 410, etag md5 or sha256)" % (k, v))
+                            "or 410, etag md5, sha256 or opaque)" % (k, v))
         out[k] = float(v) if k in ("rateWindow", "delayMs", "storageDelayMs") else v
     return out
 
@@ -427,9 +428,10 @@ class FileRec:
 
     def digest(self):
         """The SHA-256 of the stored bytes (hashed now if not yet: a completed
-        multipart file, whose parts were hashed one by one)."""
+        multipart file, whose parts were hashed one by one, or any file stored
+        with etag "opaque")."""
         with self.lock:
-            if self.complete and self.sha256 is None:
+            if self.sha256 is None and self.paths and (self.complete or not self.multipart):
                 sha = hashlib.sha256()
                 for p in self.paths:
                     with open(p, "rb", buffering=0) as src:
@@ -561,9 +563,11 @@ class Sim:
         return dict(new)
 
     def upload_hashes(self):
-        """The hashes an upload takes: SHA-256 always (the byte-exact check), MD5
-        too when the ETag is S3's (etag "md5")."""
-        return ("sha256", "md5") if self.config["etag"] == "md5" else ("sha256",)
+        """The hashes an upload takes while it arrives: SHA-256 (the byte-exact
+        check), MD5 too when the ETag is S3's (etag "md5"); none for etag
+        "opaque" (the SHA-256 is taken from the stored bytes when first asked)."""
+        kind = self.config["etag"]
+        return ("sha256", "md5") if kind == "md5" else () if kind == "opaque" else ("sha256",)
 
     def output_object(self, ot, oid):
         """(name, value) of the object a run output names; HttpError 404 when it does
@@ -821,7 +825,11 @@ class DataSink:
 
     def etag(self):
         """S3's ETag of a single upload is the MD5; without MD5, the first 32 hex
-        digits of the SHA-256 stand in (same shape, one hash pass less)."""
+        digits of the SHA-256 stand in (same shape, one hash pass less); with
+        no hash (etag "opaque"), a token unique to this upload, as S3 promises
+        no MD5 for every kind of upload either."""
+        if not self.h:
+            return uuid.uuid4().hex
         return self.hexdigest("md5") or self.hexdigest("sha256")[:32]
 
 
@@ -2362,7 +2370,9 @@ def main(argv=None):
                     help="wait this long before every storage answer")
     ap.add_argument("--etag", choices=ETAG_KINDS, default="sha256",
                     help="sha256 (default): the ETag is the first 32 hex digits of the SHA-256, "
-                         "one hash pass per upload; md5: S3's own (MD5), a second pass")
+                         "one hash pass per upload; md5: S3's own (MD5), a second pass; "
+                         "opaque: a unique token, no hash while the bytes arrive (the SHA-256 "
+                         "of a file is taken from its stored bytes when first asked)")
     ap.add_argument("--heartbeats-missing", type=int, choices=MISSING_STATUSES, default=None,
                     metavar="STATUS", help="answer POST .../heartbeats with 404, 405 or 410")
     ap.add_argument("--run-patch-missing", type=int, choices=MISSING_STATUSES, default=None,

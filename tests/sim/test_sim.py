@@ -417,6 +417,35 @@ class TestApi(SimCase):
                          len(whole))
         self.assertEqual(self.h.violations(), [])
 
+    def test_opaque_etag_hashes_when_asked(self):
+        # etag opaque (the upload bench's): no hash while the bytes arrive, a
+        # unique token for an ETag, the SHA-256 from the stored bytes when asked
+        self.h.set_config(etag="opaque")
+        payload = os.urandom(3 * MiB + 5)
+        fp = self.new_form_file("o.bin")
+        st, hdrs, _ = self.form_upload(fp, payload)
+        self.assertEqual(st, 201)
+        form_tag = hdrs["etag"].strip('"')
+        self.assertRegex(form_tag, "^[0-9a-f]{32}$")
+        self.assertNotEqual(form_tag, hashlib.sha256(payload).hexdigest()[:32])
+        mp = self.multipart([5 * MiB, 1000], name="o2.bin")
+        chunks = [os.urandom(5 * MiB), os.urandom(1000)]
+        tags = []
+        for i in (0, 1):
+            st, hdrs, _ = self.put_part(mp["uploadUrls"][i], chunks[i])
+            self.assertEqual(st, 200)
+            tags.append(hdrs["etag"].strip('"'))
+        self.assertEqual(len(set(tags + [form_tag])), 3)
+        self.call("POST", "files/multipart/%d/complete" % mp["id"], status=204)
+        byid = {x["id"]: x for x in self.h.files()}
+        self.assertEqual(byid[fp["id"]]["sha256"], hashlib.sha256(payload).hexdigest())
+        self.assertIsNone(byid[fp["id"]]["md5"])
+        whole = b"".join(chunks)
+        self.assertEqual(byid[mp["id"]]["sha256"], hashlib.sha256(whole).hexdigest())
+        self.assertEqual([p["sha256"] for p in byid[mp["id"]]["parts"]], [None, None])
+        self.assertEqual(self.h.file_data(mp["id"]), whole)
+        self.assertEqual(self.h.violations(), [])
+
     def test_multipart_rejections(self):
         mp = self.multipart([1, 1])
         self.assertEqual(self.put_part(mp["uploadUrls"][0], b"small")[0], 200)
