@@ -263,14 +263,18 @@ set_method(civis_http_req *r, CURL *e)
 		SET(CURLOPT_POST, 1L);
 		if (r->body_read != NULL) {
 			SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_size);
-		} else {
+		} else if (r->body_len > 0) {
 			SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-			SET(CURLOPT_POSTFIELDS, r->body != NULL ? r->body : "");
+		} else {
+			SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+			SET(CURLOPT_POSTFIELDS, "");
 		}
 	}
-	/* a PUT reads its body (even in memory) through read_cb; a POST only
-	 * a streamed one */
-	if (r->body_read != NULL || method_is(r, "PUT")) {
+	/* Every body goes through read_cb, even one in memory: libcurl's
+	 * silent resend on a fresh connection then rewinds it (seek_cb), and
+	 * that is how a POST the server may have stored twice gets counted
+	 * (with CURLOPT_POSTFIELDS libcurl resends from our buffer unseen). */
+	if (r->body_read != NULL || method_is(r, "PUT") || r->body_len > 0) {
 		SET(CURLOPT_READFUNCTION, read_cb);
 		SET(CURLOPT_READDATA, (void *)r);
 		SET(CURLOPT_SEEKFUNCTION, seek_cb);
