@@ -270,17 +270,38 @@ test_form_on_the_wire(void **state)
 	assert_string_equal(sha, want_sha);
 }
 
+/* A bare upload of `data` (written to tmpdir/name, opened into *fd) with
+ * one form field, key=k; the form is not built yet. */
+static civis_upload *
+one_field_form(const char *name, const unsigned char *data, size_t len, int *fd)
+{
+	static char *names[] = { "key" };
+	static char *values[] = { "k" };
+	civis_file_post fp;
+	char path[512];
+	civis_upload *u;
+
+	write_file(name, data, len);
+	tpath(path, sizeof(path), name);
+	*fd = open(path, O_RDONLY);
+	assert_true(*fd >= 0);
+	memset(&fp, 0, sizeof(fp));
+	fp.nfields = 1;
+	fp.field_names = names;
+	fp.field_values = values;
+	u = civis__upload_test_form_new(&fp, *fd, len, name);
+	assert_non_null(u);
+	return u;
+}
+
 /* The form read at odd sizes, then again from 0 (a retry): the same bytes
  * both times and the digest of the file, once. */
 static void
 test_form_read_retry(void **state)
 {
-	char *names[] = { "key" };
-	char *values[] = { "k" };
-	civis_file_post fp;
 	unsigned char data[70001];
 	static char a[80000], b[80000];
-	char path[512], sha[CIVIS_SHA256_HEX_LEN], want_sha[CIVIS_SHA256_HEX_LEN];
+	char sha[CIVIS_SHA256_HEX_LEN], want_sha[CIVIS_SHA256_HEX_LEN];
 	civis_upload *u;
 	uint64_t total, off;
 	size_t got, step;
@@ -288,16 +309,7 @@ test_form_read_retry(void **state)
 	(void)state;
 
 	fill(data, sizeof(data), 3);
-	write_file("r.bin", data, sizeof(data));
-	tpath(path, sizeof(path), "r.bin");
-	fd = open(path, O_RDONLY);
-	assert_true(fd >= 0);
-	memset(&fp, 0, sizeof(fp));
-	fp.nfields = 1;
-	fp.field_names = names;
-	fp.field_values = values;
-	u = civis__upload_test_form_new(&fp, fd, sizeof(data), "r.bin");
-	assert_non_null(u);
+	u = one_field_form("r.bin", data, sizeof(data), &fd);
 	assert_int_equal(civis__upload_form_build(u), CIVIS_OK);
 	total = u->form_head_len + sizeof(data) + u->form_tail_len;
 	assert_true(total < sizeof(a));
@@ -325,12 +337,9 @@ test_form_read_retry(void **state)
 static void
 test_form_skip_digest(void **state)
 {
-	char *names[] = { "key" };
-	char *values[] = { "k" };
-	civis_file_post fp;
 	unsigned char data[70001];
 	static char out[80000];
-	char path[512], sha[CIVIS_SHA256_HEX_LEN];
+	char sha[CIVIS_SHA256_HEX_LEN];
 	civis_upload *u;
 	uint64_t total, off;
 	size_t got;
@@ -338,16 +347,7 @@ test_form_skip_digest(void **state)
 	(void)state;
 
 	fill(data, sizeof(data), 5);
-	write_file("s.bin", data, sizeof(data));
-	tpath(path, sizeof(path), "s.bin");
-	fd = open(path, O_RDONLY);
-	assert_true(fd >= 0);
-	memset(&fp, 0, sizeof(fp));
-	fp.nfields = 1;
-	fp.field_names = names;
-	fp.field_values = values;
-	u = civis__upload_test_form_new(&fp, fd, sizeof(data), "s.bin");
-	assert_non_null(u);
+	u = one_field_form("s.bin", data, sizeof(data), &fd);
 	u->no_digest = 1;
 	u->sha_broken = 1;
 	assert_int_equal(civis__upload_form_build(u), CIVIS_OK);
