@@ -60,15 +60,6 @@ def no_api_env(extra=None):
     return e
 
 
-def proc_running(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return st != "Z"
-
-
 class PassThroughBase(unittest.TestCase):
 
     @classmethod
@@ -283,7 +274,7 @@ class PassThroughTest(PassThroughBase):
         self.assert_straight()
         self.assertFalse(os.path.exists("/proc/%d" % pid),
                          "the daemon outlived the agent, or was not reaped (running: %s)"
-                         % proc_running(pid))
+                         % util.proc_running(pid))
         return took
 
     def test_leftover_gets_its_grace_period_to_end(self):

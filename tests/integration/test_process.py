@@ -40,16 +40,6 @@ LEFT = ("civis-agent: the command exited and left 1 process running: sending SIG
 OUTLIVED = "civis-agent: the command's processes outlived the grace period (1.0 s): sending SIGKILL"
 
 
-def proc_running(pid):
-    """pid exists and is not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return st != "Z"
-
-
 class ProcessBase(unittest.TestCase):
     sim = None
 
@@ -104,7 +94,7 @@ class ProcessTest(ProcessBase):
             pid = int(f.read())
         self.strays.append(pid)
         self.assertEqual(r.returncode, 3, r)
-        self.assertFalse(os.path.exists("/proc/%d" % pid) and proc_running(pid),
+        self.assertFalse(os.path.exists("/proc/%d" % pid) and util.proc_running(pid),
                          "the setsid'ed daemon outlived the agent")
         self.assertFalse(os.path.exists("/proc/%d" % pid),
                          "the daemon was not reaped by the agent (a zombie of init now)")

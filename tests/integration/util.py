@@ -158,6 +158,16 @@ class LogCheck:
                    self.ordered, self.strict, len(self.other), len(self.bad)))
 
 
+def proc_running(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return st != "Z"
+
+
 # ------------------------------------------------------------------ a running agent
 
 class RunningAgent:
